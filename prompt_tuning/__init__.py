@@ -1,0 +1,1 @@
+"""Soft prompts, ProMoT stages, in-context evaluation and prompt export."""

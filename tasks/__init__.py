@@ -1,0 +1,1 @@
+"""SeqIO task registrations, vocabularies, preprocessors, readers and metrics for medmt5."""
