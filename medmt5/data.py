@@ -1,0 +1,189 @@
+"""Data glue between SeqIO and the trainer: numpy batches with a resumable position.
+
+With tasks/, this is the only module that touches TensorFlow. Training batches come from
+`seqio.get_dataset` with `EncDecFeatureConverter` (packed or not), this process's shard,
+shuffling seeded by `seed` (seqio also seeds its stochastic preprocessors, e.g. span
+corruption, from it), batched and converted to numpy int32 `[B_process, L]`.
+
+Resuming: the pipeline is a deterministic function of (task, lengths, split, seed, shard,
+batch size), so resuming at position N (batches consumed) rebuilds it and skips exactly N
+batches (`tf.data.Dataset.skip`). Skipping re-runs the preprocessing of the skipped
+examples, so it costs time proportional to N, but it is exact, needs no extra files and
+works across restarts on a different number of hosts as long as the shard layout matches.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger("medmt5")
+
+MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
+                  "decoder_loss_weights")
+
+
+def _tf():
+    import tensorflow as tf
+
+    # Keep TensorFlow off accelerators: JAX owns them; tf.data runs on the host.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+        tf.config.set_visible_devices([], "TPU")
+    except (RuntimeError, ValueError):
+        pass  # already initialised or no such device type
+    return tf
+
+
+def get_task_or_mixture(name: str):
+    """The registered seqio Task or Mixture `name`; ValueError lists similar names."""
+    import seqio
+
+    try:
+        return seqio.get_mixture_or_task(name)
+    except ValueError:
+        known = sorted(seqio.TaskRegistry.names()) + sorted(seqio.MixtureRegistry.names())
+        close = [k for k in known if name.split("_")[0] in k][:20]
+        raise ValueError(f"MIXTURE_OR_TASK_NAME={name!r} is not a registered seqio task or "
+                         f"mixture (did you import its module, e.g. `import tasks.benchmarks` "
+                         f"in the gin file?). Similar: {close or known[:20]}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines a training batch stream (and so its resume position)."""
+
+    mixture_or_task_name: str
+    task_feature_lengths: Mapping[str, int]
+    batch_size: int  # rows this process feeds per step
+    split: str = "train"
+    shuffle: bool = True
+    seed: int = 0
+    pack: bool = True
+    num_epochs: Optional[int] = None  # None: repeat forever
+    shard_index: int = 0
+    num_shards: int = 1
+    use_cached: bool = False
+
+
+class BatchIterator:
+    """Iterator of numpy batch dicts; `position` counts the batches handed out so far."""
+
+    def __init__(self, dataset, position: int = 0):
+        self._iter = dataset.as_numpy_iterator()
+        self.position = int(position)
+
+    def __iter__(self) -> "BatchIterator":
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        batch = next(self._iter)
+        self.position += 1
+        return {k: np.asarray(v) for k, v in batch.items()}
+
+
+def build_dataset(config: DataConfig):
+    """The unbatched-then-batched tf.data pipeline of model features for `config`."""
+    import seqio
+
+    _tf()
+    if config.batch_size <= 0:
+        raise ValueError(f"batch size per process must be positive, got {config.batch_size}")
+    missing = {"inputs", "targets"} - set(config.task_feature_lengths)
+    if missing:
+        raise ValueError(f"TASK_FEATURE_LENGTHS={dict(config.task_feature_lengths)} lacks "
+                         f"{sorted(missing)}; e.g. {{'inputs': 512, 'targets': 114}}")
+    get_task_or_mixture(config.mixture_or_task_name)
+    converter = seqio.EncDecFeatureConverter(pack=config.pack)
+    ds = seqio.get_dataset(
+        config.mixture_or_task_name,
+        task_feature_lengths=dict(config.task_feature_lengths),
+        feature_converter=converter,
+        dataset_split=config.split,
+        use_cached=config.use_cached,
+        shuffle=config.shuffle,
+        num_epochs=config.num_epochs,
+        shard_info=seqio.ShardInfo(config.shard_index, config.num_shards),
+        verbose=False,
+        seed=config.seed,
+        batch_size=None,
+    )
+    return ds.batch(config.batch_size, drop_remainder=True)
+
+
+def get_batches(config: DataConfig, start_position: int = 0) -> BatchIterator:
+    """Numpy batches of `config`, starting after `start_position` batches (exact resume).
+
+    Each batch: encoder_input_tokens [B, S], decoder_input_tokens / decoder_target_tokens /
+    decoder_loss_weights [B, T] (+ *_segment_ids, *_positions when packed), int32.
+    """
+    ds = build_dataset(config)
+    if start_position:
+        log.info("data: skipping %d batches to resume at the saved position", start_position)
+        ds = ds.skip(int(start_position))
+    return BatchIterator(ds.prefetch(2), position=start_position)
+
+
+def load_examples(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
+                  split: str, max_examples: Optional[int] = None,
+                  shard_index: int = 0, num_shards: int = 1) -> list[dict[str, Any]]:
+    """The preprocessed examples of a task split, in order, as numpy dicts.
+
+    Keeps every feature the task emits (inputs, targets, *_pretokenized and any extra
+    fields the postprocessor or constraint needs); token features trimmed to the lengths.
+    """
+    import seqio
+
+    _tf()
+    task = get_task_or_mixture(mixture_or_task_name)
+    if split not in task.splits:
+        raise ValueError(f"{mixture_or_task_name!r} has no split {split!r}; "
+                         f"it has {list(task.splits)}")
+    ds = task.get_dataset(sequence_length=dict(task_feature_lengths), split=split,
+                          shuffle=False, num_epochs=1, use_cached=False,
+                          shard_info=seqio.ShardInfo(shard_index, num_shards),
+                          trim_output_features=True)
+    if max_examples is not None:
+        ds = ds.take(int(max_examples))
+    return list(ds.as_numpy_iterator())
+
+
+def pad_tokens(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
+    """Stacks 1-D token arrays into int32 [N, length], zero-padded (truncated if longer)."""
+    out = np.zeros((len(rows), length), np.int32)
+    for i, row in enumerate(rows):
+        row = np.asarray(row, np.int32)[:length]
+        out[i, :len(row)] = row
+    return out
+
+
+def examples_to_batch(examples: Sequence[Mapping[str, Any]],
+                      task_feature_lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """Unpacked EncDecFeatureConverter features of `examples`, built in numpy.
+
+    encoder_input_tokens [N, S]; decoder_target_tokens [N, T]; decoder_input_tokens [N, T]
+    (targets shifted right, start id 0); decoder_loss_weights [N, T] (1 on real targets).
+    """
+    inputs = pad_tokens([e["inputs"] for e in examples], task_feature_lengths["inputs"])
+    targets = pad_tokens([e["targets"] for e in examples], task_feature_lengths["targets"])
+    dec_inputs = np.zeros_like(targets)
+    dec_inputs[:, 1:] = targets[:, :-1]
+    return {"encoder_input_tokens": inputs, "decoder_input_tokens": dec_inputs,
+            "decoder_target_tokens": targets,
+            "decoder_loss_weights": (targets > 0).astype(np.int32)}
+
+
+def as_text(value: Any) -> str:
+    """bytes / numpy bytes / str -> str."""
+    if isinstance(value, (bytes, np.bytes_)):
+        return value.decode("utf-8")
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        return as_text(value.item())
+    return str(value)
+
+
+def iterate_in_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
