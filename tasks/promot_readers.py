@@ -1,0 +1,193 @@
+"""Strict readers for the ProMoT fine-tuning and in-context evaluation datasets.
+
+Every file is JSON Lines, one example per line, in the layout the public datasets use
+(SuperGLUE's JSONL release and the Hugging Face `datasets` exports):
+
+  rte, cb        {"premise", "hypothesis", "label", "idx"}; label "entailment" |
+                 "not_entailment" (RTE) or "entailment" | "contradiction" | "neutral" (CB),
+                 or the Hugging Face `super_glue` class ids (RTE 0/1, CB 0/1/2, same order).
+  wic            {"word", "sentence1", "sentence2", "label", ...}; label true/false or 0/1.
+  trivia_qa      {"question", "answer": {"value", "aliases", "normalized_aliases", ...}}.
+  web_questions  {"question", "answers": [...]}.
+  wmt14/16       {"translation": {"en": ..., "fr"|"de"|"ro": ...}}.
+  xsum           {"document", "summary", "id"}.
+  wiki_lingua    GEM `wiki_lingua` (English): {"source" (article), "target" (summary), ...}.
+
+Directory layout: `{data_dir}/{dataset}/{split}.jsonl`, e.g. `promot/rte/train.jsonl`.
+Each reader returns plain dicts with the fields the templates in `tasks/icl.py` use.
+Errors name the file and line and say what to fix. Pure Python (no TensorFlow).
+"""
+import json
+import os
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
+
+DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "promot")
+DATA_DIR_ENV = "MEDMT5_PROMOT_DIR"
+
+LANGUAGE_NAMES = {"en": "English", "fr": "French", "de": "German", "ro": "Romanian"}
+
+
+class PromotDataError(ValueError):
+    """A ProMoT data file is missing or malformed; the message names file and line."""
+
+
+def data_dir(explicit: str = None) -> str:
+    """`explicit`, else $MEDMT5_PROMOT_DIR, else the shipped samples (tasks/data/promot)."""
+    return explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def split_file(root: str, dataset: str, split: str) -> str:
+    path = os.path.join(root, dataset, f"{split}.jsonl")
+    if not os.path.isfile(path):
+        raise PromotDataError(
+            f"{path}: no such file. ProMoT data is read from {{data_dir}}/{dataset}/{split}.jsonl; "
+            f"set ${DATA_DIR_ENV} to the folder holding '{dataset}/' (now {root!r}).")
+    return path
+
+
+def iter_jsonl(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """Yields ("file:line", object) for every non-blank line; raises on invalid JSON."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as e:
+        raise PromotDataError(f"{path}: cannot open ({e.strerror})") from None
+    with handle:
+        for n, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise PromotDataError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise PromotDataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            yield f"{path}:{n}", row
+
+
+def _text(row: Mapping[str, Any], key: str, where: str) -> str:
+    value = row.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise PromotDataError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+    return " ".join(value.split())  # one line: newlines would read as example separators
+
+
+def _label(row: Mapping[str, Any], where: str, names: Tuple[str, ...]) -> str:
+    value = row.get("label")
+    if isinstance(value, str) and value in names:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
+        return names[value]
+    hint = " (the unlabelled test split has label -1; evaluate on validation)" if value == -1 else ""
+    raise PromotDataError(f"{where}: label {value!r} is not one of {list(names)} or their "
+                          f"class ids 0..{len(names) - 1}{hint}")
+
+
+def _nonempty(records: List[Dict[str, Any]], path: str) -> List[Dict[str, Any]]:
+    if not records:
+        raise PromotDataError(f"{path}: file has no examples")
+    return records
+
+
+def read_rte(path: str) -> List[Dict[str, Any]]:
+    return _nonempty([{"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
+                       "label": _label(r, w, ("entailment", "not_entailment"))}
+                      for w, r in iter_jsonl(path)], path)
+
+
+def read_cb(path: str) -> List[Dict[str, Any]]:
+    return _nonempty([{"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
+                       "label": _label(r, w, ("entailment", "contradiction", "neutral"))}
+                      for w, r in iter_jsonl(path)], path)
+
+
+def read_wic(path: str) -> List[Dict[str, Any]]:
+    out = []
+    for w, r in iter_jsonl(path):
+        label = r.get("label")
+        if label not in (True, False, 0, 1):
+            raise PromotDataError(f"{w}: label {label!r} must be true/false or 0/1")
+        out.append({"word": _text(r, "word", w), "sentence1": _text(r, "sentence1", w),
+                    "sentence2": _text(r, "sentence2", w), "label": bool(label)})
+    return _nonempty(out, path)
+
+
+def _answer_list(values: Any, where: str, key: str) -> List[str]:
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise PromotDataError(f"{where}: {key!r} must be a list of strings, got {values!r}")
+    seen, out = set(), []
+    for v in (" ".join(v.split()) for v in values):
+        if v and v not in seen:
+            seen.add(v)
+            out.append(v)
+    return out
+
+
+def read_trivia_qa(path: str) -> List[Dict[str, Any]]:
+    """answers[0] = answer.value (the demonstration answer), then aliases, normalized_aliases."""
+    out = []
+    for w, r in iter_jsonl(path):
+        answer = r.get("answer")
+        if not isinstance(answer, dict):
+            raise PromotDataError(f"{w}: 'answer' must be an object with 'value' and 'aliases'")
+        answers = _answer_list([_text(answer, "value", w + " answer")]
+                               + list(answer.get("aliases", []))
+                               + list(answer.get("normalized_aliases", [])), w, "answer.aliases")
+        out.append({"question": _text(r, "question", w), "answers": answers})
+    return _nonempty(out, path)
+
+
+def read_web_questions(path: str) -> List[Dict[str, Any]]:
+    out = []
+    for w, r in iter_jsonl(path):
+        answers = _answer_list(r.get("answers"), w, "answers")
+        if not answers:
+            raise PromotDataError(f"{w}: 'answers' is empty")
+        out.append({"question": _text(r, "question", w), "answers": answers})
+    return _nonempty(out, path)
+
+
+def read_translation(path: str, source: str, target: str) -> List[Dict[str, Any]]:
+    """{"translation": {source: ..., target: ...}} -> source/target text and language names."""
+    out = []
+    for w, r in iter_jsonl(path):
+        pair = r.get("translation")
+        if not isinstance(pair, dict):
+            raise PromotDataError(f"{w}: expected {{\"translation\": {{\"{source}\": ..., "
+                                  f"\"{target}\": ...}}}}")
+        out.append({"source": _text(pair, source, w), "target": _text(pair, target, w),
+                    "source_language": LANGUAGE_NAMES[source],
+                    "target_language": LANGUAGE_NAMES[target]})
+    return _nonempty(out, path)
+
+
+def read_xsum(path: str) -> List[Dict[str, Any]]:
+    return _nonempty([{"document": _text(r, "document", w), "summary": _text(r, "summary", w)}
+                      for w, r in iter_jsonl(path)], path)
+
+
+def read_wiki_lingua(path: str) -> List[Dict[str, Any]]:
+    """GEM wiki_lingua layout: "source" is the article, "target" the summary."""
+    return _nonempty([{"document": _text(r, "source", w), "summary": _text(r, "target", w)}
+                      for w, r in iter_jsonl(path)], path)
+
+
+# dataset folder -> reader. The registrations in tasks/promot_tasks.py name these folders.
+READERS: Dict[str, Callable[[str], List[Dict[str, Any]]]] = {
+    "rte": read_rte,
+    "cb": read_cb,
+    "wic": read_wic,
+    "trivia_qa": read_trivia_qa,
+    "web_questions": read_web_questions,
+    "wmt14_fr_en": lambda path: read_translation(path, "en", "fr"),
+    "wmt16_de_en": lambda path: read_translation(path, "en", "de"),
+    "wmt16_ro_en": lambda path: read_translation(path, "en", "ro"),
+    "xsum": read_xsum,
+    "wiki_lingua_en": read_wiki_lingua,
+}
+
+
+def read_split(dataset: str, split: str, root: str = None) -> List[Dict[str, Any]]:
+    """All records of `{root}/{dataset}/{split}.jsonl` (root: see `data_dir`)."""
+    if dataset not in READERS:
+        raise KeyError(f"Unknown ProMoT dataset {dataset!r}; known: {sorted(READERS)}.")
+    return READERS[dataset](split_file(data_dir(root), dataset, split))
