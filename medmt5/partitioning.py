@@ -1,0 +1,198 @@
+"""Device mesh, logical-axis rules, and global batches (pjit/GSPMD in the T5X style).
+
+The mesh always has two axes, ("data", "model"). Parameters carry logical axis names
+(flax `nn.with_logical_partitioning`); ONE table, `LOGICAL_AXIS_RULES`, maps those names to
+mesh axes. Batches are sharded over "data" on their leading dimension.
+
+Multi-host: every process runs the same program. `initialize_distributed` starts
+`jax.distributed`; `data_shard_info` says which input shard this process reads and
+`make_global_batch` turns this process's rows into global `jax.Array`s.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping, NamedTuple, Optional, Sequence
+
+import jax
+import numpy as np
+from flax import linen as nn
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA = "data"
+MODEL = "model"
+MESH_AXES = (DATA, MODEL)
+
+# Logical axis name -> mesh axis (None = replicated). The one table (t5x-like, 1-D model
+# parallelism: "embed" stays replicated so activations [B, T, H] are only batch-sharded).
+LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
+    ("batch", DATA),
+    ("vocab", MODEL),
+    ("mlp", MODEL),
+    ("heads", MODEL),
+    ("joined_kv", MODEL),
+    ("kv", None),
+    ("embed", None),
+    ("length", None),
+    ("layers", None),
+    ("relpos_buckets", None),
+    ("prompt_length", None),
+    ("prompt_embed", None),
+)
+
+log = logging.getLogger(__name__)
+
+
+class ShardInfo(NamedTuple):
+    """This process's input shard; pass as `seqio.ShardInfo(*info)`."""
+
+    index: int
+    num_shards: int
+
+
+def initialize_distributed(coordinator_address: Optional[str] = None,
+                           num_processes: Optional[int] = None,
+                           process_id: Optional[int] = None) -> None:
+    """Starts multi-host JAX (call before anything touches devices).
+
+    One process (all arguments None, not on TPU): nothing to do. On TPU VMs
+    `jax.distributed.initialize()` discovers everything itself. On GPU/CPU clusters pass
+    coordinator_address="host:port", num_processes and process_id (T5X's
+    --coordinator_address / --process_count / --process_index flags).
+    """
+    given = [coordinator_address is not None, num_processes is not None,
+             process_id is not None]
+    if any(given) and not all(given):
+        raise ValueError(
+            "multi-host GPU/CPU needs all of --coordinator_address, --process_count and "
+            f"--process_index; got coordinator_address={coordinator_address!r}, "
+            f"num_processes={num_processes!r}, process_id={process_id!r}")
+    if all(given):
+        if not 0 <= process_id < num_processes:
+            raise ValueError(f"--process_index={process_id} must be in [0, {num_processes})")
+        jax.distributed.initialize(coordinator_address=coordinator_address,
+                                   num_processes=num_processes, process_id=process_id)
+        return
+    if _on_tpu_vm():
+        jax.distributed.initialize()
+
+
+def _on_tpu_vm() -> bool:
+    import os
+    # TPU VM metadata variables set by the TPU runtime; avoids touching devices here.
+    return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("TPU_ACCELERATOR_TYPE")
+                or os.environ.get("CLOUD_TPU_TASK_ID"))
+
+
+def create_mesh(num_partitions: int = 1, mesh_shape: Optional[Sequence[int]] = None,
+                devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+    """A ("data", "model") mesh over all devices of all processes.
+
+    num_partitions: model-parallel size; data size = num_devices // num_partitions.
+    mesh_shape: explicit (data, model), overrides num_partitions; -1 in one place is inferred.
+    """
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    if mesh_shape is None:
+        if num_partitions < 1 or n % num_partitions:
+            raise ValueError(f"num_partitions={num_partitions} must be >= 1 and divide the "
+                             f"number of devices ({n})")
+        shape = (n // num_partitions, num_partitions)
+    else:
+        shape = tuple(int(d) for d in mesh_shape)
+        if len(shape) != 2:
+            raise ValueError(f"mesh_shape={mesh_shape} must be (data, model)")
+        if shape.count(-1) == 1:
+            known = shape[0] * shape[1] * -1
+            if n % known:
+                raise ValueError(f"mesh_shape={mesh_shape} does not divide {n} devices")
+            shape = tuple(n // known if d == -1 else d for d in shape)
+        if shape[0] * shape[1] != n or min(shape) < 1:
+            raise ValueError(f"mesh_shape={tuple(mesh_shape)} needs {shape[0] * shape[1]} "
+                             f"devices but there are {n}")
+    try:
+        # Topology-aware placement on real hardware (TPU/GPU slices).
+        from jax.experimental import mesh_utils
+        if devices == list(jax.devices()):
+            grid = mesh_utils.create_device_mesh(shape, devices=devices,
+                                                 allow_split_physical_axes=True)
+        else:
+            grid = np.asarray(devices, dtype=object).reshape(shape)
+    except (ValueError, NotImplementedError, AssertionError) as e:
+        log.info("create_device_mesh failed (%s); using device order", e)
+        grid = np.asarray(devices, dtype=object).reshape(shape)
+    return Mesh(grid, MESH_AXES)
+
+
+def logical_to_mesh_specs(logical_specs: Any, rules=LOGICAL_AXIS_RULES) -> Any:
+    """Tree of logical PartitionSpecs -> tree of mesh PartitionSpecs."""
+    return nn.logical_to_mesh(logical_specs, rules)
+
+
+def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
+    """Tree of logical PartitionSpecs (nn.get_partition_spec(boxed)) -> NamedShardings."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def unbox(tree: Any) -> Any:
+    """Removes flax partitioning boxes (LogicallyPartitioned) and keeps the values."""
+    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
+                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dimension over "data", the rest replicated."""
+    return NamedSharding(mesh, P(DATA))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def _process_row_blocks(mesh: Mesh, global_batch_size: int) -> dict[int, tuple]:
+    """process index -> sorted tuple of (start, stop) batch-row blocks its devices hold."""
+    idx_map = batch_sharding(mesh).devices_indices_map((global_batch_size,))
+    blocks: dict[int, set] = {}
+    for device, index in idx_map.items():
+        sl = index[0]
+        start, stop, _ = sl.indices(global_batch_size)
+        blocks.setdefault(device.process_index, set()).add((start, stop))
+    return {p: tuple(sorted(b)) for p, b in blocks.items()}
+
+
+def data_shard_info(mesh: Mesh) -> ShardInfo:
+    """This process's input shard: processes holding the same batch rows share an index."""
+    size = mesh.shape[DATA]  # any multiple of the data size works to identify row blocks
+    blocks = _process_row_blocks(mesh, size)
+    distinct = sorted(set(blocks.values()))
+    return ShardInfo(distinct.index(blocks[jax.process_index()]), len(distinct))
+
+
+def per_process_batch_size(global_batch_size: int, mesh: Mesh) -> int:
+    """Rows of the global batch this process feeds to `make_global_batch`."""
+    data = mesh.shape[DATA]
+    if global_batch_size % data:
+        raise ValueError(f"batch size {global_batch_size} must be divisible by the data-parallel "
+                         f"size {data} (mesh {dict(mesh.shape)}); change BATCH_SIZE or the mesh")
+    return global_batch_size // data_shard_info(mesh).num_shards
+
+
+def make_global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array]:
+    """This process's rows {name: [B/num_shards, ...]} -> global arrays {name: [B, ...]}."""
+    sharding = batch_sharding(mesh)
+    num_shards = data_shard_info(mesh).num_shards
+    out = {}
+    for name, x in host_batch.items():
+        x = np.asarray(x)
+        global_shape = (x.shape[0] * num_shards,) + x.shape[1:]
+        if global_shape[0] % mesh.shape[DATA]:
+            raise ValueError(f"feature {name!r}: global batch {global_shape[0]} is not divisible "
+                             f"by the data-parallel size {mesh.shape[DATA]}")
+        out[name] = jax.make_array_from_process_local_data(sharding, x, global_shape)
+    return out
+
+
+def with_sharding_constraint(x: jax.Array, logical_axes: Sequence[Optional[str]],
+                             mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> jax.Array:
+    """Constrains an activation by logical axis names (e.g. ("batch", "length", "embed"))."""
+    spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, spec))
