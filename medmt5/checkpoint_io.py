@@ -1,0 +1,152 @@
+"""`load_checkpoint(path)`: our MODEL_DIR, a Hugging Face model dir, or a T5X checkpoint.
+
+Our layout (docs/INTERFACES.md): MODEL_DIR/model_config.json (T5Config JSON) and an orbax
+CheckpointManager directory MODEL_DIR/checkpoints/<step>/ whose item "params" holds the tree
+the model uses (scanned iff scan_layers). Everything here returns host numpy arrays in the
+unscanned canonical tree, with a config whose scan_layers is False so that
+`Transformer(cfg).apply({"params": params}, ...)` works on the result directly.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from medmt5.atomic_dir import atomic_directory
+from medmt5.hf_io import CONFIG_FILE as HF_CONFIG_FILE
+from medmt5.hf_io import is_hf_dir, load_hf
+from medmt5.param_tree import CheckpointError, to_numpy, unflatten, validate
+from medmt5.t5x_io import is_t5x_path, load_t5x
+
+MODEL_CONFIG_FILE = "model_config.json"
+CHECKPOINTS_SUBDIR = "checkpoints"
+PARAMS_ITEM = "params"
+_STEP_RE = re.compile(r"^\d+$")
+
+
+def _load_config(path: str):
+    from medmt5.config import T5Config
+
+    try:
+        return T5Config.load(path)
+    except (OSError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: cannot read the model config: {e}") from None
+
+
+def _our_model_dir(path: str) -> Optional[Tuple[str, Optional[int]]]:
+    """(MODEL_DIR, step or None) when `path` is MODEL_DIR or MODEL_DIR/checkpoints/<step>."""
+    if os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE)):
+        return path, None
+    parent = os.path.dirname(path)
+    base = os.path.basename(path)
+    if (_STEP_RE.match(base) and os.path.basename(parent) == CHECKPOINTS_SUBDIR
+            and os.path.isfile(os.path.join(os.path.dirname(parent), MODEL_CONFIG_FILE))):
+        return os.path.dirname(parent), int(base)
+    return None
+
+
+def orbax_steps(model_dir: str) -> list:
+    """Finished orbax steps (plain integer directory names) under MODEL_DIR/checkpoints."""
+    root = os.path.join(model_dir, CHECKPOINTS_SUBDIR)
+    if not os.path.isdir(root):
+        return []
+    return sorted(int(d) for d in os.listdir(root)
+                  if _STEP_RE.match(d) and os.path.isdir(os.path.join(root, d)))
+
+
+def restore_params_item(item_dir: str) -> Dict[str, Any]:
+    """Restore one orbax PyTree item directory as a nested dict of host numpy arrays."""
+    import jax
+    import orbax.checkpoint as ocp
+    from etils import epath
+
+    handler = ocp.PyTreeCheckpointHandler()
+    try:
+        tree = handler.metadata(epath.Path(item_dir))
+        tree = getattr(tree, "tree", tree)
+        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return handler.restore(epath.Path(item_dir), args=ocp.args.PyTreeRestore(restore_args=restore_args))
+    except Exception as e:
+        raise CheckpointError(f"{item_dir}: cannot restore the orbax item: {e}") from None
+    finally:
+        handler.close()
+
+
+def load_medmt5(model_dir: str, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+    """Read our MODEL_DIR (latest step, or `step`) -> (config with scan_layers=False, params)."""
+    cfg_path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    cfg = _load_config(cfg_path)
+    steps = orbax_steps(model_dir)
+    root = os.path.join(model_dir, CHECKPOINTS_SUBDIR)
+    if not steps:
+        raise CheckpointError(f"{root}: no finished checkpoint steps (looked for {root}/<step>/{PARAMS_ITEM}).")
+    step = steps[-1] if step is None else int(step)
+    if step not in steps:
+        raise CheckpointError(f"{root}: no checkpoint for step {step}; available steps: {steps}.")
+    item_dir = os.path.join(root, str(step), PARAMS_ITEM)
+    if not os.path.isdir(item_dir):
+        raise CheckpointError(f"{item_dir}: step {step} has no {PARAMS_ITEM!r} item.")
+    params = restore_params_item(item_dir)
+    if cfg.scan_layers:
+        from medmt5.model import unscan_params
+
+        try:
+            params = unscan_params(params)
+        except ValueError as e:
+            raise CheckpointError(f"{item_dir}: {cfg_path} says scan_layers=True but: {e}") from None
+    flat = to_numpy(params)
+    validate(cfg, flat, item_dir, extra_ok=("prompt",))
+    return cfg.replace(scan_layers=False), unflatten(flat)
+
+
+def load_checkpoint(path, step: Optional[int] = None, config=None,
+                    relative_attention_max_distance: int = 128) -> Tuple[Any, Dict[str, Any]]:
+    """(T5Config, params) from our MODEL_DIR (or MODEL_DIR/checkpoints/<step>), a Hugging Face
+    model dir, or a T5X checkpoint (model dir, checkpoint_<step> dir or the msgpack file).
+
+    Params are host numpy arrays in the unscanned canonical tree; a prompt-tuning checkpoint
+    keeps its params["prompt"]. `config` and `relative_attention_max_distance` apply to T5X
+    checkpoints only (they carry no config)."""
+    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if not os.path.exists(path):
+        raise CheckpointError(f"{path}: does not exist.")
+    ours = _our_model_dir(path) if os.path.isdir(path) else None
+    if ours is not None:
+        model_dir, dir_step = ours
+        if dir_step is not None and step is not None and step != dir_step:
+            raise CheckpointError(f"{path}: is step {dir_step} but step={step} was requested.")
+        return load_medmt5(model_dir, dir_step if dir_step is not None else step)
+    if os.path.isdir(path) and is_hf_dir(path):
+        if step is not None:
+            raise CheckpointError(f"{path}: a Hugging Face model directory has no steps; drop step={step}.")
+        return load_hf(path)
+    if is_t5x_path(path):
+        return load_t5x(path, step, config=config,
+                        relative_attention_max_distance=relative_attention_max_distance)
+    raise CheckpointError(
+        f"{path}: not a checkpoint. Looked for {MODEL_CONFIG_FILE} + {CHECKPOINTS_SUBDIR}/<step>/ "
+        f"(medmt5 MODEL_DIR), {HF_CONFIG_FILE} (Hugging Face model directory), and "
+        "checkpoint or checkpoint_<step>/checkpoint (T5X).")
+
+
+def save_params_checkpoint(cfg, params, model_dir: str, step: int = 0, overwrite: bool = False) -> str:
+    """Write MODEL_DIR/model_config.json + orbax step `step` with the single item "params"
+    (scanned iff cfg.scan_layers), all or nothing. For converters and tests."""
+    import orbax.checkpoint as ocp
+
+    flat = to_numpy(params)
+    validate(cfg, flat, "params passed to save_params_checkpoint", extra_ok=("prompt",))
+    tree = unflatten(flat)
+    if cfg.scan_layers:
+        from medmt5.model import scan_params
+
+        tree = to_numpy(scan_params(tree))
+        tree = unflatten(tree)
+    with atomic_directory(model_dir, overwrite=overwrite) as tmp:
+        cfg.save(os.path.join(tmp, MODEL_CONFIG_FILE))
+        with ocp.CheckpointManager(os.path.join(tmp, CHECKPOINTS_SUBDIR)) as manager:
+            manager.save(int(step), args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
+            manager.wait_until_finished()
+    return model_dir
