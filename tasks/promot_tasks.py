@@ -1,0 +1,190 @@
+"""SeqIO registrations of the ProMoT fine-tuning tasks and in-context evaluation tasks.
+
+Fine-tuning (zero-shot template; `_1shot` = the paper's "ProMoT + 1-shot" variant, whose
+demonstration comes from the train split, never the example itself):
+  promot_rte, promot_rte_1shot                 RTE, accuracy
+  promot_wmt14_enfr, promot_wmt14_enfr_1shot   WMT14 En->Fr, BLEU
+In-context evaluation, 1-shot and 4-shot, demonstrations from the train split:
+  icl_cb_{1,4}shot, icl_wic_{1,4}shot                      accuracy      (validation)
+  icl_triviaqa_{1,4}shot                                  exact match   (validation)
+  icl_webquestions_{1,4}shot                              exact match   (test)
+  icl_wmt16_ende_{1,4}shot, icl_wmt16_enro_{1,4}shot      BLEU          (test)
+  icl_xsum_{1,4}shot, icl_wikilingua_en_{1,4}shot         ROUGE-2       (test)
+Mixtures: icl_heldout_1shot, icl_heldout_4shot (the 8 evaluation tasks), promot_multitask.
+The medical in-context suite (icl_med_*) is registered by `tasks/icl_medical_tasks.py`.
+
+Data: `{data_dir}/{dataset}/{split}.jsonl` (layouts in tasks/promot_readers.py); data_dir is
+$MEDMT5_PROMOT_DIR when set, else the shipped samples tasks/data/promot. It is resolved
+when a dataset is built, so the variable can be set after import.
+Vocabulary: $MEDMT5_VOCAB ("tiny" default, or "mt5"), read at import.
+Length budget: few-shot inputs are cut (demonstrations dropped or shortened, the query kept)
+to $MEDMT5_ICL_INPUT_TOKENS tokens (default 1024) including EOS; use an inputs feature length
+at least that large, or seqio trims the end of the query.
+"""
+import dataclasses
+import os
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import seqio
+import tensorflow as tf
+
+from tasks import icl, promot_metrics, promot_readers, vocab
+
+VOCAB_ENV = "MEDMT5_VOCAB"
+ICL_INPUT_TOKENS_ENV = "MEDMT5_ICL_INPUT_TOKENS"
+DEFAULT_ICL_INPUT_TOKENS = 1024
+SELECTION_SEED = 0  # demonstration selection seed (per query index, see tasks/icl.py)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotTask:
+    """One registered task: the dataset folder, template, query splits and shots."""
+
+    dataset: str
+    template: str
+    splits: Tuple[str, ...]
+    num_shots: int
+    metric_fn: Callable[..., Dict[str, float]]
+    pool_split: str = "train"
+
+
+_ACC, _EM = promot_metrics.accuracy, promot_metrics.exact_match
+_BLEU, _R2 = promot_metrics.bleu, promot_metrics.rouge2
+
+# The explicit table of task names (grep for a name to find its definition).
+TASKS: Dict[str, PromotTask] = {
+    "promot_rte": PromotTask("rte", "rte", ("train", "validation"), 0, _ACC),
+    "promot_rte_1shot": PromotTask("rte", "rte", ("train", "validation"), 1, _ACC),
+    "promot_wmt14_enfr": PromotTask("wmt14_fr_en", "translation",
+                                    ("train", "validation", "test"), 0, _BLEU),
+    "promot_wmt14_enfr_1shot": PromotTask("wmt14_fr_en", "translation",
+                                          ("train", "validation", "test"), 1, _BLEU),
+    "icl_cb_1shot": PromotTask("cb", "cb", ("validation",), 1, _ACC),
+    "icl_cb_4shot": PromotTask("cb", "cb", ("validation",), 4, _ACC),
+    "icl_wic_1shot": PromotTask("wic", "wic", ("validation",), 1, _ACC),
+    "icl_wic_4shot": PromotTask("wic", "wic", ("validation",), 4, _ACC),
+    "icl_triviaqa_1shot": PromotTask("trivia_qa", "qa", ("validation",), 1, _EM),
+    "icl_triviaqa_4shot": PromotTask("trivia_qa", "qa", ("validation",), 4, _EM),
+    "icl_webquestions_1shot": PromotTask("web_questions", "qa", ("test",), 1, _EM),
+    "icl_webquestions_4shot": PromotTask("web_questions", "qa", ("test",), 4, _EM),
+    "icl_wmt16_ende_1shot": PromotTask("wmt16_de_en", "translation", ("test",), 1, _BLEU),
+    "icl_wmt16_ende_4shot": PromotTask("wmt16_de_en", "translation", ("test",), 4, _BLEU),
+    "icl_wmt16_enro_1shot": PromotTask("wmt16_ro_en", "translation", ("test",), 1, _BLEU),
+    "icl_wmt16_enro_4shot": PromotTask("wmt16_ro_en", "translation", ("test",), 4, _BLEU),
+    "icl_xsum_1shot": PromotTask("xsum", "summarization", ("test",), 1, _R2),
+    "icl_xsum_4shot": PromotTask("xsum", "summarization", ("test",), 4, _R2),
+    "icl_wikilingua_en_1shot": PromotTask("wiki_lingua_en", "summarization", ("test",), 1, _R2),
+    "icl_wikilingua_en_4shot": PromotTask("wiki_lingua_en", "summarization", ("test",), 4, _R2),
+}
+
+MIXTURES: Dict[str, Tuple[str, ...]] = {
+    "icl_heldout_1shot": ("icl_cb_1shot", "icl_wic_1shot", "icl_triviaqa_1shot",
+                          "icl_webquestions_1shot", "icl_wmt16_ende_1shot",
+                          "icl_wmt16_enro_1shot", "icl_xsum_1shot", "icl_wikilingua_en_1shot"),
+    "icl_heldout_4shot": ("icl_cb_4shot", "icl_wic_4shot", "icl_triviaqa_4shot",
+                          "icl_webquestions_4shot", "icl_wmt16_ende_4shot",
+                          "icl_wmt16_enro_4shot", "icl_xsum_4shot", "icl_wikilingua_en_4shot"),
+    "promot_multitask": ("promot_rte", "promot_wmt14_enfr"),
+}
+
+
+def vocabulary_name() -> str:
+    name = os.environ.get(VOCAB_ENV, "tiny")
+    if name not in vocab.VOCAB_NAMES:
+        raise ValueError(f"${VOCAB_ENV}={name!r}: expected one of {list(vocab.VOCAB_NAMES)}.")
+    return name
+
+
+def icl_input_tokens() -> int:
+    raw = os.environ.get(ICL_INPUT_TOKENS_ENV, str(DEFAULT_ICL_INPUT_TOKENS))
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(f"${ICL_INPUT_TOKENS_ENV}={raw!r}: expected a positive token count.")
+    return value
+
+
+def token_length_fn(vocabulary: seqio.Vocabulary) -> Callable[[str], int]:
+    """Length in the task vocabulary's tokens, EOS included."""
+    return lambda text: len(vocabulary.encode(text)) + 1
+
+
+def format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
+                 length_fn: Optional[Callable[[str], int]] = None,
+                 max_length: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The formatted rows (inputs, targets, answers, idx, num_shots) of one task split.
+
+    Few-shot tasks are cut to `max_length` (default $MEDMT5_ICL_INPUT_TOKENS) in units of
+    `length_fn` (default: tokens of the $MEDMT5_VOCAB vocabulary); zero-shot ones are not.
+    """
+    if split not in spec.splits:
+        raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
+                         f"available: {list(spec.splits)}.")
+    root = promot_readers.data_dir(data_dir)
+    queries = promot_readers.read_split(spec.dataset, split, root)
+    pool = promot_readers.read_split(spec.dataset, spec.pool_split, root) if spec.num_shots else []
+    if spec.num_shots:
+        length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary_name()))
+        max_length = max_length or icl_input_tokens()
+    return icl.format_examples(icl.get_template(spec.template), queries, pool, spec.num_shots,
+                               seed=SELECTION_SEED, max_length=max_length if spec.num_shots else None,
+                               length_fn=length_fn or len,
+                               pool_is_query_split=(split == spec.pool_split))
+
+
+def rows_to_dataset(rows: Sequence[Dict[str, Any]]) -> tf.data.Dataset:
+    """Formatted rows -> tf.data with inputs/targets (str), answers ([None] str), idx,
+    num_shots (int32)."""
+    if not rows:
+        raise ValueError("No examples to build a dataset from.")
+    return tf.data.Dataset.from_tensor_slices({
+        "inputs": tf.constant([r["inputs"] for r in rows], tf.string),
+        "targets": tf.constant([r["targets"] for r in rows], tf.string),
+        "answers": tf.ragged.constant([list(r["answers"]) for r in rows], dtype=tf.string),
+        "idx": tf.constant([r["idx"] for r in rows], tf.int32),
+        "num_shots": tf.constant([r["num_shots"] for r in rows], tf.int32),
+    })
+
+
+def _dataset_fn(spec: PromotTask):
+    def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
+        del shuffle_files, seed  # one file per split; seqio shuffles examples
+        return rows_to_dataset(format_split(spec, split))
+    return dataset_fn
+
+
+def output_features(vocabulary: seqio.Vocabulary) -> Dict[str, seqio.Feature]:
+    return {"inputs": seqio.Feature(vocabulary, add_eos=True, required=True),
+            "targets": seqio.Feature(vocabulary, add_eos=True, required=True)}
+
+
+def register_task(name: str, source: seqio.DataSource, template: icl.Template,
+                  metric_fn: Callable[..., Dict[str, float]]) -> None:
+    """Registers one text-to-text ICL/ProMoT task (idempotent: re-registration replaces)."""
+    seqio.TaskRegistry.remove(name)
+    seqio.TaskRegistry.add(
+        name,
+        source=source,
+        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        output_features=output_features(vocab.get_vocabulary(vocabulary_name())),
+        postprocess_fn=icl.make_postprocess_fn(template),
+        metric_fns=[metric_fn],
+    )
+
+
+def register_mixture(name: str, task_names: Sequence[str]) -> None:
+    seqio.MixtureRegistry.remove(name)
+    seqio.MixtureRegistry.add(name, list(task_names), default_rate=1.0)
+
+
+def register_all() -> None:
+    for name, spec in TASKS.items():
+        source = seqio.FunctionDataSource(_dataset_fn(spec), splits=spec.splits)
+        register_task(name, source, icl.get_template(spec.template), spec.metric_fn)
+    for name, members in MIXTURES.items():
+        register_mixture(name, members)
+
+
+register_all()
