@@ -1,0 +1,116 @@
+"""SeqIO registrations of the ProMoT fine-tuning and in-context evaluation tasks."""
+import json
+
+import pytest
+
+seqio = pytest.importorskip("seqio")
+pytest.importorskip("tensorflow")
+
+from tasks import icl, promot_readers, promot_tasks  # noqa: E402
+
+LENGTHS = {"inputs": 1024, "targets": 128}
+
+
+def _examples(name, split, lengths=LENGTHS):
+    task = seqio.get_mixture_or_task(name)
+    return list(task.get_dataset(lengths, split=split, shuffle=False).as_numpy_iterator())
+
+
+def _text(value):
+    return value.decode("utf-8")
+
+
+def test_zero_shot_fine_tuning_tasks_use_the_papers_templates():
+    ex = _examples("promot_rte", "validation")[0]
+    assert _text(ex["inputs_pretokenized"]) == (
+        "The research team tracked two hundred patients with asthma for five years. "
+        "question: Patients with asthma were followed for five years. "
+        "Is it true or false? answer:")
+    assert _text(ex["targets_pretokenized"]) == "true"
+    assert ex["inputs"][-1] == 1 and ex["targets"][-1] == 1  # EOS
+    ex = _examples("promot_wmt14_enfr", "test")[1]
+    assert _text(ex["inputs_pretokenized"]) == \
+        "Translate English to French: The museum is closed on Mondays."
+    assert _text(ex["targets_pretokenized"]) == "Le musée est fermé le lundi."
+
+
+def test_one_shot_example_in_full():
+    ex = _examples("icl_cb_1shot", "validation")[0]
+    (demo,) = icl.select_demonstrations(0, 12, 1, seed=promot_tasks.SELECTION_SEED)
+    train = promot_readers.read_split("cb", "train")
+    d = train[demo]
+    answer = {"entailment": "true", "contradiction": "false", "neutral": "neither"}[d["label"]]
+    assert _text(ex["inputs_pretokenized"]) == (
+        f"{d['premise']} question: {d['hypothesis']} Is it true or false or neither? answer: "
+        f"{answer}\n\n"
+        "A: Have you read her new book? B: Yes, and I'm convinced it's her best work. "
+        "question: the new book is her best work Is it true or false or neither? answer:")
+    assert _text(ex["targets_pretokenized"]) == "true" and ex["num_shots"] == 1
+
+
+def test_four_shot_tasks_have_four_demonstrations_and_the_train_pool_excludes_self():
+    for name, prefix in (("icl_triviaqa_4shot", "Q: "), ("icl_wmt16_enro_4shot", "Translate "),
+                         ("icl_xsum_4shot", "Article: ")):
+        split = promot_tasks.TASKS[name].splits[0]
+        for ex in _examples(name, split):
+            parts = _text(ex["inputs_pretokenized"]).split("\n\n")
+            assert len(parts) == 5 and ex["num_shots"] == 4
+            assert all(p.startswith(prefix) for p in parts)
+    # ProMoT + 1-shot trains on train: the demonstration is never the example itself.
+    for ex in _examples("promot_rte_1shot", "train"):
+        demo, query = _text(ex["inputs_pretokenized"]).split("\n\n")
+        assert not demo.startswith(query)
+
+
+def test_length_budget_env_override(monkeypatch):
+    monkeypatch.setenv(promot_tasks.ICL_INPUT_TOKENS_ENV, "160")
+    vocabulary = seqio.get_mixture_or_task("icl_xsum_4shot").output_features["inputs"].vocabulary
+    for ex in _examples("icl_xsum_4shot", "test"):
+        text = _text(ex["inputs_pretokenized"])
+        assert len(vocabulary.encode(text)) + 1 <= 160
+        assert text.endswith("One sentence summary:") and ex["num_shots"] < 4
+    monkeypatch.setenv(promot_tasks.ICL_INPUT_TOKENS_ENV, "many")
+    with pytest.raises(ValueError, match="MEDMT5_ICL_INPUT_TOKENS"):
+        _examples("icl_xsum_4shot", "test")
+
+
+def test_data_dir_env_override(tmp_path, monkeypatch):
+    (tmp_path / "wic").mkdir()
+    rows = [{"word": f"w{i}", "sentence1": f"A{i}.", "sentence2": f"B{i}.", "label": i % 2,
+             "idx": i} for i in range(3)]
+    for split in ("train", "validation"):
+        (tmp_path / "wic" / f"{split}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv(promot_readers.DATA_DIR_ENV, str(tmp_path))
+    examples = _examples("icl_wic_1shot", "validation")
+    assert len(examples) == 3
+    assert _text(examples[2]["inputs_pretokenized"]).endswith(
+        'A2. B2. question: The word "w2" means the same thing in both sentences. '
+        "Is it true or false? answer:")
+    assert [_text(e["targets_pretokenized"]) for e in examples] == ["false", "true", "false"]
+    with pytest.raises(promot_readers.PromotDataError, match="MEDMT5_PROMOT_DIR"):
+        _examples("icl_cb_1shot", "validation")
+
+
+@pytest.mark.parametrize("name", sorted(promot_tasks.TASKS))
+def test_postprocessed_targets_score_100(name):
+    """Each task's postprocess + metric: the targets, fed back as predictions, score 100."""
+    task = seqio.get_mixture_or_task(name)
+    split = promot_tasks.TASKS[name].splits[-1]
+    examples = _examples(name, split)
+    targets = [task.postprocess_fn(e["targets_pretokenized"], example=e, is_target=True)
+               for e in examples]
+    predictions = [task.postprocess_fn(e["targets_pretokenized"] + b"\n\nQ: Translate Article:",
+                                       example=e, is_target=False) for e in examples]
+    (metric_fn,) = task.metric_fns
+    for value in metric_fn(targets, predictions).values():
+        assert value == pytest.approx(100.0)
+
+
+def test_mixtures():
+    heldout = seqio.get_mixture_or_task("icl_heldout_1shot")
+    assert sorted(t.name for t in heldout.tasks) == sorted(
+        ["icl_cb_1shot", "icl_wic_1shot", "icl_triviaqa_1shot", "icl_webquestions_1shot",
+         "icl_wmt16_ende_1shot", "icl_wmt16_enro_1shot", "icl_xsum_1shot",
+         "icl_wikilingua_en_1shot"])
+    assert len(seqio.get_mixture_or_task("icl_heldout_4shot").tasks) == 8
