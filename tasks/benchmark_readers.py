@@ -112,7 +112,7 @@ def _log(path: str, stats: ReadStats) -> None:
                         path, stats.skipped_empty, stats.dropped_space_tokens)
 
 
-def _read_lines(path: str) -> List[str]:
+def read_lines(path: str) -> List[str]:
     if not os.path.exists(path):
         raise BenchmarkDataError(
             f"{path}: no such file; set MEDMT5_BENCHMARK_DIR (or the data_dir argument) to "
@@ -151,7 +151,7 @@ def read_iob_tsv(path: str, labels: Sequence[str],
         tokens.clear()
         tags.clear()
 
-    for n, line in enumerate(_read_lines(path), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             flush()
             continue
@@ -198,7 +198,7 @@ def _hf_label_names(schema) -> Optional[List[str]]:
 
 
 def _rows_jsonl(path: str) -> Iterable[Tuple[str, object]]:
-    for n, line in enumerate(_read_lines(path), start=1):
+    for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
         try:

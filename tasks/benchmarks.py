@@ -1,0 +1,281 @@
+"""SeqIO tasks and mixtures for the Medical mT5 sequence-labelling benchmarks.
+
+Text-to-text in the authors' format (see tasks/seqlabel.py): inputs are the sentence,
+targets the sentence with `<Label> ... </Label>` around spans. The `multitask_*` tasks
+prefix the input with the dataset's label set (`<Claim> <Premise> ...`) and are the
+members of the multitask mixtures. Every task's postprocess turns decoded text into one
+BIO tag per input word (`SeqLabelPostprocessor`) and its metric is seqeval span F1
+(`tasks.metrics.span_f1`: "f1", "precision", "recall", "f1_<Label>").
+
+Importing this module registers everything with the shipped samples and the tiny
+vocabulary; call `register_benchmark_tasks(data_dir=..., vocabulary="mt5")` to point
+the same names at real data. The data folder is the argument, else
+$MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it:
+  abstrct/{lang}/{neoplasm_train,...}.jsonl or HF parquet shards
+  ner/{lang}-{dataset}-{train,dev,test}.tsv
+  bioasq/{lang}/{train,test}.jsonl (see tasks/qa.py)
+Task splits: train / validation / test (AbstRCT neoplasm dev = validation); the
+glaucoma and mixed AbstRCT sets are test-only tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import seqio
+import tensorflow as tf
+
+from tasks import benchmark_readers as readers
+from tasks import metrics
+from tasks import qa
+from tasks import seqlabel
+from tasks import vocab as vocab_lib
+
+BENCHMARK_DIR_ENV = "MEDMT5_BENCHMARK_DIR"
+DEFAULT_BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
+                                     "benchmarks")
+
+# Label sets (tag names in the text) and languages of each dataset.
+DATASET_LABELS: Dict[str, Tuple[str, ...]] = {
+    "abstrct": ("Claim", "Premise"),
+    "ncbi-disease": ("Disease",),
+    "bc5cdr-disease": ("Disease",),
+    "bc5cdr-chemical": ("Chemical",),
+    "diann": ("Disability",),
+    "pharmaconer": ("NORMALIZABLES", "NO_NORMALIZABLES", "PROTEINAS", "UNCLEAR"),
+    "e3c": ("CLINENTITY",),
+}
+DATASET_LANGUAGES: Dict[str, Tuple[str, ...]] = {
+    "abstrct": ("en", "es", "fr", "it"),
+    "ncbi-disease": ("en",),
+    "bc5cdr-disease": ("en",),
+    "bc5cdr-chemical": ("en",),
+    "diann": ("en", "es"),
+    "pharmaconer": ("es",),
+    "e3c": ("en", "es", "fr", "it"),
+}
+
+# seqio split -> file split
+NEOPLASM = {"train": "neoplasm_train", "validation": "neoplasm_dev", "test": "neoplasm_test"}
+GLAUCOMA = {"test": "glaucoma_test"}
+MIXED = {"test": "mixed_test"}
+TSV = {"train": "train", "validation": "dev", "test": "test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class SeqLabelTask:
+    name: str
+    dataset: str
+    lang: str
+    splits: Dict[str, str]
+    prefixed: bool  # label-set prefix on the input (multitask format)
+
+
+def _t(name, dataset, lang, splits, prefixed=False):
+    return SeqLabelTask(name, dataset, lang, splits, prefixed)
+
+
+# Every sequence-labelling task, by its full name.
+SEQLABEL_TASKS: Tuple[SeqLabelTask, ...] = (
+    _t("abstrct_neoplasm_en", "abstrct", "en", NEOPLASM),
+    _t("abstrct_neoplasm_es", "abstrct", "es", NEOPLASM),
+    _t("abstrct_neoplasm_fr", "abstrct", "fr", NEOPLASM),
+    _t("abstrct_neoplasm_it", "abstrct", "it", NEOPLASM),
+    _t("abstrct_glaucoma_en", "abstrct", "en", GLAUCOMA),
+    _t("abstrct_glaucoma_es", "abstrct", "es", GLAUCOMA),
+    _t("abstrct_glaucoma_fr", "abstrct", "fr", GLAUCOMA),
+    _t("abstrct_glaucoma_it", "abstrct", "it", GLAUCOMA),
+    _t("abstrct_mixed_en", "abstrct", "en", MIXED),
+    _t("abstrct_mixed_es", "abstrct", "es", MIXED),
+    _t("abstrct_mixed_fr", "abstrct", "fr", MIXED),
+    _t("abstrct_mixed_it", "abstrct", "it", MIXED),
+    _t("ncbi_disease_en", "ncbi-disease", "en", TSV),
+    _t("bc5cdr_disease_en", "bc5cdr-disease", "en", TSV),
+    _t("bc5cdr_chemical_en", "bc5cdr-chemical", "en", TSV),
+    _t("diann_en", "diann", "en", TSV),
+    _t("diann_es", "diann", "es", TSV),
+    _t("pharmaconer_es", "pharmaconer", "es", TSV),
+    _t("e3c_en", "e3c", "en", TSV),
+    _t("e3c_es", "e3c", "es", TSV),
+    _t("e3c_fr", "e3c", "fr", TSV),
+    _t("e3c_it", "e3c", "it", TSV),
+    # multitask format: same data, label-set prefix on the input
+    _t("multitask_abstrct_neoplasm_en", "abstrct", "en", NEOPLASM, True),
+    _t("multitask_abstrct_neoplasm_es", "abstrct", "es", NEOPLASM, True),
+    _t("multitask_abstrct_neoplasm_fr", "abstrct", "fr", NEOPLASM, True),
+    _t("multitask_abstrct_neoplasm_it", "abstrct", "it", NEOPLASM, True),
+    _t("multitask_abstrct_glaucoma_en", "abstrct", "en", GLAUCOMA, True),
+    _t("multitask_abstrct_glaucoma_es", "abstrct", "es", GLAUCOMA, True),
+    _t("multitask_abstrct_glaucoma_fr", "abstrct", "fr", GLAUCOMA, True),
+    _t("multitask_abstrct_glaucoma_it", "abstrct", "it", GLAUCOMA, True),
+    _t("multitask_abstrct_mixed_en", "abstrct", "en", MIXED, True),
+    _t("multitask_abstrct_mixed_es", "abstrct", "es", MIXED, True),
+    _t("multitask_abstrct_mixed_fr", "abstrct", "fr", MIXED, True),
+    _t("multitask_abstrct_mixed_it", "abstrct", "it", MIXED, True),
+    _t("multitask_ncbi_disease_en", "ncbi-disease", "en", TSV, True),
+    _t("multitask_bc5cdr_disease_en", "bc5cdr-disease", "en", TSV, True),
+    _t("multitask_bc5cdr_chemical_en", "bc5cdr-chemical", "en", TSV, True),
+    _t("multitask_diann_en", "diann", "en", TSV, True),
+    _t("multitask_diann_es", "diann", "es", TSV, True),
+    _t("multitask_pharmaconer_es", "pharmaconer", "es", TSV, True),
+    _t("multitask_e3c_en", "e3c", "en", TSV, True),
+    _t("multitask_e3c_es", "e3c", "es", TSV, True),
+    _t("multitask_e3c_fr", "e3c", "fr", TSV, True),
+    _t("multitask_e3c_it", "e3c", "it", TSV, True),
+)
+TASKS_BY_NAME = {t.name: t for t in SEQLABEL_TASKS}
+
+# Mixtures: name -> member tasks. Training mixtures are rated by number of training
+# sentences; evaluation mixtures are evaluated on their members' "test" split.
+MIXTURES: Dict[str, Tuple[str, ...]] = {
+    # all datasets and languages, multitask format (paper Table 8)
+    "seqlabel_multitask": (
+        "multitask_abstrct_neoplasm_en", "multitask_abstrct_neoplasm_es",
+        "multitask_abstrct_neoplasm_fr", "multitask_abstrct_neoplasm_it",
+        "multitask_ncbi_disease_en", "multitask_bc5cdr_disease_en",
+        "multitask_bc5cdr_chemical_en", "multitask_diann_en", "multitask_diann_es",
+        "multitask_pharmaconer_es", "multitask_e3c_en", "multitask_e3c_es",
+        "multitask_e3c_fr", "multitask_e3c_it"),
+    # zero-shot cross-lingual: train on English only ...
+    "seqlabel_multitask_en": (
+        "multitask_abstrct_neoplasm_en", "multitask_ncbi_disease_en",
+        "multitask_bc5cdr_disease_en", "multitask_bc5cdr_chemical_en", "multitask_diann_en",
+        "multitask_e3c_en"),
+    # ... and evaluate on Spanish, French and Italian
+    "seqlabel_multitask_crosslingual_eval": (
+        "multitask_abstrct_neoplasm_es", "multitask_abstrct_neoplasm_fr",
+        "multitask_abstrct_neoplasm_it", "multitask_abstrct_glaucoma_es",
+        "multitask_abstrct_glaucoma_fr", "multitask_abstrct_glaucoma_it",
+        "multitask_abstrct_mixed_es", "multitask_abstrct_mixed_fr",
+        "multitask_abstrct_mixed_it", "multitask_diann_es", "multitask_e3c_es",
+        "multitask_e3c_fr", "multitask_e3c_it"),
+    # single-dataset zero-shot: train abstrct_neoplasm_en / e3c_en, evaluate these
+    "abstrct_crosslingual_eval": (
+        "abstrct_neoplasm_es", "abstrct_neoplasm_fr", "abstrct_neoplasm_it",
+        "abstrct_glaucoma_es", "abstrct_glaucoma_fr", "abstrct_glaucoma_it",
+        "abstrct_mixed_es", "abstrct_mixed_fr", "abstrct_mixed_it"),
+    "e3c_crosslingual_eval": ("e3c_es", "e3c_fr", "e3c_it"),
+    # every AbstRCT test set of one language (in-language evaluation)
+    "abstrct_en_eval": ("abstrct_neoplasm_en", "abstrct_glaucoma_en", "abstrct_mixed_en"),
+    "abstrct_es_eval": ("abstrct_neoplasm_es", "abstrct_glaucoma_es", "abstrct_mixed_es"),
+    "abstrct_fr_eval": ("abstrct_neoplasm_fr", "abstrct_glaucoma_fr", "abstrct_mixed_fr"),
+    "abstrct_it_eval": ("abstrct_neoplasm_it", "abstrct_glaucoma_it", "abstrct_mixed_it"),
+}
+TRAIN_MIXTURES = ("seqlabel_multitask", "seqlabel_multitask_en")
+# zero-shot cross-lingual settings: (train task or mixture, evaluation mixture)
+CROSSLINGUAL_ZERO_SHOT = {
+    "abstrct": ("abstrct_neoplasm_en", "abstrct_crosslingual_eval"),
+    "e3c": ("e3c_en", "e3c_crosslingual_eval"),
+    "multitask": ("seqlabel_multitask_en", "seqlabel_multitask_crosslingual_eval"),
+}
+
+
+def benchmark_dir(data_dir: Optional[str] = None) -> str:
+    """The benchmark folder: `data_dir`, else $MEDMT5_BENCHMARK_DIR, else the samples."""
+    return data_dir or os.environ.get(BENCHMARK_DIR_ENV) or DEFAULT_BENCHMARK_DIR
+
+
+def read_sentences(task: SeqLabelTask, split: str, data_dir: str) -> List[readers.Sentence]:
+    """The sentences of `task`'s seqio `split` (e.g. "validation") under `data_dir`."""
+    if split not in task.splits:
+        raise ValueError(f"task {task.name} has no split {split!r}; it has {list(task.splits)}")
+    labels = DATASET_LABELS[task.dataset]
+    if task.dataset == "abstrct":
+        return readers.read_abstrct(os.path.join(data_dir, "abstrct"), task.lang,
+                                    task.splits[split], labels)
+    path = readers.tsv_file(os.path.join(data_dir, "ner"), task.lang, task.dataset,
+                            task.splits[split])
+    return readers.read_iob_tsv(path, labels)
+
+
+def make_example(sentence: readers.Sentence, labels: Sequence[str],
+                 prefixed: bool) -> Dict[str, str]:
+    """{"inputs", "targets"} text of one sentence."""
+    return {"inputs": seqlabel.make_input(sentence.words, labels if prefixed else None),
+            "targets": seqlabel.iob_to_tagged(sentence.words, sentence.tags, labels)}
+
+
+class SeqLabelPostprocessor:
+    """seqio postprocess_fn: decoded text -> one BIO tag per input word.
+
+    The input words come from the example's `inputs_pretokenized` (label prefix
+    removed). Without an example the output's own words are used. Never raises on
+    malformed model output (see tasks/seqlabel.py for the repair rules).
+    """
+
+    def __init__(self, labels: Sequence[str]):
+        self.labels = seqlabel.canonical_labels(labels)
+
+    def __call__(self, output: str, example=None, is_target: bool = False) -> List[str]:
+        if isinstance(output, bytes):
+            output = output.decode("utf-8")
+        words = None
+        if example is not None and "inputs_pretokenized" in example:
+            text = example["inputs_pretokenized"]
+            if isinstance(text, bytes):
+                text = text.decode("utf-8")
+            elif hasattr(text, "numpy"):
+                text = text.numpy().decode("utf-8")
+            words = seqlabel.input_words(text, self.labels)
+        return seqlabel.tagged_to_iob(output, words, self.labels)
+
+
+def _dataset_fn(task: SeqLabelTask, data_dir: str):
+    labels = DATASET_LABELS[task.dataset]
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
+        del shuffle_files, seed  # one file per split; seqio shuffles examples
+        rows = [make_example(s, labels, task.prefixed) for s in read_sentences(task, split, data_dir)]
+        return tf.data.Dataset.from_tensor_slices(
+            {"inputs": [r["inputs"] for r in rows], "targets": [r["targets"] for r in rows]})
+
+    return dataset_fn
+
+
+@functools.lru_cache(maxsize=None)
+def _num_train_sentences(task_name: str, data_dir: str) -> int:
+    return len(read_sentences(TASKS_BY_NAME[task_name], "train", data_dir))
+
+
+def _rate_by_train_sentences(data_dir: str):
+    return lambda task: float(_num_train_sentences(task.name, data_dir))
+
+
+def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
+    vocab = vocab_lib.get_vocabulary(vocabulary)
+    return {"inputs": seqio.Feature(vocab, add_eos=True, required=True),
+            "targets": seqio.Feature(vocab, add_eos=True)}
+
+
+def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> str:
+    """(Re-)register every benchmark task and mixture (sequence labelling and BioASQ).
+
+    Returns the data folder used. Files are read only when a dataset is requested.
+    """
+    root = benchmark_dir(data_dir)
+    features = output_features(vocabulary)
+    for name in MIXTURES:
+        seqio.MixtureRegistry.remove(name)
+    for task in SEQLABEL_TASKS:
+        seqio.TaskRegistry.remove(task.name)
+        seqio.TaskRegistry.add(
+            task.name,
+            source=seqio.FunctionDataSource(_dataset_fn(task, root), splits=list(task.splits)),
+            preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+            output_features=features,
+            postprocess_fn=SeqLabelPostprocessor(DATASET_LABELS[task.dataset]),
+            metric_fns=[metrics.span_f1])
+    rate = _rate_by_train_sentences(root)
+    for name, members in MIXTURES.items():
+        if name in TRAIN_MIXTURES:
+            seqio.MixtureRegistry.add(name, [(m, rate) for m in members])
+        else:
+            seqio.MixtureRegistry.add(name, list(members), default_rate=1.0)
+    qa.register_qa_tasks(data_dir=root, vocabulary=vocabulary)
+    return root
+
+
+register_benchmark_tasks()
