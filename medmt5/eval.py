@@ -1,0 +1,95 @@
+"""`python -m medmt5.eval`: score a checkpoint on seqio tasks (T5X command-line conventions).
+
+    python -m medmt5.eval --gin_file=runs/eval.gin --gin_file=models/mt5_tiny.gin \
+        --gin.CHECKPOINT_PATH="'/tmp/tiny_ft'" --gin.MIXTURE_OR_TASK_NAME="'abstrct_tiny'"
+
+CHECKPOINT_PATH is our MODEL_DIR (latest step), MODEL_DIR/best, a .../checkpoints/<step>
+dir, a Hugging Face model dir or a T5X checkpoint. Writes EVAL_OUTPUT_DIR/metrics.json,
+<task>-predictions.jsonl and TensorBoard summaries (EVAL_OUTPUT_DIR/<task>).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Mapping, Optional, Sequence
+
+import jax
+
+log = logging.getLogger("medmt5")
+
+
+def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
+             mixture_or_task_name: Optional[str] = None,
+             eval_tasks: Optional[Sequence[str]] = None, split: str = "validation",
+             output_dir: Optional[str] = None, batch_size: int = 8,
+             max_examples: Optional[int] = None, beam_size: int = 1,
+             max_decode_length: Optional[int] = None, num_partitions: int = 1) -> dict:
+    """Loads the checkpoint and evaluates it; returns {"<task>/<metric>": value}.
+
+    eval_tasks default to MIXTURE_OR_TASK_NAME itself (or its sub-tasks) with `split`.
+    """
+    import medmt5
+    from medmt5 import evaluation, partitioning
+    from medmt5.model import Transformer
+
+    if not eval_tasks and not mixture_or_task_name:
+        raise ValueError("evaluate needs MIXTURE_OR_TASK_NAME or evaluate.eval_tasks")
+    tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
+    cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    model = Transformer(cfg)
+    mesh = partitioning.create_mesh(num_partitions=num_partitions)
+    log.info("mesh %s; %s parameters from %s", dict(mesh.shape),
+             f"{sum(x.size for x in jax.tree.leaves(params)):,}", checkpoint_path)
+    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
+    output_dir = output_dir or os.path.join(checkpoint_path, f"eval_{split}")
+    step = evaluation.latest_step(checkpoint_path)
+    evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
+                                     batch_size=batch_size, max_examples=max_examples,
+                                     beam_size=beam_size, max_decode_length=max_decode_length,
+                                     summary_dir=output_dir)
+    results = {}
+    for td in evaluator.data:
+        metrics, records = evaluator.evaluate_task(model, params, td)
+        results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
+        if jax.process_index() == 0:
+            os.makedirs(output_dir, exist_ok=True)
+            with open(os.path.join(output_dir, f"{td.name}-predictions.jsonl"), "w") as f:
+                for r in records:
+                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        if evaluator.summary_dir:
+            from medmt5 import progress
+            writer = progress.SummaryLogger(os.path.join(output_dir, td.name))
+            writer.scalars(step, metrics)
+            writer.close()
+    if jax.process_index() == 0:
+        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+            json.dump({"checkpoint": checkpoint_path, "step": step, "split": split,
+                       "metrics": results}, f, indent=2)
+    print(evaluation.format_metrics(step, results), flush=True)
+    return results
+
+
+USAGE = __doc__
+
+
+def main(argv: Sequence[str]) -> int:
+    from medmt5 import gin_utils
+
+    def run(flags):
+        del flags
+        out = gin_utils.query_macro("EVAL_OUTPUT_DIR")
+        if out:
+            gin_utils.write_config(out)
+        gin_utils.call("evaluate")
+
+    return gin_utils.run_cli(run, argv, "medmt5.eval", USAGE)
+
+
+def console_main() -> None:
+    sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,327 @@
+"""The gin/flags layer of the CLIs (T5X conventions), kept out of the library.
+
+Flags: --gin_file=F (repeatable, later files win), --gin.NAME=VALUE (repeatable, applied
+after all files), --gin_bindings='NAME = VALUE' (T5X's spelling, repeatable),
+--gin_search_paths=A,B and the multi-host flags --multiprocess_gpu,
+--coordinator_address=HOST:PORT, --process_count=N, --process_index=I.
+
+A bare file name (`medmt5_tiny.gin`, `runs/eval.gin`) is looked up in the search paths, then
+the current directory, the repository's gin/ folder (editable install) and
+<sys.prefix>/share/medmt5/gin (regular install). `include` lines inside gin files use the same
+search path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import sys
+from typing import Optional, Sequence
+
+import gin
+
+log = logging.getLogger("medmt5")
+
+# An example value per well-known macro, shown when a required one is missing.
+MACRO_EXAMPLES = {
+    "MODEL_DIR": "\"'/tmp/medmt5_run'\"",
+    "MIXTURE_OR_TASK_NAME": "\"'medmt5_pretrain'\"",
+    "TASK_FEATURE_LENGTHS": "\"{'inputs': 1024, 'targets': 229}\"",
+    "TRAIN_STEPS": "1000",
+    "BATCH_SIZE": "64",
+    "INITIAL_CHECKPOINT_PATH": "\"'/path/to/model_dir_or_hf_dir'\"",
+    "CHECKPOINT_PATH": "\"'/tmp/medmt5_run'\"",
+    "EVAL_PERIOD": "500",
+    "DROPOUT_RATE": "0.1",
+    "LEARNING_RATE": "1e-3",
+    "PROMPT_LENGTH": "100",
+    "PROMPT_FILE": "\"'/path/to/prompt.npy'\"",
+    "OUTPUT_FILE": "\"'/tmp/predictions.jsonl'\"",
+    "EVAL_TASKS": "\"['abstrct_en']\"",
+}
+
+
+class UsageError(ValueError):
+    """A command-line or gin-config mistake; the CLI prints it without a traceback."""
+
+
+@dataclasses.dataclass
+class Flags:
+    gin_files: list[str] = dataclasses.field(default_factory=list)
+    gin_bindings: list[str] = dataclasses.field(default_factory=list)
+    gin_search_paths: list[str] = dataclasses.field(default_factory=list)
+    multiprocess_gpu: bool = False
+    coordinator_address: Optional[str] = None
+    process_count: Optional[int] = None
+    process_index: Optional[int] = None
+
+
+def _flag_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
+    """Value of `--name=V` or `--name V` at argv[i]; returns (value, next index)."""
+    arg = argv[i]
+    if "=" in arg:
+        return arg.split("=", 1)[1], i + 1
+    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise UsageError(f"Flag --{name} needs a value, e.g. --{name}=...")
+    return argv[i + 1], i + 2
+
+
+def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
+    """Parses the command line (without the program name) into Flags.
+
+    Raises UsageError naming an unknown flag. `--help` prints `usage` and exits.
+    """
+    flags = Flags()
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if name in ("help", "helpfull"):
+            print(usage or __doc__)
+            raise SystemExit(0)
+        if name is None:
+            raise UsageError(f"Unexpected argument {arg!r}: all arguments are flags such as "
+                             "--gin_file=medmt5_tiny.gin or --gin.MODEL_DIR=\"'/tmp/run'\"")
+        if name.startswith("gin."):
+            if "=" not in arg:
+                raise UsageError(f"{arg}: write gin flags as --gin.NAME=VALUE, e.g. "
+                                 "--gin.TRAIN_STEPS=100")
+            key, value = arg[len("--gin."):].split("=", 1)
+            flags.gin_bindings.append(f"{key} = {value}")
+            i += 1
+        elif name == "gin_file":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_files.append(value)
+        elif name == "gin_bindings":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_bindings.append(value)
+        elif name == "gin_search_paths":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_search_paths.extend(p for p in value.split(",") if p)
+        elif name in ("multiprocess_gpu", "nomultiprocess_gpu"):
+            value = arg.split("=", 1)[1].lower() if "=" in arg else "true"
+            flags.multiprocess_gpu = name == "multiprocess_gpu" and value in ("1", "true", "yes")
+            i += 1
+        elif name == "coordinator_address":
+            flags.coordinator_address, i = _flag_value(argv, i, name)
+        elif name in ("process_count", "process_index"):
+            value, i = _flag_value(argv, i, name)
+            try:
+                setattr(flags, name, int(value))
+            except ValueError:
+                raise UsageError(f"--{name} must be an integer, got {value!r}") from None
+        else:
+            raise UsageError(f"Unknown flag {arg.split('=', 1)[0]!r}. Known: --gin_file, "
+                             "--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, "
+                             "--multiprocess_gpu, --coordinator_address, --process_count, "
+                             "--process_index")
+    return flags
+
+
+def default_gin_dirs() -> list[str]:
+    """The gin/ folders that are always searched: repo checkout, then installed copy."""
+    dirs = []
+    repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin")
+    for d in (repo_gin, os.path.join(sys.prefix, "share", "medmt5", "gin")):
+        if os.path.isdir(d) and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def search_paths(extra: Sequence[str] = ()) -> list[str]:
+    """User paths first, then the current directory, then the default gin/ folders."""
+    out = []
+    for p in [*extra, os.getcwd(), *default_gin_dirs()]:
+        p = os.path.abspath(os.path.expanduser(p))
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def resolve_gin_file(name: str, paths: Sequence[str]) -> str:
+    """Absolute path of gin file `name` (as given, or found in `paths`); UsageError if none."""
+    candidates = [name] if os.path.isabs(name) else [name] + [os.path.join(p, name) for p in paths]
+    if not name.endswith(".gin"):
+        candidates += [c + ".gin" for c in candidates]
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise UsageError(f"--gin_file={name}: no such file here or in the gin search path "
+                     f"{list(paths)}. Add its folder with --gin_search_paths=DIR.")
+
+
+_REGISTERED: dict = {}
+
+
+def register_configurables() -> dict:
+    """Registers the library's classes and functions with gin (idempotent).
+
+    The library itself stays gin-free; only the CLIs call this. Names usable in gin files:
+    T5Config, train, evaluate, infer, make_schedule, create_optimizer. Returns
+    {name: gin-wrapped callable}.
+    """
+    if _REGISTERED:
+        return _REGISTERED
+    from medmt5 import eval as eval_lib
+    from medmt5 import infer as infer_lib
+    from medmt5 import optimizers
+    from medmt5 import train as train_lib
+    from medmt5.config import T5Config
+
+    for name, fn in (("T5Config", T5Config), ("train", train_lib.train),
+                     ("evaluate", eval_lib.evaluate), ("infer", infer_lib.infer),
+                     ("make_schedule", optimizers.make_schedule),
+                     ("create_optimizer", optimizers.create_optimizer)):
+        _REGISTERED[name] = gin.external_configurable(fn, name=name)
+    return _REGISTERED
+
+
+def call(name: str, **kwargs):
+    """Calls the gin-configured library function `name` (see register_configurables)."""
+    return register_configurables()[name](**kwargs)
+
+
+def query_macro(name: str, default=None):
+    """The value of gin macro `name` in the parsed config, or `default` if undefined."""
+    try:
+        return gin.query_parameter(f"{name}/macro.value")
+    except ValueError:
+        return default
+
+
+def _missing_required_macros() -> list[str]:
+    """Macros set to %gin.REQUIRED in the parsed config (all of them, not just the first)."""
+    missing = []
+    try:
+        config = gin.config._CONFIG  # pylint: disable=protected-access
+        for (scope, selector), params in config.items():
+            if selector.endswith("gin.macro") and "value" in params:
+                ref = params["value"]
+                if isinstance(ref, gin.config.ConfigurableReference) and \
+                        ref.configurable.wrapped is gin.config._retrieve_constant and \
+                        ref.scoped_configurable_fn() is gin.REQUIRED:
+                    missing.append(scope)
+    except Exception:  # pragma: no cover - private gin API changed; finalize still reports
+        return []
+    return sorted(missing)
+
+
+def missing_macro_message(names: Sequence[str], program: str) -> str:
+    lines = [f"Missing required gin macro{'s' if len(names) > 1 else ''}: {', '.join(names)}.",
+             "Set it on the command line or in a --gin_file, e.g.:"]
+    example = " ".join(f"--gin.{n}={MACRO_EXAMPLES.get(n, 'VALUE')}" for n in names)
+    lines.append(f"  python -m {program} --gin_file=... {example}")
+    return "\n".join(lines)
+
+
+def _hint_for(err: Exception, program: str) -> str:
+    text = str(err)
+    m = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED`", text)
+    if m:
+        return missing_macro_message([m.group(1)], program)
+    m = re.search(r"No bindings specified for '(\w+)/gin\.macro'", text)
+    if m:
+        return (f"{text}\nThe config uses macro %{m.group(1)} but never defines it. "
+                + missing_macro_message([m.group(1)], program).split("\n", 1)[1])
+    m = re.search(r"(\S+) set to `%gin\.REQUIRED`", text)
+    if m:
+        return f"{text}\nBind it in a gin file or with --gin.{m.group(1)}=VALUE."
+    if "No configurable matching" in text or "doesn't have a parameter named" in text:
+        return (f"{text}\nHint: check the spelling against the gin files in "
+                f"{default_gin_dirs()}; configurables from other modules need an "
+                "`import module.name` line in a gin file. Macros are UPPER_CASE "
+                "(--gin.MODEL_DIR=...), parameters are configurable.param "
+                "(--gin.T5Config.dropout_rate=0.1).")
+    return f"{text}\nHint: gin values are Python literals: strings need inner quotes, " \
+           "e.g. --gin.MODEL_DIR=\"'/tmp/run'\"."
+
+
+def parse_gin(flags: Flags, program: str) -> None:
+    """Clears gin, registers configurables, parses files then bindings, and finalizes.
+
+    Raises UsageError with a message naming the missing macro / unknown binding and an
+    example flag, instead of gin's bare error.
+    """
+    register_configurables()
+    gin.clear_config()
+    paths = search_paths(flags.gin_search_paths)
+    for p in paths:
+        gin.add_config_file_search_path(p)
+    files = [resolve_gin_file(f, paths) for f in flags.gin_files]
+    if not files:
+        raise UsageError(f"No --gin_file given. Example: python -m {program} "
+                         f"--gin_file=medmt5_tiny.gin --gin.MODEL_DIR=\"'/tmp/run'\"")
+    try:
+        gin.parse_config_files_and_bindings(files, flags.gin_bindings, finalize_config=False)
+    except (ValueError, TypeError, SyntaxError, IOError) as e:
+        raise UsageError(_hint_for(e, program)) from e
+    missing = _missing_required_macros()
+    if missing:
+        raise UsageError(missing_macro_message(missing, program))
+    try:
+        gin.finalize()
+    except (ValueError, TypeError) as e:
+        raise UsageError(_hint_for(e, program)) from e
+
+
+def write_config(model_dir: str, filename: str = "config.gin") -> str:
+    """Writes the effective gin config (all bindings after overrides) to model_dir/filename."""
+    import jax
+
+    path = os.path.join(model_dir, filename)
+    if jax.process_index() == 0:
+        os.makedirs(model_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(gin.config_str())
+    return path
+
+
+def init_distributed(flags: Flags) -> None:
+    """Starts multi-host JAX when asked by flags, or on a multi-worker TPU VM slice."""
+    from medmt5 import partitioning
+
+    if flags.multiprocess_gpu and flags.coordinator_address is None:
+        raise UsageError("--multiprocess_gpu needs --coordinator_address=HOST:PORT, "
+                         "--process_count=N and --process_index=I")
+    try:
+        partitioning.initialize_distributed(flags.coordinator_address, flags.process_count,
+                                            flags.process_index)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+# Modules whose import registers the seqio tasks the shipped gin files name. A gin file can
+# import more (`import my_project.tasks`).
+TASK_MODULES = ("tasks.pretraining", "tasks.benchmarks", "tasks.promot_tasks")
+
+
+def import_task_modules(modules: Sequence[str] = TASK_MODULES) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but something it needs is missing
+                raise
+            log.warning("task module %s is not available; its tasks are not registered", name)
+
+
+def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
+    """Parses flags and gin for `program`, then calls main_fn(flags); prints UsageErrors.
+
+    Returns the process exit code (2 for a usage error).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        flags = parse_flags(argv, usage)
+        import_task_modules()
+        parse_gin(flags, program)
+        init_distributed(flags)
+        main_fn(flags)
+    except UsageError as e:
+        print(f"{program}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
