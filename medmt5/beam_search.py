@@ -7,7 +7,7 @@ The loop stops early once no alive beam can beat the worst of the k finished one
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -43,7 +43,8 @@ def _take(x: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
 def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int,
                 beam_size: int, max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
                 decoder_start_id: int = 0, constraint: Optional[DecodingConstraint] = None,
-                cache_batch_axis: int = 0) -> tuple[jnp.ndarray, jnp.ndarray]:
+                cache_batch_axis: int = 0,
+                cache_skip_reorder: Sequence[str] = ()) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Beam search; jittable.
 
     cache: the decoding cache for batch_size * beam_size rows (row b * k + j = beam j of
@@ -109,7 +110,7 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
         beam_idx = jnp.take_along_axis(top_beam, alive_idx, axis=1)  # [B, k] old beam
         new_tok = jnp.take_along_axis(top_tok, alive_idx, axis=1)
         rows = (jnp.arange(b)[:, None] * k + beam_idx).reshape(b * k)
-        cache = gather_rows(cache, rows, cache_batch_axis)
+        cache = gather_rows(cache, rows, cache_batch_axis, cache_skip_reorder)
         cstate = s.constraint_state
         if constraint is not None:
             cstate = constraint.advance(gather_rows(cstate, rows), new_tok.reshape(b * k))

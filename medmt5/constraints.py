@@ -16,7 +16,7 @@ subset construction. `TokenAutomatonConstraint.build` pads several examples' aut
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
 
 import flax.struct
 import jax
@@ -52,85 +52,38 @@ def mask_log_probs(log_probs: jnp.ndarray, allowed: jnp.ndarray, eos_id: int) ->
     return jnp.where(allowed, log_probs, -jnp.inf)
 
 
-def gather_rows(tree: Any, indices: jnp.ndarray, batch_axis: int = 0) -> Any:
+def gather_rows(tree: Any, indices: jnp.ndarray, batch_axis: int = 0,
+                skip_keys: Sequence[str] = ()) -> Any:
     """Reorders every leaf of tree along batch_axis by indices [N] (beam reordering).
 
-    Leaves with fewer than batch_axis + 1 dimensions (e.g. a scalar cache index) pass through.
+    Leaves with fewer than batch_axis + 1 dimensions (e.g. a scalar cache index) and leaves
+    under a dict key in skip_keys (parts equal across an example's beams) pass through.
     """
-    def gather(x):
+    def gather(path, x):
         x = jnp.asarray(x)
-        if x.ndim <= batch_axis:
+        if x.ndim <= batch_axis or any(getattr(p, "key", None) in skip_keys for p in path):
             return x
         return jnp.take(x, indices, axis=batch_axis)
-    return jax.tree_util.tree_map(gather, tree)
+    return jax.tree_util.tree_map_with_path(gather, tree)
 
 
 # ----------------------------------------------------------------------------- word level
 
 class WordAutomaton(Protocol):
-    """A pure-Python word-level state machine (what tasks/seqlabel.py describes).
+    """A pure-Python word-level state machine; `tasks.seqlabel.TaggingAutomaton` is one.
 
-    States are any hashable values. The strings are whole words (no whitespace inside); the
-    accepted texts are the words of a path from `initial_state` to a final state joined by
-    single spaces.
+    States are hashable. Units are whole words (no whitespace inside) or None (= the text
+    may end here); the accepted texts are the units of a path joined by single spaces.
     """
 
-    initial_state: Hashable
+    def initial(self) -> Hashable:
+        """The start state."""
 
-    def next_words(self, state: Hashable) -> Iterable[tuple[str, Hashable]]:
-        """(word, next_state) pairs leaving state."""
+    def allowed(self, state: Hashable) -> Sequence[Optional[str]]:
+        """The units that may come next (None: the output may end)."""
 
-    def is_final(self, state: Hashable) -> bool:
-        """Whether the text may end (EOS) in state."""
-
-
-def open_tag(label: str) -> str:
-    return f"<{label}>"
-
-
-def close_tag(label: str) -> str:
-    return f"</{label}>"
-
-
-class SeqLabelWordAutomaton:
-    """Valid taggings of `words` with `labels`: at each point copy the next input word, open
-    `<L>` (when no tag is open and a word remains), close the open `</L>` (after at least one
-    word inside it), or end (all words copied, no tag open). Tags do not nest.
-
-    States are (next word index, open label or None, whether the open tag is still empty).
-    """
-
-    def __init__(self, words: Sequence[str], labels: Sequence[str]):
-        words, labels = list(words), list(labels)
-        for i, w in enumerate(words):
-            if not isinstance(w, str) or not w or any(c.isspace() for c in w):
-                raise ValueError(f"SeqLabelWordAutomaton: input word {i} ({w!r}) must be a "
-                                 "non-empty string without whitespace; split the sentence on "
-                                 "whitespace first.")
-        for lab in labels:
-            if not isinstance(lab, str) or not lab or any(c.isspace() or c in "<>/" for c in lab):
-                raise ValueError(f"SeqLabelWordAutomaton: label {lab!r} must be a non-empty "
-                                 "string without whitespace, '<', '>' or '/'.")
-        if len(set(labels)) != len(labels):
-            raise ValueError(f"SeqLabelWordAutomaton: duplicate labels in {labels}.")
-        self.words, self.labels = words, labels
-        self.initial_state = (0, None, False)
-
-    def next_words(self, state):
-        i, open_label, empty = state
-        n = len(self.words)
-        if i < n:
-            yield self.words[i], (i + 1, open_label, False)
-        if open_label is None:
-            if i < n:
-                for lab in self.labels:
-                    yield open_tag(lab), (i, lab, True)
-        elif not empty:
-            yield close_tag(open_label), (i, None, False)
-
-    def is_final(self, state) -> bool:
-        i, open_label, _ = state
-        return i == len(self.words) and open_label is None
+    def step(self, state: Hashable, unit: str) -> Hashable:
+        """The state after unit."""
 
 
 # ---------------------------------------------------------------------------- token level
@@ -201,11 +154,19 @@ def compile_word_automaton(automaton: WordAutomaton, vocab: Any, *,
 
     # NFA nodes: ("w", word_state) or ("m", word_state, edge_index, position).
     edges_cache: dict[Hashable, list[tuple[tuple[int, ...], Hashable]]] = {}
+    final_cache: dict[Hashable, bool] = {}
 
     def edges(ws):
         if ws not in edges_cache:
-            edges_cache[ws] = [(tokens_of(w), nxt) for w, nxt in automaton.next_words(ws)]
+            units = list(automaton.allowed(ws))
+            final_cache[ws] = None in units
+            edges_cache[ws] = [(tokens_of(u), automaton.step(ws, u)) for u in units
+                               if u is not None]
         return edges_cache[ws]
+
+    def is_final(ws) -> bool:
+        edges(ws)
+        return final_cache[ws]
 
     def successors(node) -> list[tuple[int, tuple]]:
         if node[0] == "w":
@@ -217,7 +178,7 @@ def compile_word_automaton(automaton: WordAutomaton, vocab: Any, *,
         ids, nxt = edges(ws)[j]
         return [(ids[pos], ("w", nxt) if pos + 1 == len(ids) else ("m", ws, j, pos + 1))]
 
-    start = frozenset([("w", automaton.initial_state)])
+    start = frozenset([("w", automaton.initial())])
     index = {start: 0}
     order = [start]
     rows: list[list[tuple[int, int]]] = []
@@ -226,7 +187,7 @@ def compile_word_automaton(automaton: WordAutomaton, vocab: Any, *,
     while k < len(order):
         subset = order[k]
         k += 1
-        accepting.append(any(n[0] == "w" and automaton.is_final(n[1]) for n in subset))
+        accepting.append(any(n[0] == "w" and is_final(n[1]) for n in subset))
         by_token: dict[int, set] = {}
         for node in subset:
             for tok, nxt in successors(node):
@@ -315,11 +276,15 @@ class TokenAutomatonConstraint:
         return {"example": ex, "node": jnp.where(nxt >= 0, nxt, node)}
 
 
-def seqlabel_constraint(sentences: Sequence[Sequence[str]], labels: Sequence[str] | Sequence[Sequence[str]],
-                        vocab: Any, *, eos_id: int = 1) -> TokenAutomatonConstraint:
-    """The sequence-labelling constraint for a batch: sentences[b] are the input words of
-    example b (the sentence only, not a multitask label prefix); labels is one label set for
-    all, or one per example."""
+def seqlabel_constraint(sentences: Sequence[Sequence[str]],
+                        labels: Sequence[str] | Sequence[Sequence[str]], vocab: Any, *,
+                        eos_id: int = 1, **build_kwargs) -> TokenAutomatonConstraint:
+    """The sequence-labelling constraint for a batch (`tasks.seqlabel.TaggingAutomaton`
+    compiled to tokens): sentences[b] are the input words of example b (the sentence only,
+    without a multitask label prefix: `tasks.seqlabel.input_words`); labels is one label set
+    for all examples or one per example. vocab as in `compile_word_automaton`."""
+    from tasks.seqlabel import TaggingAutomaton  # pure Python; no TensorFlow
+
     if labels and not isinstance(labels[0], str):
         per_example = [list(x) for x in labels]
         if len(per_example) != len(sentences):
@@ -327,6 +292,6 @@ def seqlabel_constraint(sentences: Sequence[Sequence[str]], labels: Sequence[str
                              f"{len(sentences)} sentences.")
     else:
         per_example = [list(labels)] * len(sentences)
-    automata = [compile_word_automaton(SeqLabelWordAutomaton(words, labs), vocab)
+    automata = [compile_word_automaton(TaggingAutomaton(words, labs), vocab)
                 for words, labs in zip(sentences, per_example)]
-    return TokenAutomatonConstraint.build(automata, eos_id=eos_id)
+    return TokenAutomatonConstraint.build(automata, eos_id=eos_id, **build_kwargs)

@@ -1,6 +1,7 @@
 """Decoding loops on a toy trigram `tokens_to_logits` (the cache holds the previous token, so
 a wrong beam reordering changes the result), compared with exhaustive search and a plain
 Python beam search."""
+import functools
 import itertools
 
 import jax
@@ -246,3 +247,150 @@ def test_constrained_greedy_is_accepted():
         for row in np.asarray(seqs):
             assert strip(row)[-1] == EOS and strip(row)[:-1] in ACCEPTED
         assert np.all(np.isfinite(scores))
+
+
+# ----------------------------------------------------------------------------- the model
+import flax.linen as nn  # noqa: E402
+
+from medmt5.config import T5Config  # noqa: E402
+from medmt5.model import Transformer, scan_params  # noqa: E402
+
+MODEL_V = 64
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = T5Config(vocab_size=MODEL_V, d_model=32, d_kv=8, d_ff=64, num_heads=2,
+                   num_encoder_layers=2, num_decoder_layers=2)
+    model = Transformer(cfg)
+    rs = np.random.RandomState(0)
+    enc = rs.randint(2, MODEL_V, (3, 9)).astype(np.int32)
+    enc[1, 6:] = 0  # padding
+    params = nn.unbox(model.init(jax.random.PRNGKey(0), enc, np.ones((3, 4), np.int32),
+                                 enable_dropout=False)["params"])
+    return cfg, model, params, jnp.asarray(enc)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def full_logits(model, params, enc, dec_in, input_embeddings=None, input_mask=None):
+    """Uncached: the full teacher-forced forward pass over decoder inputs [N, T]."""
+    variables = {"params": params}
+    if input_embeddings is None:
+        return model.apply(variables, enc, dec_in, enable_dropout=False)
+    encoded = model.apply(variables, enc, enable_dropout=False, input_embeddings=input_embeddings,
+                          input_mask=input_mask, method=model.encode)
+    return model.apply(variables, encoded, input_mask, dec_in, enable_dropout=False,
+                       method=model.decode)
+
+
+def uncached_greedy(model, params, enc, length, **kw):
+    """Python loop: re-run the full forward pass on the prefix, take the argmax."""
+    n = enc.shape[0]
+    dec_in = np.zeros((n, length), np.int32)  # decoder_start_id = 0
+    out = np.zeros((n, length), np.int32)
+    done = np.zeros(n, bool)
+    for t in range(length):
+        logits = np.asarray(full_logits(model, params, enc, jnp.asarray(dec_in), **kw))[:, t]
+        tok = np.where(done, 0, logits.argmax(-1))
+        out[:, t] = tok
+        done |= tok == EOS
+        if t + 1 < length:
+            dec_in[:, t + 1] = tok
+    return out
+
+
+def test_cached_greedy_equals_uncached(tiny):
+    cfg, model, params, enc = tiny
+    length = 7
+    seqs, scores = decoding.generate(model, params, {"encoder_input_tokens": enc},
+                                     max_decode_length=length)
+    want = uncached_greedy(model, params, enc, length)
+    np.testing.assert_array_equal(np.asarray(seqs), want)
+    # Scores: the summed log-probs of the full pass.
+    logits = full_logits(model, params, enc, jnp.pad(want[:, :-1], ((0, 0), (1, 0))))
+    lp = np.asarray(jax.nn.log_softmax(logits))
+    keep = np.cumsum(want == EOS, axis=1) - (want == EOS) == 0
+    ref = (np.take_along_axis(lp, want[..., None], -1)[..., 0] * keep).sum(-1)
+    np.testing.assert_allclose(np.asarray(scores), ref, rtol=1e-4, atol=1e-4)
+    # Sampling at temperature 0 is greedy through the model too.
+    sampled, _ = decoding.generate(model, params, {"encoder_input_tokens": enc},
+                                   method="sample", temperature=0.0, max_decode_length=length)
+    np.testing.assert_array_equal(np.asarray(sampled), want)
+
+
+def test_scanned_layers_decode_the_same(tiny):
+    cfg, model, params, enc = tiny
+    scfg = T5Config(**{**cfg.__dict__, "scan_layers": True})
+    smodel, sparams = Transformer(scfg), scan_params(params)
+    for method in ("greedy", "beam"):
+        a = decoding.generate(model, params, {"encoder_input_tokens": enc}, method=method,
+                              beam_size=3, max_decode_length=6, return_all_beams=method == "beam")
+        b = decoding.generate(smodel, sparams, {"encoder_input_tokens": enc}, method=method,
+                              beam_size=3, max_decode_length=6, return_all_beams=method == "beam")
+        np.testing.assert_array_equal(np.asarray(a[0]), np.asarray(b[0]))
+        np.testing.assert_allclose(np.asarray(a[1]), np.asarray(b[1]), rtol=1e-4, atol=1e-4)
+
+
+def test_cached_beam_equals_uncached_beam(tiny):
+    """The same beam search with a history 'cache' and the full forward pass each step."""
+    cfg, model, params, enc = tiny
+    k, length, n = 3, 6, enc.shape[0]
+    enc_rows = jnp.repeat(enc, k, axis=0)
+
+    def ttl(tokens, cache, step):
+        hist = cache["hist"].at[:, step].set(tokens[:, 0])  # decoder inputs so far [N, L]
+        logits = full_logits(model, params, enc_rows, hist)
+        return jnp.take(logits, step, axis=1), {"hist": hist}
+
+    want = jax.jit(lambda c: bs.beam_search(
+        ttl, c, batch_size=n, beam_size=k, max_decode_length=length, alpha=0.6))(
+        {"hist": jnp.zeros((n * k, length), jnp.int32)})
+    got = decoding.generate(model, params, {"encoder_input_tokens": enc}, method="beam",
+                            beam_size=k, alpha=0.6, max_decode_length=length,
+                            return_all_beams=True)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-4, atol=1e-4)
+    top = decoding.generate(model, params, {"encoder_input_tokens": enc}, method="beam",
+                            beam_size=k, alpha=0.6, max_decode_length=length)
+    np.testing.assert_array_equal(np.asarray(top[0]), np.asarray(want[0])[:, 0])
+
+
+def test_prompt_and_precomputed_encoder_outputs(tiny):
+    cfg, model, params, enc = tiny
+    length, n = 6, enc.shape[0]
+    prompt = jax.random.normal(jax.random.PRNGKey(5), (4, cfg.d_model))
+    embedded = model.apply({"params": params}, enc, method=model.embed)
+    emb = jnp.concatenate([jnp.broadcast_to(prompt, (n, 4, cfg.d_model)), embedded], axis=1)
+    mask = jnp.concatenate([jnp.ones((n, 4), jnp.int32), (enc > 0).astype(jnp.int32)], axis=1)
+    want = uncached_greedy(model, params, enc, length, input_embeddings=emb, input_mask=mask)
+    batch = {"encoder_input_tokens": enc}
+    got, _ = decoding.generate(model, params, batch, prompt=prompt, max_decode_length=length)
+    np.testing.assert_array_equal(np.asarray(got), want)
+    per_example, _ = decoding.generate(model, params, batch, max_decode_length=length,
+                                       prompt=jnp.broadcast_to(prompt, (n, 4, cfg.d_model)))
+    np.testing.assert_array_equal(np.asarray(per_example), want)
+    encoded = model.apply({"params": params}, enc, enable_dropout=False, input_embeddings=emb,
+                          input_mask=mask, method=model.encode)
+    pre, _ = decoding.generate(model, params, encoded=encoded, encoder_mask=mask,
+                               max_decode_length=length)
+    np.testing.assert_array_equal(np.asarray(pre), want)
+    plain, _ = decoding.generate(model, params, batch, max_decode_length=length)
+    assert not np.array_equal(np.asarray(plain), want), "the prompt should change the output"
+
+
+def test_generate_rejects_bad_arguments(tiny):
+    cfg, model, params, enc = tiny
+    batch = {"encoder_input_tokens": enc}
+    with pytest.raises(ValueError, match="method"):
+        decoding.generate(model, params, batch, method="nucleus", max_decode_length=4)
+    with pytest.raises(ValueError, match="max_decode_length"):
+        decoding.generate(model, params, batch)
+    with pytest.raises(ValueError, match="rng"):
+        decoding.generate(model, params, batch, method="sample", max_decode_length=4)
+    with pytest.raises(ValueError, match="encoder_mask"):
+        decoding.generate(model, params, encoded=jnp.zeros((1, 3, cfg.d_model)),
+                          max_decode_length=4)
+    # The target length is the default decode length.
+    seqs, _ = decoding.generate(model, params, {**batch, "decoder_target_tokens":
+                                                np.zeros((3, 5), np.int32)})
+    assert seqs.shape == (3, 5)
