@@ -35,6 +35,27 @@ ABSTRCT_SPLITS = ("neoplasm_train", "neoplasm_dev", "neoplasm_test", "glaucoma_t
                   "mixed_test")
 TSV_SPLITS = ("train", "dev", "test")
 
+# Label sets (tag names in the text) and languages of each dataset, by the dataset id
+# used in the file names.
+DATASET_LABELS = {
+    "abstrct": ("Claim", "Premise"),
+    "ncbi-disease": ("Disease",),
+    "bc5cdr-disease": ("Disease",),
+    "bc5cdr-chemical": ("Chemical",),
+    "diann": ("Disability",),
+    "pharmaconer": ("NORMALIZABLES", "NO_NORMALIZABLES", "PROTEINAS", "UNCLEAR"),
+    "e3c": ("CLINENTITY",),
+}
+DATASET_LANGUAGES = {
+    "abstrct": ("en", "es", "fr", "it"),
+    "ncbi-disease": ("en",),
+    "bc5cdr-disease": ("en",),
+    "bc5cdr-chemical": ("en",),
+    "diann": ("en", "es"),
+    "pharmaconer": ("es",),
+    "e3c": ("en", "es", "fr", "it"),
+}
+
 
 class BenchmarkDataError(ValueError):
     """A benchmark file is missing or malformed; the message names file and line."""
@@ -85,8 +106,8 @@ def _finish(where: str, tokens: Sequence[str], tags: Sequence[str], labels: Sequ
         if label is not None and label not in known:
             raise BenchmarkDataError(
                 f"{where}: token {i} ({tok!r}) has label {tag!r}, not in this dataset's "
-                f"label set {sorted(known)}; fix the file or the dataset's labels in "
-                "tasks/benchmarks.py")
+                f"label set {sorted(known)}; fix the file or DATASET_LABELS in "
+                "tasks/benchmark_readers.py")
         if not tok.strip():
             if prefix != seqlabel.OUTSIDE:
                 raise BenchmarkDataError(
@@ -172,7 +193,7 @@ def read_iob_tsv(path: str, labels: Sequence[str],
         if label is not None and label not in labels:
             raise BenchmarkDataError(
                 f"{path}:{n}: label {tag!r} is not in this dataset's label set "
-                f"{sorted(labels)}; fix the file or the dataset's labels in tasks/benchmarks.py")
+                f"{sorted(labels)}; fix the file or DATASET_LABELS in tasks/benchmark_readers.py")
         tokens.append(fields[0])
         tags.append(tag)
     flush()
@@ -271,7 +292,7 @@ def read_token_rows(path: str, labels: Sequence[str],
 
 def abstrct_file(root: str, lang: str, split: str) -> str:
     """The file of one AbstRCT language/split under `root` (jsonl or HF parquet shard)."""
-    check_language(lang)
+    check_language(lang, DATASET_LANGUAGES["abstrct"])
     _check_split(split, ABSTRCT_SPLITS)
     folder = os.path.join(root, lang)
     candidates = [os.path.join(folder, f"{split}.jsonl"), os.path.join(folder, f"{split}.parquet")]
@@ -301,6 +322,9 @@ def read_abstrct(root: str, lang: str, split: str, labels: Sequence[str] = ("Cla
 
 
 def tsv_file(root: str, lang: str, dataset: str, split: str) -> str:
-    check_language(lang)
+    if dataset not in DATASET_LANGUAGES:
+        raise BenchmarkDataError(f"unknown dataset {dataset!r}: expected one of "
+                                 f"{sorted(DATASET_LANGUAGES)}")
+    check_language(lang, DATASET_LANGUAGES[dataset])
     _check_split(split, TSV_SPLITS)
     return os.path.join(root, f"{lang}-{dataset}-{split}.tsv")

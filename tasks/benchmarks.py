@@ -38,25 +38,8 @@ BENCHMARK_DIR_ENV = "MEDMT5_BENCHMARK_DIR"
 DEFAULT_BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
                                      "benchmarks")
 
-# Label sets (tag names in the text) and languages of each dataset.
-DATASET_LABELS: Dict[str, Tuple[str, ...]] = {
-    "abstrct": ("Claim", "Premise"),
-    "ncbi-disease": ("Disease",),
-    "bc5cdr-disease": ("Disease",),
-    "bc5cdr-chemical": ("Chemical",),
-    "diann": ("Disability",),
-    "pharmaconer": ("NORMALIZABLES", "NO_NORMALIZABLES", "PROTEINAS", "UNCLEAR"),
-    "e3c": ("CLINENTITY",),
-}
-DATASET_LANGUAGES: Dict[str, Tuple[str, ...]] = {
-    "abstrct": ("en", "es", "fr", "it"),
-    "ncbi-disease": ("en",),
-    "bc5cdr-disease": ("en",),
-    "bc5cdr-chemical": ("en",),
-    "diann": ("en", "es"),
-    "pharmaconer": ("es",),
-    "e3c": ("en", "es", "fr", "it"),
-}
+DATASET_LABELS = readers.DATASET_LABELS
+DATASET_LANGUAGES = readers.DATASET_LANGUAGES
 
 # seqio split -> file split
 NEOPLASM = {"train": "neoplasm_train", "validation": "neoplasm_dev", "test": "neoplasm_test"}
