@@ -101,12 +101,13 @@ def _summary_inputs(r: Record) -> str:
 
 
 def _tagging_inputs(r: Record) -> str:
-    # Medical sequence labelling (ours): the label set is named, the answer is the sentence
-    # with HTML-style tags around entities (the Medical mT5 target format).
-    return f"Sentence: {r['sentence']} Tag the {r['label_names']} spans. answer:"
+    # Medical sequence labelling (ours): the tag set is listed as in the multitask prefix; the
+    # answer is the sentence with HTML-style tags around entities (the Medical mT5 target).
+    return f"Sentence: {r['sentence']} Tags: {r['tags']} Tagged sentence:"
 
 
 def _bioasq_inputs(r: Record) -> str:
+    # Medical abstractive QA (ours): the snippets as context, then the paper's QA template.
     return f"Context: {r['context']} Q: {r['question']} A:"
 
 
@@ -119,7 +120,7 @@ TEMPLATES: Dict[str, Template] = {
                    classification=True),
     "wic": Template("wic", _wic_inputs, lambda r: "true" if r["label"] else "false",
                     stop_prefixes=("question:", "answer:"), classification=True),
-    "qa": Template("qa", _qa_inputs, lambda r: r["answers"][0], stop_prefixes=("Q:", "A:"),
+    "qa": Template("qa", _qa_inputs, lambda r: r["answers"][0], stop_prefixes=("Q:",),
                    references=_qa_references),
     "translation": Template("translation", _translation_inputs, lambda r: r["target"],
                             stop_prefixes=("Translate",), long_field="source"),
@@ -128,8 +129,9 @@ TEMPLATES: Dict[str, Template] = {
                               long_field="document"),
     "tagging": Template("tagging", _tagging_inputs, lambda r: r["tagged"],
                         stop_prefixes=("Sentence:",)),
-    "bioasq": Template("bioasq", _bioasq_inputs, lambda r: r["answer"],
-                       stop_prefixes=("Context:", "Q:"), long_field="context"),
+    "bioasq": Template("bioasq", _bioasq_inputs, lambda r: r["answers"][0],
+                       stop_prefixes=("Context:", "Q:"), long_field="context",
+                       references=_qa_references),
 }
 
 

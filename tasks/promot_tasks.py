@@ -13,10 +13,12 @@ In-context evaluation, 1-shot and 4-shot, demonstrations from the train split:
 Mixtures: icl_heldout_1shot, icl_heldout_4shot (the 8 evaluation tasks), promot_multitask.
 The medical in-context suite (icl_med_*) is registered by `tasks/icl_medical_tasks.py`.
 
+Importing this module registers everything with the tiny vocabulary; call
+`register_promot_tasks(data_dir=..., vocabulary="mt5")` to re-register the same names for
+real runs (as `tasks.benchmarks.register_benchmark_tasks` does for the benchmarks).
 Data: `{data_dir}/{dataset}/{split}.jsonl` (layouts in tasks/promot_readers.py); data_dir is
-$MEDMT5_PROMOT_DIR when set, else the shipped samples tasks/data/promot. It is resolved
-when a dataset is built, so the variable can be set after import.
-Vocabulary: $MEDMT5_VOCAB ("tiny" default, or "mt5"), read at import.
+the argument, else $MEDMT5_PROMOT_DIR, else the shipped samples tasks/data/promot. Without
+an argument the folder is resolved when a dataset is built, so the variable may be set later.
 Length budget: few-shot inputs are cut (demonstrations dropped or shortened, the query kept)
 to $MEDMT5_ICL_INPUT_TOKENS tokens (default 1024) including EOS; use an inputs feature length
 at least that large, or seqio trims the end of the query.
@@ -30,7 +32,6 @@ import tensorflow as tf
 
 from tasks import icl, promot_metrics, promot_readers, vocab
 
-VOCAB_ENV = "MEDMT5_VOCAB"
 ICL_INPUT_TOKENS_ENV = "MEDMT5_ICL_INPUT_TOKENS"
 DEFAULT_ICL_INPUT_TOKENS = 1024
 SELECTION_SEED = 0  # demonstration selection seed (per query index, see tasks/icl.py)
@@ -88,13 +89,6 @@ MIXTURES: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def vocabulary_name() -> str:
-    name = os.environ.get(VOCAB_ENV, "tiny")
-    if name not in vocab.VOCAB_NAMES:
-        raise ValueError(f"${VOCAB_ENV}={name!r}: expected one of {list(vocab.VOCAB_NAMES)}.")
-    return name
-
-
 def icl_input_tokens() -> int:
     raw = os.environ.get(ICL_INPUT_TOKENS_ENV, str(DEFAULT_ICL_INPUT_TOKENS))
     try:
@@ -112,12 +106,12 @@ def token_length_fn(vocabulary: seqio.Vocabulary) -> Callable[[str], int]:
 
 
 def format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
-                 length_fn: Optional[Callable[[str], int]] = None,
+                 vocabulary: str = "tiny", length_fn: Optional[Callable[[str], int]] = None,
                  max_length: Optional[int] = None) -> List[Dict[str, Any]]:
     """The formatted rows (inputs, targets, answers, idx, num_shots) of one task split.
 
     Few-shot tasks are cut to `max_length` (default $MEDMT5_ICL_INPUT_TOKENS) in units of
-    `length_fn` (default: tokens of the $MEDMT5_VOCAB vocabulary); zero-shot ones are not.
+    `length_fn` (default: tokens of `vocabulary`, EOS included); zero-shot ones are not.
     """
     if split not in spec.splits:
         raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
@@ -126,7 +120,7 @@ def format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
     queries = promot_readers.read_split(spec.dataset, split, root)
     pool = promot_readers.read_split(spec.dataset, spec.pool_split, root) if spec.num_shots else []
     if spec.num_shots:
-        length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary_name()))
+        length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary))
         max_length = max_length or icl_input_tokens()
     return icl.format_examples(icl.get_template(spec.template), queries, pool, spec.num_shots,
                                seed=SELECTION_SEED, max_length=max_length if spec.num_shots else None,
@@ -148,28 +142,29 @@ def rows_to_dataset(rows: Sequence[Dict[str, Any]]) -> tf.data.Dataset:
     })
 
 
-def _dataset_fn(spec: PromotTask):
+def _dataset_fn(spec: PromotTask, data_dir: Optional[str], vocabulary: str):
     def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
-        return rows_to_dataset(format_split(spec, split))
+        return rows_to_dataset(format_split(spec, split, data_dir, vocabulary))
     return dataset_fn
 
 
-def output_features(vocabulary: seqio.Vocabulary) -> Dict[str, seqio.Feature]:
-    return {"inputs": seqio.Feature(vocabulary, add_eos=True, required=True),
-            "targets": seqio.Feature(vocabulary, add_eos=True, required=True)}
+def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
+    v = vocab.get_vocabulary(vocabulary)
+    return {"inputs": seqio.Feature(v, add_eos=True, required=True),
+            "targets": seqio.Feature(v, add_eos=True, required=True)}
 
 
-def register_task(name: str, source: seqio.DataSource, template: icl.Template,
-                  metric_fn: Callable[..., Dict[str, float]]) -> None:
-    """Registers one text-to-text ICL/ProMoT task (idempotent: re-registration replaces)."""
+def register_task(name: str, source: seqio.DataSource, postprocess_fn: Callable[..., Any],
+                  metric_fn: Callable[..., Dict[str, float]], vocabulary: str = "tiny") -> None:
+    """Registers one text-to-text ICL/ProMoT task (re-registration replaces it)."""
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name,
         source=source,
         preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
-        output_features=output_features(vocab.get_vocabulary(vocabulary_name())),
-        postprocess_fn=icl.make_postprocess_fn(template),
+        output_features=output_features(vocabulary),
+        postprocess_fn=postprocess_fn,
         metric_fns=[metric_fn],
     )
 
@@ -179,12 +174,19 @@ def register_mixture(name: str, task_names: Sequence[str]) -> None:
     seqio.MixtureRegistry.add(name, list(task_names), default_rate=1.0)
 
 
-def register_all() -> None:
+def register_promot_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> None:
+    """(Re-)registers every task and mixture in TASKS / MIXTURES.
+
+    data_dir: the ProMoT data folder (None: $MEDMT5_PROMOT_DIR or the samples, resolved when
+    a dataset is built); vocabulary: "tiny" or "mt5" (tasks.vocab.get_vocabulary).
+    """
     for name, spec in TASKS.items():
-        source = seqio.FunctionDataSource(_dataset_fn(spec), splits=spec.splits)
-        register_task(name, source, icl.get_template(spec.template), spec.metric_fn)
+        source = seqio.FunctionDataSource(_dataset_fn(spec, data_dir, vocabulary),
+                                          splits=spec.splits)
+        register_task(name, source, icl.make_postprocess_fn(icl.get_template(spec.template)),
+                      spec.metric_fn, vocabulary)
     for name, members in MIXTURES.items():
         register_mixture(name, members)
 
 
-register_all()
+register_promot_tasks()

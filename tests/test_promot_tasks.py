@@ -114,3 +114,58 @@ def test_mixtures():
          "icl_wmt16_ende_1shot", "icl_wmt16_enro_1shot", "icl_xsum_1shot",
          "icl_wikilingua_en_1shot"])
     assert len(seqio.get_mixture_or_task("icl_heldout_4shot").tasks) == 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Medical in-context suite (Medical mT5 benchmarks, four languages).
+
+from tasks import benchmarks, icl_medical_tasks  # noqa: E402
+
+
+def test_medical_tagging_example_in_full():
+    ex = _examples("icl_med_e3c_en_1shot", "test")[0]
+    task = benchmarks.TASKS_BY_NAME["e3c_en"]
+    root = benchmarks.benchmark_dir()
+    test = benchmarks.read_sentences(task, "test", root)
+    train = benchmarks.read_sentences(task, "train", root)
+    (demo,) = icl.select_demonstrations(0, len(train), 1, seed=promot_tasks.SELECTION_SEED)
+    labels = benchmarks.DATASET_LABELS["e3c"]
+    d = benchmarks.make_example(train[demo], labels, prefixed=False)
+    q = benchmarks.make_example(test[0], labels, prefixed=False)
+    assert _text(ex["inputs_pretokenized"]) == (
+        f"Sentence: {d['inputs']} Tags: <CLINENTITY> Tagged sentence: {d['targets']}\n\n"
+        f"Sentence: {q['inputs']} Tags: <CLINENTITY> Tagged sentence:")
+    assert _text(ex["targets_pretokenized"]) == q["targets"]
+    assert _text(ex["sentence"]) == " ".join(test[0].words)
+
+
+def test_medical_tagging_postprocess_cuts_and_aligns_to_the_query_words():
+    task = seqio.get_mixture_or_task("icl_med_abstrct_en_1shot")
+    example = {"sentence": b"Survival improved in both arms ."}
+    pred = b" <Claim> Survival improved </Claim> in both arms . Sentence: <Premise> x </Premise>"
+    assert task.postprocess_fn(pred, example=example) == \
+        ["B-Claim", "I-Claim", "O", "O", "O", "O"]
+
+
+def test_medical_suite_covers_four_languages():
+    for lang in ("en", "es", "fr", "it"):
+        mixture = seqio.get_mixture_or_task(f"icl_med_{lang}_1shot")
+        assert sorted(t.name for t in mixture.tasks) == sorted(
+            [f"icl_med_abstrct_{lang}_1shot", f"icl_med_e3c_{lang}_1shot",
+             f"icl_med_bioasq_{lang}_1shot"])
+    assert len(seqio.get_mixture_or_task("icl_med_4shot").tasks) == 12
+
+
+@pytest.mark.parametrize("name", sorted(icl_medical_tasks.TASKS))
+def test_medical_postprocessed_targets_score_100(name):
+    task = seqio.get_mixture_or_task(name)
+    spec = icl_medical_tasks.TASKS[name]
+    examples = _examples(name, spec.splits[-1])
+    assert all(e["num_shots"] == spec.num_shots for e in examples)
+    targets = [task.postprocess_fn(e["targets_pretokenized"], example=e, is_target=True)
+               for e in examples]
+    predictions = [task.postprocess_fn(e["targets_pretokenized"] + b"\n\nSentence: Context: x",
+                                       example=e, is_target=False) for e in examples]
+    (metric_fn,) = task.metric_fns
+    scores = metric_fn(targets, predictions)
+    assert scores[("f1" if spec.kind == "tagging" else "rouge2")] == pytest.approx(100.0)
