@@ -8,7 +8,8 @@ seqio `metric_fn(targets, predictions) -> {name: float}` functions, all on a 0-1
   bleu          sacrebleu corpus BLEU with its default 13a tokenizer (already 0-100).
   rouge2        100 * mean ROUGE-2 F-measure (rouge-score, English Porter stemming; the
                 best of several references counts).
-`normalized_average` is the paper's "Norm. Avg.": the plain mean of those 0-100 scores.
+`normalized_average` is the paper's "Norm. Avg.": the plain mean of those 0-100 scores
+(`normalized_average_of_results` picks each task's headline metric first).
 Pure Python: sacrebleu and rouge-score are imported when first used; no TensorFlow.
 """
 import re
@@ -76,8 +77,18 @@ def rouge2(targets: Sequence[Reference], predictions: Sequence[str]) -> Dict[str
     return {"rouge2": 100.0 * total / len(targets)}
 
 
-# The metric each task family reports in the Norm. Avg. (all already on 0-100).
-NORM_AVG_METRICS = ("accuracy", "exact_match", "bleu", "rouge2")
+# The headline metric of each task family, in lookup order (all on 0-100): this module's four,
+# then seqeval span "f1" (tasks.metrics.span_f1) for the medical tagging tasks.
+HEADLINE_METRICS = ("accuracy", "exact_match", "bleu", "rouge2", "f1")
+
+
+def headline_score(scores: Mapping[str, float]) -> float:
+    """The score a task contributes to the Norm. Avg.: the first of HEADLINE_METRICS present
+    in its metric dict (e.g. rouge2 out of tasks.metrics.rouge's rouge1/rouge2/rougeL)."""
+    for key in HEADLINE_METRICS:
+        if key in scores:
+            return float(scores[key])
+    raise KeyError(f"No headline metric among {sorted(scores)}; expected one of {HEADLINE_METRICS}.")
 
 
 def normalized_average(scores: Mapping[str, float]) -> float:
@@ -94,3 +105,8 @@ def normalized_average(scores: Mapping[str, float]) -> float:
             raise ValueError(f"score of {task!r} is {value}, outside 0-100: pass percentages "
                              "(this module's metrics already are)")
     return sum(float(v) for v in scores.values()) / len(scores)
+
+
+def normalized_average_of_results(results: Mapping[str, Mapping[str, float]]) -> float:
+    """Norm. Avg. from per-task metric dicts ({task: {metric: value}}, as seqio returns)."""
+    return normalized_average({task: headline_score(m) for task, m in results.items()})
