@@ -110,7 +110,31 @@ def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str, ckpt_file: str
         raise CheckpointError(f"{ckpt_file}: parameter {name!r} is stored as uint16; re-save it as bfloat16.")
     # gcs / gfile / file all resolve to a directory next to the msgpack file.
     return ({"driver": spec.get("driver", "zarr"),
-             "kvstore": {"driver": "file", "path": os.path.join(ckpt_dir, str(rel).lstrip("/"))}}, shape)
+             "kvstore": {"driver": "file", "path": os.path.normpath(os.path.join(ckpt_dir, str(rel)))}}, shape)
+
+
+def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
+    """A missing chunk file reads back as fill values without error: refuse it instead."""
+    import itertools
+    import json
+
+    meta_path = os.path.join(zarr_dir, ".zarray")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{meta_path}: parameter {name}: missing or corrupt zarr metadata: {e}") from None
+    shape, chunks = meta.get("shape") or [], meta.get("chunks") or []
+    if not shape or len(shape) != len(chunks):
+        return
+    sep = meta.get("dimension_separator") or "."
+    counts = [-(-int(n) // max(int(c), 1)) for n, c in zip(shape, chunks)]
+    for idx in itertools.product(*(range(c) for c in counts)):
+        key = sep.join(str(i) for i in idx)
+        if not os.path.isfile(os.path.join(zarr_dir, key)):
+            raise CheckpointError(
+                f"{zarr_dir}: parameter {name}: chunk file {key!r} is missing (the checkpoint copy is "
+                "incomplete); re-copy the checkpoint.")
 
 
 def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target") -> Dict[str, np.ndarray]:
@@ -143,6 +167,7 @@ def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target"
                 raise CheckpointError(
                     f"{ckpt_file}: parameter {prefix}/{name!s} refers to {spec['kvstore']['path']}, "
                     "which does not exist; the checkpoint directory is incomplete.")
+            _check_zarr_chunks(spec["kvstore"]["path"], f"{prefix}/{name}")
             pending[name] = (ts.open(spec, open=True, read=True), shape, spec["kvstore"]["path"])
         elif leaf is None:
             continue
