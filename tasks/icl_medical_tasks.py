@@ -123,10 +123,13 @@ class TaggingPostprocessor:
 
     The prediction is first cut at the next example ("Sentence:", a blank line); the query's
     words come from the example's "sentence" feature (the few-shot inputs hold more text).
+    The label set is `label_set`, deliberately not `labels`: medmt5.evaluation constrains
+    decoding to copy the input words for postprocessors with `labels`, which would be wrong
+    for a few-shot prompt; in-context evaluation decodes freely, as in the paper.
     """
 
     def __init__(self, labels):
-        self.labels = seqlabel.canonical_labels(labels)
+        self.label_set = seqlabel.canonical_labels(labels)
         self.template = icl.get_template("tagging")
 
     def __call__(self, output, example=None, is_target=False) -> List[str]:
@@ -137,7 +140,7 @@ class TaggingPostprocessor:
         if example is not None and "sentence" in example:
             sentence = example["sentence"]
             words = (sentence.decode("utf-8") if isinstance(sentence, bytes) else sentence).split()
-        return seqlabel.tagged_to_iob(text, words, self.labels)
+        return seqlabel.tagged_to_iob(text, words, self.label_set)
 
 
 def _dataset_fn(spec: MedicalIclTask, data_dir: Optional[str], vocabulary: str):
