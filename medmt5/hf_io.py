@@ -106,23 +106,28 @@ def config_from_hf(hf: Mapping[str, Any], path: str, tie_word_embeddings: bool):
     eos = hf.get("eos_token_id", 1)
     eos = eos[0] if isinstance(eos, (list, tuple)) else eos
     num_layers = _hf_field(hf, "num_layers", path)
-    return T5Config(
-        vocab_size=int(_hf_field(hf, "vocab_size", path)),
-        d_model=int(_hf_field(hf, "d_model", path)),
-        d_kv=int(_hf_field(hf, "d_kv", path)),
-        d_ff=int(_hf_field(hf, "d_ff", path)),
-        num_heads=int(_hf_field(hf, "num_heads", path)),
-        num_encoder_layers=int(num_layers),
-        num_decoder_layers=int(hf.get("num_decoder_layers") or num_layers),
-        relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
-        relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
-        dropout_rate=float(hf.get("dropout_rate", 0.1)),
-        layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-        tie_word_embeddings=bool(tie_word_embeddings),
-        pad_id=int(hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0),
-        eos_id=int(eos if eos is not None else 1),
-        decoder_start_id=int(hf.get("decoder_start_token_id") or 0),
-    )
+    try:
+        return T5Config(
+            vocab_size=int(_hf_field(hf, "vocab_size", path)),
+            d_model=int(_hf_field(hf, "d_model", path)),
+            d_kv=int(_hf_field(hf, "d_kv", path)),
+            d_ff=int(_hf_field(hf, "d_ff", path)),
+            num_heads=int(_hf_field(hf, "num_heads", path)),
+            num_encoder_layers=int(num_layers),
+            num_decoder_layers=int(hf.get("num_decoder_layers") or num_layers),
+            relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
+            relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
+            dropout_rate=float(hf.get("dropout_rate", 0.1)),
+            layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
+            tie_word_embeddings=bool(tie_word_embeddings),
+            pad_id=int(hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0),
+            eos_id=int(eos if eos is not None else 1),
+            decoder_start_id=int(hf.get("decoder_start_token_id") or 0),
+        )
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: unusable model config: {e}") from None
 
 
 def config_to_hf(cfg) -> Dict[str, Any]:
@@ -245,7 +250,7 @@ def _read_index(model_dir: str, index_file: str, reader) -> Tuple[Dict[str, np.n
             state[name] = arr
             origin[name] = shard_path
     for name, shard in weight_map.items():
-        if name not in state:
+        if origin.get(name) != os.path.join(model_dir, shard):
             raise CheckpointError(
                 f"{index_path}: parameter {name!r} is listed in shard {shard!r} but "
                 f"{os.path.join(model_dir, shard)} does not contain it.")
