@@ -92,6 +92,35 @@ def test_our_layout_scanned_step_dirs_and_prompt(tmp_path):
         save_hf(CFG, params, str(tmp_path / "hf2"))
 
 
+def test_reads_a_training_checkpoint(tmp_path):
+    """What medmt5.checkpoints writes during training: sharded jax arrays, 3 items, async."""
+    import jax
+    import orbax.checkpoint as ocp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+    from medmt5.checkpoints import make_checkpoint_manager
+
+    mesh = Mesh(np.array(jax.devices()[:2]).reshape(1, 2), ("data", "model"))
+    shard = lambda x: jax.device_put(  # noqa: E731
+        x, NamedSharding(mesh, PartitionSpec(None, "model") if x.ndim == 2 and x.shape[1] % 2 == 0
+                         else PartitionSpec()))
+    model_dir = str(tmp_path / "run")
+    manager = make_checkpoint_manager(model_dir, save_period=1, async_save=True, config=CFG)
+    for step, seed in ((10, 1), (20, 2)):
+        params = jax.tree_util.tree_map(shard, _random_params(CFG, seed))
+        manager.save(step, args=ocp.args.Composite(
+            params=ocp.args.StandardSave(params),
+            opt_state=ocp.args.StandardSave({"count": np.int32(step)}),
+            train_meta=ocp.args.JsonSave({"step": step})))
+    manager.wait_until_finished()
+    manager.close()
+    cfg, got = load_checkpoint(model_dir)
+    assert cfg == CFG
+    _assert_same(got, _random_params(CFG, 2))
+    _assert_same(load_checkpoint(model_dir, step=10)[1], _random_params(CFG, 1))
+    assert all(isinstance(v, np.ndarray) for v in flatten(got).values())
+
+
 def test_load_checkpoint_names_what_it_looked_for(tmp_path):
     with pytest.raises(CheckpointError, match=r"model_config\.json.*config\.json.*checkpoint_<step>"):
         load_checkpoint(str(tmp_path))
@@ -99,7 +128,7 @@ def test_load_checkpoint_names_what_it_looked_for(tmp_path):
         load_checkpoint(str(tmp_path / "nope"))
 
 
-def test_sharded_safetensors_and_pytorch_bin(hf_dir, tmp_path):
+def test_sharded_safetensors_and_pytorch_bin(hf_dir, tmp_path, monkeypatch):
     state = load_file(os.path.join(hf_dir, WEIGHTS))
     names = sorted(state)
     sharded = tmp_path / "sharded"
@@ -125,6 +154,9 @@ def test_sharded_safetensors_and_pytorch_bin(hf_dir, tmp_path):
     (bin_dir / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
     torch.save({k: torch.from_numpy(v.copy()) for k, v in state.items()}, str(bin_dir / "pytorch_model.bin"))
     _assert_same(load_hf(str(bin_dir))[1], _random_params(CFG))
+    monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
+    with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: PyTorch weights need torch"):
+        load_hf(str(bin_dir))
 
 
 def _bert_config(d):
@@ -138,6 +170,13 @@ def _relu_t5_config(d):
     cfg.update(model_type="t5", feed_forward_proj="relu", tie_word_embeddings=False)
     json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
     return r"config\.json: field 'feed_forward_proj' is 'relu'"
+
+
+def _odd_buckets(d):
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    cfg.update(relative_attention_num_buckets=7)
+    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    return r"config\.json: unusable model config: .*relative_attention_num_buckets"
 
 
 def _edit_weights(d, fn):
@@ -174,7 +213,7 @@ def _untied_without_head(d):
     return r"tie_word_embeddings is false but the weights have no 'lm_head\.weight'"
 
 
-BAD_INPUTS = {f.__name__.lstrip("_"): f for f in (_bert_config, _relu_t5_config, _missing_weight,
+BAD_INPUTS = {f.__name__.lstrip("_"): f for f in (_bert_config, _relu_t5_config, _odd_buckets, _missing_weight,
                                                   _extra_weight, _shape_mismatch, _truncated,
                                                   _untied_without_head)}
 
