@@ -225,7 +225,8 @@ def _rows_jsonl(path: str) -> Iterable[Tuple[str, object]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise BenchmarkDataError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+            raise BenchmarkDataError(
+                f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
         yield f"{path}:{n}", row
 
 

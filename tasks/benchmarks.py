@@ -177,8 +177,11 @@ def read_sentences(task: SeqLabelTask, split: str, data_dir: str) -> List[reader
 def make_example(sentence: readers.Sentence, labels: Sequence[str],
                  prefixed: bool) -> Dict[str, str]:
     """{"inputs", "targets"} text of one sentence."""
-    return {"inputs": seqlabel.make_input(sentence.words, labels if prefixed else None),
-            "targets": seqlabel.iob_to_tagged(sentence.words, sentence.tags, labels)}
+    try:
+        return {"inputs": seqlabel.make_input(sentence.words, labels if prefixed else None),
+                "targets": seqlabel.iob_to_tagged(sentence.words, sentence.tags, labels)}
+    except ValueError as e:
+        raise readers.BenchmarkDataError(f"{sentence.source}: {e}") from None
 
 
 class SeqLabelPostprocessor:
@@ -211,7 +214,8 @@ def _dataset_fn(task: SeqLabelTask, data_dir: str):
 
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
-        rows = [make_example(s, labels, task.prefixed) for s in read_sentences(task, split, data_dir)]
+        rows = [make_example(s, labels, task.prefixed)
+                for s in read_sentences(task, split, data_dir)]
         return tf.data.Dataset.from_tensor_slices(
             {"inputs": [r["inputs"] for r in rows], "targets": [r["targets"] for r in rows]})
 
@@ -247,7 +251,8 @@ def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "
         seqio.TaskRegistry.add(
             task.name,
             source=seqio.FunctionDataSource(_dataset_fn(task, root), splits=list(task.splits)),
-            preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+            preprocessors=[seqio.preprocessors.tokenize,
+                           seqio.preprocessors.append_eos_after_trim],
             output_features=features,
             postprocess_fn=SeqLabelPostprocessor(DATASET_LABELS[task.dataset]),
             metric_fns=[metrics.span_f1])

@@ -42,11 +42,10 @@ def span_f1(targets: Sequence[Sequence[str]],
     pred_labels = {l for p in y_pred for _, _, l in seqlabel.iob_spans(p)}
     if not gold_labels and not pred_labels:
         return {"precision": 100.0, "recall": 100.0, "f1": 100.0}
-    out = {
-        "precision": 100.0 * float(precision_score(y_true, y_pred, average="micro", zero_division=0)),
-        "recall": 100.0 * float(recall_score(y_true, y_pred, average="micro", zero_division=0)),
-        "f1": 100.0 * float(f1_score(y_true, y_pred, average="micro", zero_division=0)),
-    }
+    kw = dict(average="micro", zero_division=0)
+    out = {"precision": 100.0 * float(precision_score(y_true, y_pred, **kw)),
+           "recall": 100.0 * float(recall_score(y_true, y_pred, **kw)),
+           "f1": 100.0 * float(f1_score(y_true, y_pred, **kw))}
     report = classification_report(y_true, y_pred, output_dict=True, zero_division=0)
     for label in sorted(gold_labels | pred_labels):
         out[f"f1_{label}"] = 100.0 * float(report[label]["f1-score"])

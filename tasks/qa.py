@@ -161,7 +161,8 @@ def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") 
         seqio.TaskRegistry.add(
             name,
             source=seqio.FunctionDataSource(_dataset_fn(lang, root), splits=list(QA_SPLITS)),
-            preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+            preprocessors=[seqio.preprocessors.tokenize,
+                           seqio.preprocessors.append_eos_after_trim],
             output_features=features,
             postprocess_fn=_postprocess,
             metric_fns=[metrics.rouge])

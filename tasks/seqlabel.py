@@ -28,7 +28,8 @@ Parsing model output (`tagged_to_iob`) never raises on malformed text. Rules:
     words are matched greedily from the left). A matched input word takes its output
     word's span; an unmatched input word takes the span of its nearest matched
     neighbours when both belong to the same span (a word the model dropped inside an
-    entity), else `O`. Extra output words are ignored. The result always has one BIO tag per input word.
+    entity), else `O`. Extra output words are ignored. The result always has one BIO
+    tag per input word.
 On well-formed text (the same words, balanced known tags, no empty span) this is the
 exact inverse of `iob_to_tagged` (BIO tags; IOB1 input comes back as the same spans
 in BIO).
@@ -183,12 +184,15 @@ class ParseStats:
         return not any(dataclasses.astuple(self))
 
 
+ParsedWord = Tuple[str, Optional[int], Optional[str]]  # (word, span id, label)
+
+
 def parse_tagged(text: str, labels: Iterable[str],
-                 stats: Optional[ParseStats] = None) -> List[Tuple[str, Optional[int], Optional[str]]]:
+                 stats: Optional[ParseStats] = None) -> List[ParsedWord]:
     """Tagged text -> [(word, span_id or None, label or None)] following the module rules."""
     stats = stats if stats is not None else ParseStats()
     known = set(canonical_labels(labels))
-    out: List[Tuple[str, Optional[int], Optional[str]]] = []
+    out: List[ParsedWord] = []
     span_id, open_label, words_in_span = -1, None, 0
 
     def close():
@@ -266,7 +270,11 @@ def tagged_to_iob(text: str, words: Optional[Sequence[str]], labels: Iterable[st
         spans = _runs([(sid, lab) for _, sid, lab in parsed])
         return spans_to_bio(len(parsed), spans)
     words = list(words)
-    match = _lcs_alignment(words, [w for w, _, _ in parsed])
+    out_words = [w for w, _, _ in parsed]
+    if out_words == words:  # the usual case: identity alignment, no O(n*m) table
+        match: List[Optional[int]] = list(range(len(words)))
+    else:
+        match = _lcs_alignment(words, out_words)
     stats.unknown_units += len(parsed) - sum(m is not None for m in match)
     stats.missing_words += sum(m is None for m in match)
     assigned: List[Tuple[Optional[int], Optional[str]]] = []

@@ -320,3 +320,10 @@ def test_bioasq_errors_name_file_and_line(tmp_path, row, match):
         qa.read_bioasq(path)
     with pytest.raises(readers.BenchmarkDataError, match="unknown language 'pt'"):
         qa.bioasq_files(str(tmp_path), "pt", "train")
+
+
+def test_word_that_reads_as_a_tag_is_reported_with_its_source():
+    s = readers.Sentence(("see", "<Disease>"), ("O", "O"), "/data/en-ncbi-disease-dev.tsv:7")
+    with pytest.raises(readers.BenchmarkDataError,
+                       match=r"en-ncbi-disease-dev.tsv:7: .*identical to a tag"):
+        benchmarks.make_example(s, ("Disease",), prefixed=False)
