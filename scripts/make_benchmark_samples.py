@@ -133,10 +133,10 @@ OTHER = [
      "es": "[Claim {xdrug} es una opción eficaz y segura para los pacientes con hipertensión leve ] .",
      "fr": "[Claim Le traitement par {xdrug} est une option efficace et sûre chez les patients atteints d'hypertension légère ] .",
      "it": "[Claim Il trattamento con {xdrug} è un'opzione efficace e sicura per i pazienti con ipertensione lieve ] ."},
-    {"en": "[Premise HbA1c decreased by {d} % after 24 weeks of metformin therapy ] .",
-     "es": "[Premise La HbA1c disminuyó un {d} % tras 24 semanas de tratamiento con metformina ] .",
-     "fr": "[Premise L'HbA1c a diminué de {d} % après 24 semaines de traitement par metformine ] .",
-     "it": "[Premise L'HbA1c si è ridotta del {d} % dopo 24 settimane di terapia con metformina ] ."},
+    {"en": "[Premise HbA1c decreased by {d} percentage points after 24 weeks of metformin therapy ] .",
+     "es": "[Premise La HbA1c disminuyó {d} puntos porcentuales tras 24 semanas de tratamiento con metformina ] .",
+     "fr": "[Premise L'HbA1c a diminué de {d} points de pourcentage après 24 semaines de traitement par metformine ] .",
+     "it": "[Premise L'HbA1c si è ridotta di {d} punti percentuali dopo 24 settimane di terapia con metformina ] ."},
 ]
 OTHER_DRUGS = [
     {"en": "amlodipine", "es": "amlodipino", "fr": "amlodipine", "it": "amlodipina"},

@@ -327,3 +327,18 @@ def test_word_that_reads_as_a_tag_is_reported_with_its_source():
     with pytest.raises(readers.BenchmarkDataError,
                        match=r"en-ncbi-disease-dev.tsv:7: .*identical to a tag"):
         benchmarks.make_example(s, ("Disease",), prefixed=False)
+
+
+def test_shipped_samples_match_their_generator(tmp_path):
+    import filecmp
+    import subprocess
+    import sys
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    subprocess.run([sys.executable, os.path.join(repo, "scripts", "make_benchmark_samples.py"),
+                    "--out", str(tmp_path)], check=True, capture_output=True)
+    shipped = benchmarks.DEFAULT_BENCHMARK_DIR
+    for folder, _, files in os.walk(str(tmp_path)):
+        rel = os.path.relpath(folder, str(tmp_path))
+        for name in files:
+            assert filecmp.cmp(os.path.join(folder, name), os.path.join(shipped, rel, name),
+                               shallow=False), os.path.join(rel, name)
