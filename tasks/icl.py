@@ -23,7 +23,8 @@ import dataclasses
 import random
 import re
 import string
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
+                    Sequence, Tuple)
 
 # Demonstrations and the query are separated by one blank line.
 EXAMPLE_SEPARATOR = "\n\n"
@@ -237,43 +238,49 @@ def build_prompt(template: Template, query: Record, demonstrations: Sequence[Rec
     return EXAMPLE_SEPARATOR.join(parts), len(parts) - 1
 
 
-def format_examples(template: Template, queries: Sequence[Record], pool: Sequence[Record],
-                    num_shots: int, seed: int = 0, max_length: Optional[int] = None,
-                    length_fn: Callable[[str], int] = len,
-                    pool_is_query_split: bool = False) -> List[Dict[str, Any]]:
+def iter_format_examples(template: Template, queries: Iterable[Record], pool: Sequence[Record],
+                         num_shots: int, seed: int = 0, max_length: Optional[int] = None,
+                         length_fn: Callable[[str], int] = len,
+                         pool_is_query_split: bool = False) -> Iterator[Dict[str, Any]]:
     """Few-shot formats every query with demonstrations drawn from `pool` (the train split).
 
-    Returns one dict per query: inputs (text), targets (text), answers (all references),
+    Yields one dict per query: inputs (text), targets (text), answers (all references),
     idx (the query's position), num_shots (demonstrations kept after the length budget).
     A pool example whose filled template equals the query's is never used as its
-    demonstration; with `pool_is_query_split` the query's own index is excluded too.
+    demonstration; with `pool_is_query_split` (the pool is the first len(pool) examples of
+    the queries' own split) the query's own index is excluded too. `queries` may stream.
     """
     by_text: Dict[str, List[int]] = {}
     if num_shots:
         for i, rec in enumerate(pool):
             by_text.setdefault(template.format_inputs(rec), []).append(i)
-    out = []
     for q_index, query in enumerate(queries):
         exclude = list(by_text.get(template.format_inputs(query), []))
-        if pool_is_query_split:
+        if pool_is_query_split and q_index < len(pool):
             exclude.append(q_index)
         chosen = select_demonstrations(q_index, len(pool), num_shots, seed, exclude)
         inputs, kept = build_prompt(template, query, [pool[i] for i in chosen],
                                     max_length=max_length, length_fn=length_fn)
-        out.append({"inputs": inputs, "targets": template.format_target(query),
-                    "answers": template.answers(query), "idx": q_index, "num_shots": kept})
-    return out
+        yield {"inputs": inputs, "targets": template.format_target(query),
+               "answers": template.answers(query), "idx": q_index, "num_shots": kept}
+
+
+def format_examples(template: Template, queries: Iterable[Record], pool: Sequence[Record],
+                    num_shots: int, **kwargs) -> List[Dict[str, Any]]:
+    """`iter_format_examples` as a list."""
+    return list(iter_format_examples(template, queries, pool, num_shots, **kwargs))
 
 
 # ---------------------------------------------------------------------------------------------
 # Output post-processing.
 
 def cut_at_prefixes(text: str, stop_prefixes: Sequence[str]) -> str:
-    """Text up to the first blank line or the first stop prefix that starts a word."""
+    """Text up to the first newline (every answer here is one line, so a newline starts the
+    next example) or the first stop prefix that starts a word."""
     end = len(text)
-    blank = text.find(EXAMPLE_SEPARATOR)
-    if blank >= 0:
-        end = blank
+    newline = text.find("\n")
+    if newline >= 0:
+        end = newline
     for prefix in stop_prefixes:
         for match in re.finditer(r"(?:^|(?<=\s))" + re.escape(prefix), text):
             end = min(end, match.start())

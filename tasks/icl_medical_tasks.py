@@ -148,10 +148,9 @@ def _dataset_fn(spec: MedicalIclTask, data_dir: Optional[str], vocabulary: str):
 
     def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
         del shuffle_files, seed
-        rows = format_split(spec, split, data_dir, vocabulary)
-        ds = promot_tasks.rows_to_dataset(rows)
-        sentences = tf.data.Dataset.from_tensor_slices(tf.constant([r["sentence"] for r in rows]))
-        return tf.data.Dataset.zip((ds, sentences)).map(lambda ex, s: dict(ex, sentence=s))
+        rows = format_split(spec, split, data_dir, vocabulary)  # small: read eagerly
+        return promot_tasks.rows_to_dataset(lambda: rows,
+                                            extra={"sentence": tf.TensorSpec([], tf.string)})
     return dataset_fn
 
 

@@ -14,12 +14,12 @@ Every file is JSON Lines, one example per line, in the layout the public dataset
   wiki_lingua    GEM `wiki_lingua` (English): {"source" (article), "target" (summary), ...}.
 
 Directory layout: `{data_dir}/{dataset}/{split}.jsonl`, e.g. `promot/rte/train.jsonl`.
-Each reader returns plain dicts with the fields the templates in `tasks/icl.py` use.
+Each parser returns plain dicts with the fields the templates in `tasks/icl.py` use.
 Errors name the file and line and say what to fix. Pure Python (no TensorFlow).
 """
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "promot")
 DATA_DIR_ENV = "MEDMT5_PROMOT_DIR"
@@ -82,33 +82,22 @@ def _label(row: Mapping[str, Any], where: str, names: Tuple[str, ...]) -> str:
                           f"class ids 0..{len(names) - 1}{hint}")
 
 
-def _nonempty(records: List[Dict[str, Any]], path: str) -> List[Dict[str, Any]]:
-    if not records:
-        raise PromotDataError(f"{path}: file has no examples")
-    return records
+def parse_rte(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    return {"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
+            "label": _label(r, w, ("entailment", "not_entailment"))}
 
 
-def read_rte(path: str) -> List[Dict[str, Any]]:
-    return _nonempty([{"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
-                       "label": _label(r, w, ("entailment", "not_entailment"))}
-                      for w, r in iter_jsonl(path)], path)
+def parse_cb(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    return {"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
+            "label": _label(r, w, ("entailment", "contradiction", "neutral"))}
 
 
-def read_cb(path: str) -> List[Dict[str, Any]]:
-    return _nonempty([{"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
-                       "label": _label(r, w, ("entailment", "contradiction", "neutral"))}
-                      for w, r in iter_jsonl(path)], path)
-
-
-def read_wic(path: str) -> List[Dict[str, Any]]:
-    out = []
-    for w, r in iter_jsonl(path):
-        label = r.get("label")
-        if label not in (True, False, 0, 1):
-            raise PromotDataError(f"{w}: label {label!r} must be true/false or 0/1")
-        out.append({"word": _text(r, "word", w), "sentence1": _text(r, "sentence1", w),
-                    "sentence2": _text(r, "sentence2", w), "label": bool(label)})
-    return _nonempty(out, path)
+def parse_wic(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    label = r.get("label")
+    if label not in (True, False, 0, 1):
+        raise PromotDataError(f"{w}: label {label!r} must be true/false or 0/1")
+    return {"word": _text(r, "word", w), "sentence1": _text(r, "sentence1", w),
+            "sentence2": _text(r, "sentence2", w), "label": bool(label)}
 
 
 def _answer_list(values: Any, where: str, key: str) -> List[str]:
@@ -122,72 +111,79 @@ def _answer_list(values: Any, where: str, key: str) -> List[str]:
     return out
 
 
-def read_trivia_qa(path: str) -> List[Dict[str, Any]]:
+def parse_trivia_qa(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
     """answers[0] = answer.value (the demonstration answer), then aliases, normalized_aliases."""
-    out = []
-    for w, r in iter_jsonl(path):
-        answer = r.get("answer")
-        if not isinstance(answer, dict):
-            raise PromotDataError(f"{w}: 'answer' must be an object with 'value' and 'aliases'")
-        answers = _answer_list([_text(answer, "value", w + " answer")]
-                               + list(answer.get("aliases", []))
-                               + list(answer.get("normalized_aliases", [])), w, "answer.aliases")
-        out.append({"question": _text(r, "question", w), "answers": answers})
-    return _nonempty(out, path)
+    answer = r.get("answer")
+    if not isinstance(answer, dict):
+        raise PromotDataError(f"{w}: 'answer' must be an object with 'value' and 'aliases'")
+    answers = _answer_list([_text(answer, "value", w + " answer")]
+                           + list(answer.get("aliases", []))
+                           + list(answer.get("normalized_aliases", [])), w, "answer.aliases")
+    return {"question": _text(r, "question", w), "answers": answers}
 
 
-def read_web_questions(path: str) -> List[Dict[str, Any]]:
-    out = []
-    for w, r in iter_jsonl(path):
-        answers = _answer_list(r.get("answers"), w, "answers")
-        if not answers:
-            raise PromotDataError(f"{w}: 'answers' is empty")
-        out.append({"question": _text(r, "question", w), "answers": answers})
-    return _nonempty(out, path)
+def parse_web_questions(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    answers = _answer_list(r.get("answers"), w, "answers")
+    if not answers:
+        raise PromotDataError(f"{w}: 'answers' is empty")
+    return {"question": _text(r, "question", w), "answers": answers}
 
 
-def read_translation(path: str, source: str, target: str) -> List[Dict[str, Any]]:
+def translation_parser(source: str, target: str) -> Callable[[Mapping[str, Any], str], Dict]:
     """{"translation": {source: ..., target: ...}} -> source/target text and language names."""
-    out = []
-    for w, r in iter_jsonl(path):
+    def parse(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
         pair = r.get("translation")
         if not isinstance(pair, dict):
             raise PromotDataError(f"{w}: expected {{\"translation\": {{\"{source}\": ..., "
                                   f"\"{target}\": ...}}}}")
-        out.append({"source": _text(pair, source, w), "target": _text(pair, target, w),
-                    "source_language": LANGUAGE_NAMES[source],
-                    "target_language": LANGUAGE_NAMES[target]})
-    return _nonempty(out, path)
+        return {"source": _text(pair, source, w), "target": _text(pair, target, w),
+                "source_language": LANGUAGE_NAMES[source],
+                "target_language": LANGUAGE_NAMES[target]}
+    return parse
 
 
-def read_xsum(path: str) -> List[Dict[str, Any]]:
-    return _nonempty([{"document": _text(r, "document", w), "summary": _text(r, "summary", w)}
-                      for w, r in iter_jsonl(path)], path)
+def parse_xsum(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    return {"document": _text(r, "document", w), "summary": _text(r, "summary", w)}
 
 
-def read_wiki_lingua(path: str) -> List[Dict[str, Any]]:
+def parse_wiki_lingua(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
     """GEM wiki_lingua layout: "source" is the article, "target" the summary."""
-    return _nonempty([{"document": _text(r, "source", w), "summary": _text(r, "target", w)}
-                      for w, r in iter_jsonl(path)], path)
+    return {"document": _text(r, "source", w), "summary": _text(r, "target", w)}
 
 
-# dataset folder -> reader. The registrations in tasks/promot_tasks.py name these folders.
-READERS: Dict[str, Callable[[str], List[Dict[str, Any]]]] = {
-    "rte": read_rte,
-    "cb": read_cb,
-    "wic": read_wic,
-    "trivia_qa": read_trivia_qa,
-    "web_questions": read_web_questions,
-    "wmt14_fr_en": lambda path: read_translation(path, "en", "fr"),
-    "wmt16_de_en": lambda path: read_translation(path, "en", "de"),
-    "wmt16_ro_en": lambda path: read_translation(path, "en", "ro"),
-    "xsum": read_xsum,
-    "wiki_lingua_en": read_wiki_lingua,
+# dataset folder -> row parser. The registrations in tasks/promot_tasks.py name these folders.
+PARSERS: Dict[str, Callable[[Mapping[str, Any], str], Dict[str, Any]]] = {
+    "rte": parse_rte,
+    "cb": parse_cb,
+    "wic": parse_wic,
+    "trivia_qa": parse_trivia_qa,
+    "web_questions": parse_web_questions,
+    "wmt14_fr_en": translation_parser("en", "fr"),
+    "wmt16_de_en": translation_parser("en", "de"),
+    "wmt16_ro_en": translation_parser("en", "ro"),
+    "xsum": parse_xsum,
+    "wiki_lingua_en": parse_wiki_lingua,
 }
 
 
-def read_split(dataset: str, split: str, root: str = None) -> List[Dict[str, Any]]:
-    """All records of `{root}/{dataset}/{split}.jsonl` (root: see `data_dir`)."""
-    if dataset not in READERS:
-        raise KeyError(f"Unknown ProMoT dataset {dataset!r}; known: {sorted(READERS)}.")
-    return READERS[dataset](split_file(data_dir(root), dataset, split))
+def iter_split(dataset: str, split: str, root: str = None,
+               limit: Optional[int] = None) -> Iterator[Dict[str, Any]]:
+    """Streams the records of `{root}/{dataset}/{split}.jsonl` (the first `limit` if given);
+    raises if the file has none. Large train files (WMT) are never held in memory whole."""
+    if dataset not in PARSERS:
+        raise KeyError(f"Unknown ProMoT dataset {dataset!r}; known: {sorted(PARSERS)}.")
+    path = split_file(data_dir(root), dataset, split)
+    parse, count = PARSERS[dataset], 0
+    for where, row in iter_jsonl(path):
+        if limit is not None and count >= limit:
+            return
+        yield parse(row, where)
+        count += 1
+    if count == 0:
+        raise PromotDataError(f"{path}: file has no examples")
+
+
+def read_split(dataset: str, split: str, root: str = None,
+               limit: Optional[int] = None) -> List[Dict[str, Any]]:
+    """The records of `{root}/{dataset}/{split}.jsonl` as a list (see `iter_split`)."""
+    return list(iter_split(dataset, split, root, limit))

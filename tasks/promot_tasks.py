@@ -25,7 +25,7 @@ at least that large, or seqio trims the end of the query.
 """
 import dataclasses
 import os
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import seqio
 import tensorflow as tf
@@ -34,6 +34,9 @@ from tasks import icl, promot_metrics, promot_readers, vocab
 
 ICL_INPUT_TOKENS_ENV = "MEDMT5_ICL_INPUT_TOKENS"
 DEFAULT_ICL_INPUT_TOKENS = 1024
+# Demonstrations are drawn from the first ICL_POOL_EXAMPLES train examples (all of them for
+# every dataset here except WMT, XSum and TriviaQA, whose train splits are larger).
+ICL_POOL_EXAMPLES = 50_000
 SELECTION_SEED = 0  # demonstration selection seed (per query index, see tasks/icl.py)
 
 
@@ -105,47 +108,73 @@ def token_length_fn(vocabulary: seqio.Vocabulary) -> Callable[[str], int]:
     return lambda text: len(vocabulary.encode(text)) + 1
 
 
-def format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
-                 vocabulary: str = "tiny", length_fn: Optional[Callable[[str], int]] = None,
-                 max_length: Optional[int] = None) -> List[Dict[str, Any]]:
-    """The formatted rows (inputs, targets, answers, idx, num_shots) of one task split.
+def iter_format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
+                      vocabulary: str = "tiny", length_fn: Optional[Callable[[str], int]] = None,
+                      max_length: Optional[int] = None,
+                      pool_limit: int = ICL_POOL_EXAMPLES) -> Iterator[Dict[str, Any]]:
+    """Streams the formatted rows (inputs, targets, answers, idx, num_shots) of a task split.
 
-    Few-shot tasks are cut to `max_length` (default $MEDMT5_ICL_INPUT_TOKENS) in units of
-    `length_fn` (default: tokens of `vocabulary`, EOS included); zero-shot ones are not.
+    Queries stream from the file (the WMT14 train split is never held whole); demonstrations
+    come from the first `pool_limit` train examples. Few-shot tasks are cut to `max_length`
+    (default $MEDMT5_ICL_INPUT_TOKENS) in units of `length_fn` (default: tokens of
+    `vocabulary`, EOS included); zero-shot ones are not cut.
     """
     if split not in spec.splits:
         raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
                          f"available: {list(spec.splits)}.")
     root = promot_readers.data_dir(data_dir)
-    queries = promot_readers.read_split(spec.dataset, split, root)
-    pool = promot_readers.read_split(spec.dataset, spec.pool_split, root) if spec.num_shots else []
+    pool: List[Dict[str, Any]] = []
     if spec.num_shots:
+        pool = promot_readers.read_split(spec.dataset, spec.pool_split, root, limit=pool_limit)
         length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary))
         max_length = max_length or icl_input_tokens()
-    return icl.format_examples(icl.get_template(spec.template), queries, pool, spec.num_shots,
-                               seed=SELECTION_SEED, max_length=max_length if spec.num_shots else None,
-                               length_fn=length_fn or len,
-                               pool_is_query_split=(split == spec.pool_split))
+    queries = promot_readers.iter_split(spec.dataset, split, root)
+    return icl.iter_format_examples(
+        icl.get_template(spec.template), queries, pool, spec.num_shots, seed=SELECTION_SEED,
+        max_length=max_length if spec.num_shots else None, length_fn=length_fn or len,
+        pool_is_query_split=(split == spec.pool_split))
 
 
-def rows_to_dataset(rows: Sequence[Dict[str, Any]]) -> tf.data.Dataset:
-    """Formatted rows -> tf.data with inputs/targets (str), answers ([None] str), idx,
-    num_shots (int32)."""
-    if not rows:
-        raise ValueError("No examples to build a dataset from.")
-    return tf.data.Dataset.from_tensor_slices({
-        "inputs": tf.constant([r["inputs"] for r in rows], tf.string),
-        "targets": tf.constant([r["targets"] for r in rows], tf.string),
-        "answers": tf.ragged.constant([list(r["answers"]) for r in rows], dtype=tf.string),
-        "idx": tf.constant([r["idx"] for r in rows], tf.int32),
-        "num_shots": tf.constant([r["num_shots"] for r in rows], tf.int32),
-    })
+def format_split(spec: PromotTask, split: str, **kwargs) -> List[Dict[str, Any]]:
+    """`iter_format_split` as a list."""
+    return list(iter_format_split(spec, split, **kwargs))
+
+
+_ROW_SIGNATURE = {
+    "inputs": tf.TensorSpec([], tf.string),
+    "targets": tf.TensorSpec([], tf.string),
+    "answers": tf.TensorSpec([None], tf.string),
+    "idx": tf.TensorSpec([], tf.int32),
+    "num_shots": tf.TensorSpec([], tf.int32),
+}
+
+
+def rows_to_dataset(make_rows: Callable[[], Iterable[Dict[str, Any]]],
+                    extra: Optional[Dict[str, tf.TensorSpec]] = None) -> tf.data.Dataset:
+    """tf.data over the rows `make_rows()` yields (called anew per iteration): inputs/targets
+    (str), answers ([None] str), idx, num_shots (int32), plus the `extra` scalar features."""
+    signature = dict(_ROW_SIGNATURE, **(extra or {}))
+
+    def generate():
+        for row in make_rows():
+            yield {k: row[k] for k in signature}
+
+    return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
 
 def _dataset_fn(spec: PromotTask, data_dir: Optional[str], vocabulary: str):
     def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
-        return rows_to_dataset(format_split(spec, split, data_dir, vocabulary))
+        if split not in spec.splits:
+            raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
+                             f"available: {list(spec.splits)}.")
+        root = promot_readers.data_dir(data_dir)
+        promot_readers.split_file(root, spec.dataset, split)  # missing files fail here, not
+        if spec.num_shots:                                     # inside tf.data iteration
+            promot_readers.split_file(root, spec.dataset, spec.pool_split)
+        icl_input_tokens()  # validates $MEDMT5_ICL_INPUT_TOKENS now
+        return rows_to_dataset(lambda: iter_format_split(spec, split, data_dir=root,
+                                                         vocabulary=vocabulary))
     return dataset_fn
 
 

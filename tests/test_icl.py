@@ -133,6 +133,7 @@ def test_predictions_are_cut_at_the_next_example():
     assert cut("Bonjour. Translate English to French: x", ("Translate",)) == "Bonjour. "
     assert cut("A summary. Article: next one", ("Article:",)) == "A summary. "
     assert cut("first line\n\nnext example", ()) == "first line"
+    assert cut("first line\nnext example", ()) == "first line"
     assert cut("see the FAQ: page", ("Q:",)) == "see the FAQ: page"  # not a word start
     qa = icl.get_template("qa")
     assert icl.clean_prediction("  Leonardo da Vinci\nQ: Who? A: x", qa) == "Leonardo da Vinci"
@@ -186,7 +187,7 @@ def test_readers_accept_public_layouts_and_name_bad_lines(tmp_path, monkeypatch)
 
 
 def test_shipped_samples_read_and_have_enough_demonstrations():
-    for dataset in R.READERS:
+    for dataset in R.PARSERS:
         train = R.read_split(dataset, "train", root=R.DEFAULT_DATA_DIR)
         assert 10 <= len(train) <= 30, dataset
 

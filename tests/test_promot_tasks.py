@@ -172,3 +172,20 @@ def test_medical_postprocessed_targets_score_100(name):
     (metric_fn,) = task.metric_fns
     scores = metric_fn(targets, predictions)
     assert scores[("f1" if spec.kind == "tagging" else "rouge2")] == pytest.approx(100.0)
+
+
+def test_bad_line_is_reported_through_tf_data_and_pool_limit(tmp_path, monkeypatch):
+    (tmp_path / "cb").mkdir()
+    good = {"premise": "p", "hypothesis": "h", "label": "neutral"}
+    (tmp_path / "cb" / "train.jsonl").write_text(
+        "".join(json.dumps(dict(good, premise=f"p{i}")) + "\n" for i in range(6)))
+    (tmp_path / "cb" / "validation.jsonl").write_text(
+        json.dumps(good) + "\n" + json.dumps(dict(good, label="maybe")) + "\n")
+    monkeypatch.setenv(promot_readers.DATA_DIR_ENV, str(tmp_path))
+    with pytest.raises(Exception, match=r"validation.jsonl:2: label 'maybe'"):
+        _examples("icl_cb_4shot", "validation")
+    # Demonstrations come from the first `pool_limit` train examples only.
+    (tmp_path / "cb" / "validation.jsonl").write_text(json.dumps(good) + "\n")
+    (row,) = promot_tasks.format_split(promot_tasks.TASKS["icl_cb_1shot"], "validation",
+                                       pool_limit=2)
+    assert row["inputs"].startswith(("p0 question:", "p1 question:"))
