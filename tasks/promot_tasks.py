@@ -35,7 +35,8 @@ from tasks import icl, promot_metrics, promot_readers, vocab
 ICL_INPUT_TOKENS_ENV = "MEDMT5_ICL_INPUT_TOKENS"
 DEFAULT_ICL_INPUT_TOKENS = 1024
 # Demonstrations are drawn from the first ICL_POOL_EXAMPLES train examples (all of them for
-# every dataset here except WMT, XSum and TriviaQA, whose train splits are larger).
+# every dataset here except WMT, XSum, TriviaQA and WikiLingua, whose train splits are
+# larger); the first examples of a file may not be a random sample of it.
 ICL_POOL_EXAMPLES = 50_000
 SELECTION_SEED = 0  # demonstration selection seed (per query index, see tasks/icl.py)
 
