@@ -9,6 +9,8 @@ Tied embeddings: medmt5's tied model (tie_word_embeddings=True) multiplies the d
 by d_model**-0.5 before the shared embedding, as T5 does. transformers >= 5 only does that for
 model_type "t5", so save_hf writes tied models as model_type "t5" (T5ForConditionalGeneration,
 feed_forward_proj "gated-gelu") and untied ones as "mt5" (MT5ForConditionalGeneration).
+Reading a tied "mt5" saved by transformers >= 5 (no rescale) gives an untied model whose head
+is a copy of the embedding (exact); one saved by transformers 4.x (which rescaled) stays tied.
 """
 from __future__ import annotations
 
@@ -326,6 +328,13 @@ def _decide_tied(hf: Mapping[str, Any], state: Mapping[str, np.ndarray], path: s
     return tied
 
 
+def _major_version(version: Any) -> int:
+    try:
+        return int(str(version).split(".")[0])
+    except ValueError:
+        return 0
+
+
 def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
     """Read a HF MT5/T5 directory -> (T5Config, nested numpy params)."""
     cfg_path = os.path.join(model_dir, CONFIG_FILE)
@@ -339,6 +348,12 @@ def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
     config_from_hf(hf, cfg_path, tie_word_embeddings=False)  # reject wrong architectures first
     state, origin = read_hf_state(model_dir)
     tied = _decide_tied(hf, state, cfg_path, origin)
+    if tied and hf.get("model_type") == "mt5" and _major_version(hf.get("transformers_version")) >= 5:
+        # transformers >= 5 computes a tied mT5's logits WITHOUT the d_model**-0.5 rescale our
+        # tied model applies; an untied head holding a copy of the embedding is exact.
+        state = dict(state, **{"lm_head.weight": state["shared.weight"]})
+        origin = dict(origin, **{"lm_head.weight": origin.get("shared.weight", cfg_path)})
+        tied = False
     cfg = config_from_hf(hf, cfg_path, tie_word_embeddings=tied)
     return cfg, params_from_hf_state(cfg, state, origin)
 

@@ -253,3 +253,22 @@ def test_module_entry_point_exit_status(tmp_path):
     usage = subprocess.run([sys.executable, "-m", "medmt5.convert", "bogus"], capture_output=True,
                            text=True, timeout=120)
     assert usage.returncode == 2 and "invalid choice" in usage.stderr
+
+
+def test_tied_mt5_reading_depends_on_the_transformers_version(tmp_path):
+    """transformers 4.x rescaled a tied mT5's output (= our tied model); 5.x does not (= an
+    untied head holding a copy of the embedding)."""
+    tied_cfg = CFG.replace(tie_word_embeddings=True)
+    params = _random_params(tied_cfg, 4)
+    d = str(tmp_path / "tied")
+    save_hf(tied_cfg, params, d)
+    written = json.load(open(os.path.join(d, "config.json")))
+    assert written["model_type"] == "t5" and written["tie_word_embeddings"] is True
+    assert load_hf(d)[0] == tied_cfg
+    for version, tied in (("4.46.3", True), ("5.2.0", False)):
+        json.dump(dict(written, model_type="mt5", transformers_version=version),
+                  open(os.path.join(d, "config.json"), "w"))
+        cfg, got = load_hf(d)
+        assert cfg.tie_word_embeddings == tied, version
+        if not tied:
+            assert np.array_equal(got["decoder"]["logits_dense"]["kernel"], params["token_embedder"]["embedding"].T)

@@ -38,6 +38,10 @@ CASES = {
     "mt5_untied_b": dict(model_type="mt5", vocab_size=96, d_model=24, d_kv=8, d_ff=40, num_heads=2,
                          num_layers=3, num_decoder_layers=1, relative_attention_num_buckets=12,
                          relative_attention_max_distance=10, layer_norm_epsilon=1e-5),
+    # transformers 5.x ties a fresh MT5 and does not rescale: read back as an untied copy.
+    "mt5_tied_hf5": dict(model_type="mt5_tied", vocab_size=56, d_model=12, d_kv=4, d_ff=20,
+                         num_heads=2, num_layers=1, num_decoder_layers=1,
+                         relative_attention_num_buckets=16, relative_attention_max_distance=40),
     "t5_tied": dict(model_type="t5", vocab_size=80, d_model=16, d_kv=4, d_ff=32, num_heads=4,
                     num_layers=1, num_decoder_layers=2),
 }
@@ -111,6 +115,9 @@ def hf_case(request, tmp_path_factory):
         model = cls(transformers.MT5Config(**kw, **common, tie_word_embeddings=False))
         # transformers 5.x ties lm_head to shared at construction: give it its own weights.
         model.lm_head.weight = torch.nn.Parameter(torch.randn(kw["vocab_size"], kw["d_model"]) * 0.5)
+    elif model_type == "mt5_tied":
+        cls = transformers.MT5ForConditionalGeneration
+        model = cls(transformers.MT5Config(**kw, **common, tie_word_embeddings=True))
     else:
         cls = transformers.T5ForConditionalGeneration
         model = cls(transformers.T5Config(**kw, **common, tie_word_embeddings=True))
@@ -122,7 +129,7 @@ def hf_case(request, tmp_path_factory):
     model.save_pretrained(hf_dir)
     reloaded = cls.from_pretrained(hf_dir).eval()
     tied = reloaded.lm_head.weight.data_ptr() == reloaded.shared.weight.data_ptr()
-    assert tied == (model_type == "t5"), "reloaded HF model is not tied/untied as intended"
+    assert tied == (model_type != "mt5"), "reloaded HF model is not tied/untied as intended"
     if not tied:
         assert not torch.equal(reloaded.lm_head.weight, reloaded.shared.weight)
     enc, dec, tgt = _batch(kw["vocab_size"], seed=len(name))
@@ -135,6 +142,8 @@ def test_converted_model_matches_hf(hf_case):
     cfg, params = load_hf(hf_case["hf_dir"])
     kw = CASES[hf_case["name"]]
     assert cfg.tie_word_embeddings == (hf_case["model_type"] == "t5")
+    if hf_case["model_type"] == "mt5_tied":  # exact: head = copy of the embedding, no rescale
+        assert np.array_equal(params["decoder"]["logits_dense"]["kernel"], params["token_embedder"]["embedding"].T)
     assert cfg.num_encoder_layers == kw["num_layers"]
     assert cfg.num_decoder_layers == kw["num_decoder_layers"]
     assert cfg.relative_attention_num_buckets == kw.get("relative_attention_num_buckets", 32)
@@ -155,7 +164,8 @@ def test_save_hf_reproduces_logits_in_transformers(hf_case):
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out_dir).eval()
     assert type(model).__name__ == expected_arch
     tied = model.lm_head.weight.data_ptr() == model.shared.weight.data_ptr()
-    assert tied == cfg.tie_word_embeddings
+    if hf_case["model_type"] != "mt5_tied":  # (an untied copy of the embedding may be re-tied)
+        assert tied == cfg.tie_word_embeddings
     enc, dec, tgt = hf_case["batch"]
     _, logits, loss = _hf_forward(model, enc, dec, tgt)
     _, ref_logits, ref_loss = hf_case["ref"]
@@ -186,7 +196,7 @@ def test_model_parameter_tree_matches_the_mapping():
                        num_decoder_layers=kw["num_decoder_layers"],
                        relative_attention_num_buckets=kw.get("relative_attention_num_buckets", 32),
                        relative_attention_max_distance=kw.get("relative_attention_max_distance", 128),
-                       tie_word_embeddings=kw["model_type"] == "t5")
+                       tie_word_embeddings=kw["model_type"] != "mt5")
         enc = jnp.ones((1, 4), jnp.int32)
         shapes = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), enc, enc,
                                                               enable_dropout=False))
