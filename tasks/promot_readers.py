@@ -5,7 +5,8 @@ Every file is JSON Lines, one example per line, in the layout the public dataset
 
   rte, cb        {"premise", "hypothesis", "label", "idx"}; label "entailment" |
                  "not_entailment" (RTE) or "entailment" | "contradiction" | "neutral" (CB),
-                 or the Hugging Face `super_glue` class ids (RTE 0/1, CB 0/1/2, same order).
+                 or the Hugging Face `super_glue` class ids (RTE 0/1, CB 0/1/2, same order);
+                 RTE also in GLUE's layout {"sentence1", "sentence2", "label": 0|1}.
   wic            {"word", "sentence1", "sentence2", "label", ...}; label true/false or 0/1.
   trivia_qa      {"question", "answer": {"value", "aliases", "normalized_aliases", ...}}.
   web_questions  {"question", "answers": [...]}.
@@ -83,7 +84,10 @@ def _label(row: Mapping[str, Any], where: str, names: Tuple[str, ...]) -> str:
 
 
 def parse_rte(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
-    return {"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
+    """SuperGLUE fields premise/hypothesis, or GLUE's sentence1/sentence2 (same label ids)."""
+    first, second = ("sentence1", "sentence2") if "premise" not in r and "sentence1" in r \
+        else ("premise", "hypothesis")
+    return {"premise": _text(r, first, w), "hypothesis": _text(r, second, w),
             "label": _label(r, w, ("entailment", "not_entailment"))}
 
 

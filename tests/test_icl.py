@@ -177,6 +177,9 @@ def test_readers_accept_public_layouts_and_name_bad_lines(tmp_path, monkeypatch)
         R.read_split("rte", "test")
     with pytest.raises(R.PromotDataError, match="MEDMT5_PROMOT_DIR"):
         R.read_split("xsum", "test")
+    _write(tmp_path, "rte", "train", [{"sentence1": "s1", "sentence2": "s2", "label": 1, "idx": 0}])
+    assert R.read_split("rte", "train") == [
+        {"premise": "s1", "hypothesis": "s2", "label": "not_entailment"}]
     _write(tmp_path, "trivia_qa", "validation", [
         {"question": "Q?", "answer": {"value": "Au", "aliases": ["Au", "Gold"],
                                       "normalized_aliases": ["au", "gold"]}}])
