@@ -1,6 +1,7 @@
 """Converter CLI and our checkpoint layout: round trips, bad inputs, never a partial DST."""
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -48,7 +49,9 @@ def test_hf_to_medmt5_to_hf_round_trip(hf_dir, tmp_path, capsys):
     ours = str(tmp_path / "ours")
     assert main(["hf-to-medmt5", hf_dir, ours]) == 0
     assert sorted(os.listdir(ours)) == ["checkpoints", "model_config.json"]
-    cfg, params = load_checkpoint(ours)
+    import medmt5
+
+    cfg, params = medmt5.load_checkpoint(ours)  # the public, lazily imported name
     assert cfg == CFG
     _assert_same(params, _random_params(CFG))
     back = str(tmp_path / "back")
@@ -225,7 +228,7 @@ def test_bad_hf_input_fails_cleanly(case, hf_dir, tmp_path, capsys):
     assert main(["hf-to-medmt5", hf_dir, dst]) == 1
     err = capsys.readouterr().err
     assert err.startswith("medmt5-convert hf-to-medmt5: error: ")
-    assert pattern and __import__("re").search(pattern, err), err
+    assert re.search(pattern, err), err
     assert not os.path.exists(dst)
     assert _leftovers(str(tmp_path)) == []
 
