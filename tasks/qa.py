@@ -7,7 +7,7 @@ line), `{split}.json` (the original BioASQ `{"questions": [...]}` or a list), or
 `{split}-*.parquet`; splits train and test; languages en/es/fr/it.
 
 Example: inputs `question: <body> context: <snippets joined by spaces>`, targets the
-first ideal answer. Metric: ROUGE-1/2/L F-measure with an accent-preserving tokenizer
+first ideal answer, `answers` ([None] str) every ideal answer (references for ROUGE). Metric: ROUGE-1/2/L F-measure with an accent-preserving tokenizer
 (`tasks.metrics.rouge`). Tasks `bioasq_en`, `bioasq_es`, `bioasq_fr`, `bioasq_it`;
 mixture `bioasq_multilingual`. Registered when tasks.benchmarks is imported.
 """
@@ -136,15 +136,28 @@ def _dataset_fn(lang: str, root: str):
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
         import tensorflow as tf
         del shuffle_files, seed
-        rows = [make_example(e) for e in read_split(root, lang, split)]
-        return tf.data.Dataset.from_tensor_slices(
-            {"inputs": [r["inputs"] for r in rows], "targets": [r["targets"] for r in rows]})
+        examples = read_split(root, lang, split)  # bad files fail here, not inside tf.data
+
+        def generate():
+            for e in examples:
+                yield dict(make_example(e), answers=list(e.answers))
+
+        return tf.data.Dataset.from_generator(generate, output_signature={
+            "inputs": tf.TensorSpec([], tf.string), "targets": tf.TensorSpec([], tf.string),
+            "answers": tf.TensorSpec([None], tf.string)})
     return dataset_fn
 
 
-def _postprocess(output, example=None, is_target=False):
-    del example, is_target
-    return output.decode("utf-8") if isinstance(output, bytes) else output
+def _str(x) -> str:
+    return x.decode("utf-8") if isinstance(x, bytes) else str(x)
+
+
+def postprocess(output, example=None, is_target=False):
+    """seqio postprocess: predictions -> str; targets -> every ideal answer (the
+    example's `answers` feature) so ROUGE takes the best-matching reference."""
+    if is_target and example is not None and "answers" in example:
+        return [_str(a) for a in example["answers"]]
+    return _str(output)
 
 
 def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> None:
@@ -164,6 +177,6 @@ def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") 
             preprocessors=[seqio.preprocessors.tokenize,
                            seqio.preprocessors.append_eos_after_trim],
             output_features=features,
-            postprocess_fn=_postprocess,
+            postprocess_fn=postprocess,
             metric_fns=[metrics.rouge])
     seqio.MixtureRegistry.add(QA_MIXTURE, list(QA_TASKS), default_rate=1.0)

@@ -7,6 +7,7 @@ import pytest
 
 from tasks import benchmark_readers as readers
 from tasks import benchmarks
+from tasks import metrics
 from tasks import qa
 from tasks import seqlabel
 
@@ -73,8 +74,12 @@ def test_every_task_split_yields_examples_and_targets_score_100():
             assert len(rows) >= 6
             assert all(_text(r["inputs"]).startswith("question: ") and
                        " context: " in _text(r["inputs"]) for r in rows)
-            targets = [task.postprocess_fn(_text(r["targets"])) for r in rows]
-            assert task.metric_fns[0](targets, targets) == {
+            refs = [task.postprocess_fn(_text(r["targets"]), example=r, is_target=True)
+                    for r in rows]
+            assert all(isinstance(a, list) and a[0] == _text(r["targets"])
+                       for a, r in zip(refs, rows))
+            preds = [task.postprocess_fn(r["targets"], example=r) for r in rows]
+            assert task.metric_fns[0](refs, preds) == {
                 "rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
 
 
@@ -303,6 +308,10 @@ def test_bioasq_formats(tmp_path):
                   "sigue a una faringitis. Segundo.",
         "targets": "Una infección por estreptococo del grupo A."}
     assert ex.answers[1] == "Estreptococo."
+    # every ideal answer is a reference: predicting the second one scores 100
+    row = {"answers": [a.encode() for a in ex.answers]}
+    refs = [qa.postprocess(b"", example=row, is_target=True)]
+    assert metrics.rouge(refs, [qa.postprocess(b"Estreptococo.")])["rouge1"] == 100.0
 
 
 @pytest.mark.parametrize("row,match", [
