@@ -5,11 +5,13 @@ demonstration comes from the train split, never the example itself):
   promot_rte, promot_rte_1shot                 RTE, accuracy
   promot_wmt14_enfr, promot_wmt14_enfr_1shot   WMT14 En->Fr, BLEU
 In-context evaluation, 1-shot and 4-shot, demonstrations from the train split:
-  icl_cb_{1,4}shot, icl_wic_{1,4}shot                      accuracy      (validation)
-  icl_triviaqa_{1,4}shot                                  exact match   (validation)
-  icl_webquestions_{1,4}shot                              exact match   (test)
-  icl_wmt16_ende_{1,4}shot, icl_wmt16_enro_{1,4}shot      BLEU          (test)
-  icl_xsum_{1,4}shot, icl_wikilingua_en_{1,4}shot         ROUGE-2       (test)
+  icl_cb_{1,4}shot, icl_wic_{1,4}shot                      accuracy      (validation file)
+  icl_triviaqa_{1,4}shot                                  exact match   (validation file)
+  icl_webquestions_{1,4}shot                              exact match   (test file)
+  icl_wmt16_ende_{1,4}shot, icl_wmt16_enro_{1,4}shot      BLEU          (test file)
+  icl_xsum_{1,4}shot, icl_wikilingua_en_{1,4}shot         ROUGE-2       (test file)
+  Every icl_* task has the single seqio split "test" (the data the paper evaluates on), so
+  one split name evaluates a whole mixture.
 Mixtures: icl_heldout_1shot, icl_heldout_4shot (the 8 evaluation tasks), promot_multitask.
 The medical in-context suite (icl_med_*) is registered by `tasks/icl_medical_tasks.py`.
 
@@ -47,39 +49,45 @@ class PromotTask:
 
     dataset: str
     template: str
-    splits: Tuple[str, ...]
+    splits: Dict[str, str]  # seqio split -> file split ({data_dir}/{dataset}/{file}.jsonl)
     num_shots: int
     metric_fn: Callable[..., Dict[str, float]]
     pool_split: str = "train"
 
 
+_TV = {"train": "train", "validation": "validation"}
+_TVT = {"train": "train", "validation": "validation", "test": "test"}
+# In-context tasks have one split, "test": the data the paper evaluates on. For CB, WiC and
+# TriviaQA that is the public validation file (their public test sets are unlabelled).
+_EVAL_ON_VALIDATION = {"test": "validation"}
+_EVAL_ON_TEST = {"test": "test"}
 _ACC, _EM = promot_metrics.accuracy, promot_metrics.exact_match
 _BLEU, _R2 = promot_metrics.bleu, promot_metrics.rouge2
 
 # The explicit table of task names (grep for a name to find its definition).
 TASKS: Dict[str, PromotTask] = {
-    "promot_rte": PromotTask("rte", "rte", ("train", "validation"), 0, _ACC),
-    "promot_rte_1shot": PromotTask("rte", "rte", ("train", "validation"), 1, _ACC),
+    "promot_rte": PromotTask("rte", "rte", _TV, 0, _ACC),
+    "promot_rte_1shot": PromotTask("rte", "rte", _TV, 1, _ACC),
     "promot_wmt14_enfr": PromotTask("wmt14_fr_en", "translation",
-                                    ("train", "validation", "test"), 0, _BLEU),
+                                    _TVT, 0, _BLEU),
     "promot_wmt14_enfr_1shot": PromotTask("wmt14_fr_en", "translation",
-                                          ("train", "validation", "test"), 1, _BLEU),
-    "icl_cb_1shot": PromotTask("cb", "cb", ("validation",), 1, _ACC),
-    "icl_cb_4shot": PromotTask("cb", "cb", ("validation",), 4, _ACC),
-    "icl_wic_1shot": PromotTask("wic", "wic", ("validation",), 1, _ACC),
-    "icl_wic_4shot": PromotTask("wic", "wic", ("validation",), 4, _ACC),
-    "icl_triviaqa_1shot": PromotTask("trivia_qa", "qa", ("validation",), 1, _EM),
-    "icl_triviaqa_4shot": PromotTask("trivia_qa", "qa", ("validation",), 4, _EM),
-    "icl_webquestions_1shot": PromotTask("web_questions", "qa", ("test",), 1, _EM),
-    "icl_webquestions_4shot": PromotTask("web_questions", "qa", ("test",), 4, _EM),
-    "icl_wmt16_ende_1shot": PromotTask("wmt16_de_en", "translation", ("test",), 1, _BLEU),
-    "icl_wmt16_ende_4shot": PromotTask("wmt16_de_en", "translation", ("test",), 4, _BLEU),
-    "icl_wmt16_enro_1shot": PromotTask("wmt16_ro_en", "translation", ("test",), 1, _BLEU),
-    "icl_wmt16_enro_4shot": PromotTask("wmt16_ro_en", "translation", ("test",), 4, _BLEU),
-    "icl_xsum_1shot": PromotTask("xsum", "summarization", ("test",), 1, _R2),
-    "icl_xsum_4shot": PromotTask("xsum", "summarization", ("test",), 4, _R2),
-    "icl_wikilingua_en_1shot": PromotTask("wiki_lingua_en", "summarization", ("test",), 1, _R2),
-    "icl_wikilingua_en_4shot": PromotTask("wiki_lingua_en", "summarization", ("test",), 4, _R2),
+                                          _TVT, 1, _BLEU),
+    "icl_cb_1shot": PromotTask("cb", "cb", _EVAL_ON_VALIDATION, 1, _ACC),
+    "icl_cb_4shot": PromotTask("cb", "cb", _EVAL_ON_VALIDATION, 4, _ACC),
+    "icl_wic_1shot": PromotTask("wic", "wic", _EVAL_ON_VALIDATION, 1, _ACC),
+    "icl_wic_4shot": PromotTask("wic", "wic", _EVAL_ON_VALIDATION, 4, _ACC),
+    "icl_triviaqa_1shot": PromotTask("trivia_qa", "qa", _EVAL_ON_VALIDATION, 1, _EM),
+    "icl_triviaqa_4shot": PromotTask("trivia_qa", "qa", _EVAL_ON_VALIDATION, 4, _EM),
+    "icl_webquestions_1shot": PromotTask("web_questions", "qa", _EVAL_ON_TEST, 1, _EM),
+    "icl_webquestions_4shot": PromotTask("web_questions", "qa", _EVAL_ON_TEST, 4, _EM),
+    "icl_wmt16_ende_1shot": PromotTask("wmt16_de_en", "translation", _EVAL_ON_TEST, 1, _BLEU),
+    "icl_wmt16_ende_4shot": PromotTask("wmt16_de_en", "translation", _EVAL_ON_TEST, 4, _BLEU),
+    "icl_wmt16_enro_1shot": PromotTask("wmt16_ro_en", "translation", _EVAL_ON_TEST, 1, _BLEU),
+    "icl_wmt16_enro_4shot": PromotTask("wmt16_ro_en", "translation", _EVAL_ON_TEST, 4, _BLEU),
+    "icl_xsum_1shot": PromotTask("xsum", "summarization", _EVAL_ON_TEST, 1, _R2),
+    "icl_xsum_4shot": PromotTask("xsum", "summarization", _EVAL_ON_TEST, 4, _R2),
+    "icl_wikilingua_en_1shot": PromotTask("wiki_lingua_en", "summarization", _EVAL_ON_TEST, 1, _R2),
+    "icl_wikilingua_en_4shot": PromotTask("wiki_lingua_en", "summarization", _EVAL_ON_TEST, 4, _R2),
 }
 
 MIXTURES: Dict[str, Tuple[str, ...]] = {
@@ -129,11 +137,11 @@ def iter_format_split(spec: PromotTask, split: str, data_dir: Optional[str] = No
         pool = promot_readers.read_split(spec.dataset, spec.pool_split, root, limit=pool_limit)
         length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary))
         max_length = max_length or icl_input_tokens()
-    queries = promot_readers.iter_split(spec.dataset, split, root)
+    queries = promot_readers.iter_split(spec.dataset, spec.splits[split], root)
     return icl.iter_format_examples(
         icl.get_template(spec.template), queries, pool, spec.num_shots, seed=SELECTION_SEED,
         max_length=max_length if spec.num_shots else None, length_fn=length_fn or len,
-        pool_is_query_split=(split == spec.pool_split))
+        pool_is_query_split=(spec.splits[split] == spec.pool_split))
 
 
 def format_split(spec: PromotTask, split: str, **kwargs) -> List[Dict[str, Any]]:
@@ -170,8 +178,8 @@ def _dataset_fn(spec: PromotTask, data_dir: Optional[str], vocabulary: str):
             raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
                              f"available: {list(spec.splits)}.")
         root = promot_readers.data_dir(data_dir)
-        promot_readers.split_file(root, spec.dataset, split)  # missing files fail here, not
-        if spec.num_shots:                                     # inside tf.data iteration
+        promot_readers.split_file(root, spec.dataset, spec.splits[split])  # fail here, not
+        if spec.num_shots:                                     # inside tf.data
             promot_readers.split_file(root, spec.dataset, spec.pool_split)
         icl_input_tokens()  # validates $MEDMT5_ICL_INPUT_TOKENS now
         return rows_to_dataset(lambda: iter_format_split(spec, split, data_dir=root,
@@ -212,7 +220,7 @@ def register_promot_tasks(data_dir: Optional[str] = None, vocabulary: str = "tin
     """
     for name, spec in TASKS.items():
         source = seqio.FunctionDataSource(_dataset_fn(spec, data_dir, vocabulary),
-                                          splits=spec.splits)
+                                          splits=list(spec.splits))
         register_task(name, source, icl.make_postprocess_fn(icl.get_template(spec.template)),
                       spec.metric_fn, vocabulary)
     for name, members in MIXTURES.items():

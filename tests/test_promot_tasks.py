@@ -35,7 +35,7 @@ def test_zero_shot_fine_tuning_tasks_use_the_papers_templates():
 
 
 def test_one_shot_example_in_full():
-    ex = _examples("icl_cb_1shot", "validation")[0]
+    ex = _examples("icl_cb_1shot", "test")[0]
     (demo,) = icl.select_demonstrations(0, 12, 1, seed=promot_tasks.SELECTION_SEED)
     train = promot_readers.read_split("cb", "train")
     d = train[demo]
@@ -51,7 +51,7 @@ def test_one_shot_example_in_full():
 def test_four_shot_tasks_have_four_demonstrations_and_the_train_pool_excludes_self():
     for name, prefix in (("icl_triviaqa_4shot", "Q: "), ("icl_wmt16_enro_4shot", "Translate "),
                          ("icl_xsum_4shot", "Article: ")):
-        split = promot_tasks.TASKS[name].splits[0]
+        split = "test"
         for ex in _examples(name, split):
             parts = _text(ex["inputs_pretokenized"]).split("\n\n")
             assert len(parts) == 5 and ex["num_shots"] == 4
@@ -82,21 +82,21 @@ def test_data_dir_env_override(tmp_path, monkeypatch):
         (tmp_path / "wic" / f"{split}.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in rows))
     monkeypatch.setenv(promot_readers.DATA_DIR_ENV, str(tmp_path))
-    examples = _examples("icl_wic_1shot", "validation")
+    examples = _examples("icl_wic_1shot", "test")
     assert len(examples) == 3
     assert _text(examples[2]["inputs_pretokenized"]).endswith(
         'A2. B2. question: The word "w2" means the same thing in both sentences. '
         "Is it true or false? answer:")
     assert [_text(e["targets_pretokenized"]) for e in examples] == ["false", "true", "false"]
     with pytest.raises(promot_readers.PromotDataError, match="MEDMT5_PROMOT_DIR"):
-        _examples("icl_cb_1shot", "validation")
+        _examples("icl_cb_1shot", "test")
 
 
 @pytest.mark.parametrize("name", sorted(promot_tasks.TASKS))
 def test_postprocessed_targets_score_100(name):
     """Each task's postprocess + metric: the targets, fed back as predictions, score 100."""
     task = seqio.get_mixture_or_task(name)
-    split = promot_tasks.TASKS[name].splits[-1]
+    split = list(promot_tasks.TASKS[name].splits)[-1]
     examples = _examples(name, split)
     targets = [task.postprocess_fn(e["targets_pretokenized"], example=e, is_target=True)
                for e in examples]
@@ -183,9 +183,17 @@ def test_bad_line_is_reported_through_tf_data_and_pool_limit(tmp_path, monkeypat
         json.dumps(good) + "\n" + json.dumps(dict(good, label="maybe")) + "\n")
     monkeypatch.setenv(promot_readers.DATA_DIR_ENV, str(tmp_path))
     with pytest.raises(Exception, match=r"validation.jsonl:2: label 'maybe'"):
-        _examples("icl_cb_4shot", "validation")
+        _examples("icl_cb_4shot", "test")
     # Demonstrations come from the first `pool_limit` train examples only.
     (tmp_path / "cb" / "validation.jsonl").write_text(json.dumps(good) + "\n")
-    (row,) = promot_tasks.format_split(promot_tasks.TASKS["icl_cb_1shot"], "validation",
+    (row,) = promot_tasks.format_split(promot_tasks.TASKS["icl_cb_1shot"], "test",
                                        pool_limit=2)
     assert row["inputs"].startswith(("p0 question:", "p1 question:"))
+
+
+def test_every_heldout_task_evaluates_on_the_split_named_test():
+    for mixture in ("icl_heldout_1shot", "icl_heldout_4shot", "icl_med_1shot", "icl_med_4shot"):
+        for task in seqio.get_mixture_or_task(mixture).tasks:
+            assert "test" in task.splits, task.name
+    # CB's public test set is unlabelled: its "test" split reads the validation file.
+    assert promot_tasks.TASKS["icl_cb_1shot"].splits == {"test": "validation"}
