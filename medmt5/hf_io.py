@@ -278,8 +278,12 @@ def read_hf_state(model_dir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]
         f"{TORCH_INDEX} and {TORCH_FILE}.")
 
 
-def params_from_hf_state(cfg, state: Mapping[str, np.ndarray], origin: Mapping[str, str]) -> Dict[str, Any]:
-    """HF state dict -> nested canonical params (numpy). Errors name the file and weight."""
+def params_from_hf_state(cfg, state: Mapping[str, np.ndarray], origin: Mapping[str, str],
+                         consume: bool = False) -> Dict[str, Any]:
+    """HF state dict -> nested canonical params (numpy). Errors name the file and weight.
+
+    consume=True pops each weight from `state` (a dict) as it is converted, so a large model
+    is not held twice (HF layout + transposed copies) in host memory."""
     names = name_map(cfg)
     ours_shapes = expected_shapes(cfg)
     files = ", ".join(sorted(set(origin.values()))) or "<no weight files>"
@@ -304,7 +308,10 @@ def params_from_hf_state(cfg, state: Mapping[str, np.ndarray], origin: Mapping[s
         raise CheckpointError(
             f"{where(name)}: unexpected weight {name!r} (shape {tuple(state[name].shape)}) that "
             "config.json does not describe; the weights and config.json disagree.")
-    flat = {ours: (np.ascontiguousarray(state[n].T) if t else state[n]) for n, (ours, t) in names.items()}
+    flat = {}
+    for n, (ours, t) in names.items():
+        arr = state.pop(n) if consume else state[n]
+        flat[ours] = np.ascontiguousarray(arr.T) if t else arr
     return unflatten(flat)
 
 
@@ -355,7 +362,7 @@ def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
         origin = dict(origin, **{"lm_head.weight": origin.get("shared.weight", cfg_path)})
         tied = False
     cfg = config_from_hf(hf, cfg_path, tie_word_embeddings=tied)
-    return cfg, params_from_hf_state(cfg, state, origin)
+    return cfg, params_from_hf_state(cfg, state, origin, consume=True)
 
 
 def hf_state_from_params(cfg, params: Mapping[str, Any]) -> Dict[str, np.ndarray]:
