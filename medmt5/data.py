@@ -51,6 +51,64 @@ def get_task_or_mixture(name: str):
                          f"in the gin file?). Similar: {close or known[:20]}") from None
 
 
+def setup_tasks(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
+                benchmark_dir: Optional[str] = None, promot_dir: Optional[str] = None,
+                corpus_exponent: float = 1.0) -> None:
+    """(Re-)registers every seqio task of the project with one vocabulary and data folders.
+
+    vocabulary: "tiny" (the shipped 2,100-id model, for the tiny model) or "mt5" (for
+    google/mt5-* and Medical mT5). Folders default to the tasks' environment variables or the
+    shipped samples. The CLIs call this (gin: setup_tasks.vocabulary = %VOCABULARY) before
+    anything reads data.
+    """
+    from tasks import benchmarks, pretraining
+
+    pretraining.register_pretraining_tasks(data_dir=corpus_dir, vocabulary=vocabulary,
+                                           exponent=corpus_exponent)
+    benchmarks.register_benchmark_tasks(data_dir=benchmark_dir, vocabulary=vocabulary)
+    register_abstrct_multilingual()
+    try:
+        from tasks import promot_tasks
+    except ModuleNotFoundError as e:
+        if e.name != "tasks.promot_tasks":
+            raise
+    else:
+        promot_tasks.register_promot_tasks(data_dir=promot_dir, vocabulary=vocabulary)
+
+
+ABSTRCT_MULTILINGUAL = "abstrct_neoplasm_multilingual"
+
+
+def register_abstrct_multilingual() -> str:
+    """The mixture of the four AbstRCT neoplasm languages (equal rates): the demo's and
+    gin/finetune/abstrct_tiny.gin's fine-tuning set. Re-registered with the tasks."""
+    import seqio
+
+    seqio.MixtureRegistry.remove(ABSTRCT_MULTILINGUAL)
+    seqio.MixtureRegistry.add(ABSTRCT_MULTILINGUAL,
+                              ["abstrct_neoplasm_en", "abstrct_neoplasm_es",
+                               "abstrct_neoplasm_fr", "abstrct_neoplasm_it"], default_rate=1.0)
+    return ABSTRCT_MULTILINGUAL
+
+
+def check_vocabulary(mixture_or_task_name: str, model_vocab_size: int) -> None:
+    """Raises ValueError when the task's vocabulary does not fit the model's embedding.
+
+    The model's vocab_size is the vocabulary padded up (2,100 -> 2,176; 250,100 -> 250,112),
+    so a task with more ids than the model, or far fewer, is the wrong VOCABULARY.
+    """
+    provider = get_task_or_mixture(mixture_or_task_name)
+    tasks = getattr(provider, "tasks", None) or [provider]
+    for task in tasks:
+        size = task.output_features["targets"].vocabulary.vocab_size
+        if size > model_vocab_size or model_vocab_size > 2 * size:
+            raise ValueError(
+                f"task {task.name!r} uses a vocabulary of {size:,} ids but the model has "
+                f"vocab_size={model_vocab_size:,}; register the tasks with the matching "
+                "vocabulary, e.g. --gin.VOCABULARY=\"'mt5'\" for mT5-sized models or "
+                "\"'tiny'\" for mt5_tiny.gin")
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Everything that determines a training batch stream (and so its resume position)."""

@@ -51,8 +51,13 @@ def _metric_value(value: Any) -> Optional[float]:
 
 
 def format_metrics(step: int, metrics: Mapping[str, float]) -> str:
-    body = "  ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()))
-    return f"eval @ step {step}: {body}"
+    """One line per task: "eval @ step N" then "  task: f1=.. loss=..", sorted."""
+    by_task: dict[str, list[str]] = {}
+    for key in sorted(metrics):
+        task, _, name = key.rpartition("/")
+        by_task.setdefault(task or "-", []).append(f"{name}={metrics[key]:.4f}")
+    lines = [f"eval @ step {step}:"] + [f"  {t}: {' '.join(v)}" for t, v in by_task.items()]
+    return "\n".join(lines)
 
 
 def seqlabel_labels(task) -> Optional[tuple[str, ...]]:
@@ -277,12 +282,15 @@ def _strip(tokens: np.ndarray, eos_id: int) -> list[int]:
 
 def generate_tokens(model, params, encoder_input_tokens, *, max_decode_length: int,
                     beam_size: int = 1, constraint=None):
-    """Decoded tokens [B, L] via medmt5.generation.generate (greedy if beam_size == 1)."""
-    from medmt5 import generation
+    """Decoded tokens [B, L] via medmt5.decoding.generate (greedy when beam_size == 1)."""
+    from medmt5 import decoding
 
-    return generation.generate(model, params, encoder_input_tokens,
-                               max_decode_length=max_decode_length, beam_size=beam_size,
-                               constraint=constraint)
+    method = "beam" if beam_size > 1 else "greedy"
+    sequences, _ = decoding.generate(
+        model, params, {"encoder_input_tokens": encoder_input_tokens}, method=method,
+        max_decode_length=max_decode_length, beam_size=max(beam_size, 1),
+        constraint=constraint)
+    return sequences
 
 
 def aggregate(metrics: Mapping[str, float], name: str) -> Optional[float]:

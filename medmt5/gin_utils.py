@@ -159,11 +159,12 @@ def register_configurables() -> dict:
     """Registers the library's classes and functions with gin (idempotent).
 
     The library itself stays gin-free; only the CLIs call this. Names usable in gin files:
-    T5Config, train, evaluate, infer, make_schedule, create_optimizer. Returns
+    T5Config, train, evaluate, infer, make_schedule, create_optimizer, setup_tasks. Returns
     {name: gin-wrapped callable}.
     """
     if _REGISTERED:
         return _REGISTERED
+    from medmt5 import data as data_lib
     from medmt5 import eval as eval_lib
     from medmt5 import infer as infer_lib
     from medmt5 import optimizers
@@ -173,7 +174,8 @@ def register_configurables() -> dict:
     for name, fn in (("T5Config", T5Config), ("train", train_lib.train),
                      ("evaluate", eval_lib.evaluate), ("infer", infer_lib.infer),
                      ("make_schedule", optimizers.make_schedule),
-                     ("create_optimizer", optimizers.create_optimizer)):
+                     ("create_optimizer", optimizers.create_optimizer),
+                     ("setup_tasks", data_lib.setup_tasks)):
         _REGISTERED[name] = gin.external_configurable(fn, name=name)
     return _REGISTERED
 
@@ -238,6 +240,16 @@ def _hint_for(err: Exception, program: str) -> str:
            "e.g. --gin.MODEL_DIR=\"'/tmp/run'\"."
 
 
+class _GinSearchNoise(logging.Filter):
+    """Drops gin's "Path not found" errors for search-path prefixes that simply miss."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Path not found: %s" and "gin" in record.pathname)
+
+
+_NOISE_FILTER = _GinSearchNoise()
+
+
 def parse_gin(flags: Flags, program: str) -> None:
     """Clears gin, registers configurables, parses files then bindings, and finalizes.
 
@@ -246,6 +258,8 @@ def parse_gin(flags: Flags, program: str) -> None:
     """
     register_configurables()
     gin.clear_config()
+    if _NOISE_FILTER not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_NOISE_FILTER)
     paths = search_paths(flags.gin_search_paths)
     for p in paths:
         gin.add_config_file_search_path(p)
@@ -314,14 +328,24 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
 
     Returns the process exit code (2 for a usage error).
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # our messages; orbax/absl/tf stay at WARNING
     try:
         flags = parse_flags(argv, usage)
         import_task_modules()
         parse_gin(flags, program)
         init_distributed(flags)
+        call("setup_tasks")  # registers every task with the run's VOCABULARY
         main_fn(flags)
     except UsageError as e:
         print(f"{program}: error: {e}", file=sys.stderr)
         return 2
+    except (ValueError, FileNotFoundError) as e:
+        # Configuration mistakes found while running (bad values, missing files): the
+        # message names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
+        if os.environ.get("MEDMT5_TRACEBACK"):
+            raise
+        print(f"{program}: error: {type(e).__name__}: {e}\n(set MEDMT5_TRACEBACK=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
     return 0

@@ -124,13 +124,10 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
              "%d rows per step", dict(mesh.shape), mesh.size, jax.process_count(),
              shard.index, shard.num_shards, host_batch_size)
 
-    os.makedirs(model_dir, exist_ok=True) if jax.process_index() == 0 else None
-    if jax.process_index() == 0:
-        cfg.save(os.path.join(model_dir, "model_config.json"))
-
+    data_lib.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
     schedule = schedule or optimizers.make_schedule("constant", 1e-3)
     example = _example_batch(task_feature_lengths, host_batch_size, pack)
-    init_rng = jax.random.key(seed)
+    init_rng = jax.random.PRNGKey(seed)
     boxed = jax.eval_shape(lambda r: train_state.init_boxed_params(model, example, r), init_rng)
     abstract_params = partitioning.unbox(boxed)
     mask = None
@@ -140,9 +137,10 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
         schedule=schedule, logical_axes=nn.get_partition_spec(boxed), mask=mask)
     state_shardings = train_state.state_shardings(model, optimizer, example, mesh)
     manager = checkpoints.make_checkpoint_manager(
-        model_dir, save_period=save_period or eval_period or 1000, keep=keep_checkpoints)
+        model_dir, save_period=save_period or eval_period or 1000, keep=keep_checkpoints,
+        config=cfg)
     restored = checkpoints.restore_checkpoint(
-        manager, state_shardings, train_state.abstract_state(model, optimizer, example, mesh))
+        manager, train_state.abstract_state(model, optimizer, example, mesh))
     if restored is not None:
         state, meta = restored
         rng = checkpoints.rng_from_json(meta["rng"])
@@ -163,7 +161,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
             log.info("initial parameters from %s", initial_checkpoint_path)
         state, _ = train_state.create_train_state(model, optimizer, mesh, example, init_rng,
                                                   params=params)
-        rng, data_position = jax.random.key(seed + 1), 0
+        rng, data_position = jax.random.PRNGKey(seed + 1), 0
     num_params = train_state.param_count(state.params)
     num_trainable = num_params if mask is None else int(sum(
         np.prod(x.shape) for x, m in zip(jax.tree.leaves(abstract_params),
@@ -184,13 +182,19 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     batches = data_lib.get_batches(data_config, start_position=data_position)
 
     evaluator = None
-    if eval_period:
+    eval_tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name,
+                                                                   eval_split))
+    if eval_period and not eval_tasks:
+        log.warning("no task of %r has a %r split: evaluation skipped (set train.eval_tasks)",
+                    mixture_or_task_name, eval_split)
+    elif eval_period:
         evaluator = evaluation.Evaluator(
-            eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, eval_split),
-            task_feature_lengths, split=eval_split, mesh=mesh,
+            eval_tasks, task_feature_lengths, split=eval_split, mesh=mesh,
             batch_size=eval_batch_size or batch_size, max_examples=eval_max_examples,
             beam_size=eval_beam_size, summary_dir=os.path.join(model_dir, "eval"))
-    keeper = evaluation.BestCheckpointKeeper(model_dir, best_metric) if best_metric else None
+    keeper = None
+    if best_metric and evaluator is not None:
+        keeper = evaluation.BestCheckpointKeeper(model_dir, best_metric)
 
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))
     start_step = int(jax.device_get(state.step))
@@ -233,8 +237,9 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
             if stop.signum is not None:
                 bar.write(f"signal {stop.signum}: saving step {step} and exiting")
                 break
-        checkpoints.save_checkpoint(manager, state, meta(), force=True)
-        checkpoints.wait(manager)
+        if manager.latest_step() != step:
+            checkpoints.save_checkpoint(manager, state, meta(), force=True)
+        manager.wait_until_finished()
     bar.close()
     summaries.close()
     best = keeper.best if keeper is not None else None
