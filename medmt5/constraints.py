@@ -129,6 +129,34 @@ class TokenAutomaton:
             s = int(self.next_state[s, hits[0]])
         return bool(self.accepting[s])
 
+    def longest_accepted_length(self) -> int:
+        """Tokens in the longest accepted sequence (EOS not counted); a max_decode_length of
+        this + 1 lets every constrained hypothesis end. Raises if the automaton has a cycle."""
+        longest: dict[int, int] = {}
+        on_path: set[int] = set()
+
+        def visit(root: int) -> None:  # iterative DFS, post-order
+            stack = [(root, False)]
+            while stack:
+                s, done = stack.pop()
+                if done:
+                    on_path.discard(s)
+                    outs = [longest[int(n)] + 1 for n in self.next_state[s]
+                            if n >= 0 and longest[int(n)] >= 0]  # -1: no accepted path
+                    longest[s] = max(outs + [0 if self.accepting[s] else -1])
+                    continue
+                if s in longest:
+                    continue
+                if s in on_path:
+                    raise ValueError("TokenAutomaton.longest_accepted_length: the automaton "
+                                     "has a cycle, so accepted lengths are unbounded.")
+                on_path.add(s)
+                stack.append((s, True))
+                stack.extend((int(n), False) for n in self.next_state[s] if n >= 0)
+
+        visit(0)
+        return longest[0]
+
 
 def compile_word_automaton(automaton: WordAutomaton, vocab: Any, *,
                            max_states: int = 200_000) -> TokenAutomaton:
@@ -252,8 +280,8 @@ class TokenAutomatonConstraint:
             tokens[i, :a.num_states, :a.max_out] = a.tokens
             next_state[i, :a.num_states, :a.max_out] = a.next_state
             accepting[i, :a.num_states] = a.accepting
-        return cls(jnp.asarray(tokens), jnp.asarray(next_state), jnp.asarray(accepting),
-                   eos_id=eos_id)
+        # numpy leaves: jit treats them as replicated inputs (also across processes).
+        return cls(tokens, next_state, accepting, eos_id=eos_id)
 
     def init_state(self, rows_per_example: int):
         b = self.tokens.shape[0]
