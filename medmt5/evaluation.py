@@ -286,10 +286,13 @@ def generate_tokens(model, params, encoder_input_tokens, *, max_decode_length: i
     from medmt5 import decoding
 
     method = "beam" if beam_size > 1 else "greedy"
+    # Prompt-tuning wrappers (prompt_tuning.prompts.PromptedTransformer) decode with their
+    # soft prompt attached: `decoding_prompt(params)` gives the [P, H] array.
+    prompt = model.decoding_prompt(params) if hasattr(model, "decoding_prompt") else None
     sequences, _ = decoding.generate(
         model, params, {"encoder_input_tokens": encoder_input_tokens}, method=method,
         max_decode_length=max_decode_length, beam_size=max(beam_size, 1),
-        constraint=constraint)
+        constraint=constraint, prompt=prompt)
     return sequences
 
 

@@ -99,7 +99,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           eval_tasks: Optional[Sequence[str]] = None, eval_split: str = "validation",
           eval_max_examples: Optional[int] = None, eval_batch_size: Optional[int] = None,
           eval_beam_size: int = 1, best_metric: Optional[str] = None,
-          model_factory: Optional[Callable] = None) -> TrainResult:
+          model_factory: Optional[Callable] = None,
+          checkpoint_hooks: Sequence[Callable] = ()) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
     batch_size is global (all processes); schedule is an optax schedule (default: constant
@@ -107,6 +108,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     trainable/frozen are regexes over "/"-joined parameter paths. best_metric names an eval
     metric (e.g. "f1": mean of "<task>/f1" over eval tasks) whose best step is kept in
     MODEL_DIR/best. model_factory(config) -> flax Module (default: medmt5.Transformer).
+    checkpoint_hooks: callables hook(model_dir, step, params, best) run after each checkpoint
+    save (best=False) and each new best (best=True); prompt tuning writes its .npy there.
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
@@ -206,11 +209,16 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
         return {"step": int(jax.device_get(state.step)), "rng": checkpoints.rng_to_json(rng),
                 "data_position": batches.position}
 
+    def run_hooks(step, best=False):
+        for hook in checkpoint_hooks:
+            hook(model_dir, step, state.params, best)
+
     def run_eval(step):
         nonlocal eval_metrics
         eval_metrics = evaluator.evaluate(model, state.params, step)
         if keeper is not None:
-            keeper.update(step, eval_metrics, cfg, state.params)
+            if keeper.update(step, eval_metrics, cfg, state.params):
+                run_hooks(step, best=True)
         bar.write(evaluation.format_metrics(step, eval_metrics))
 
     step = start_step
@@ -231,7 +239,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
                 bar.update(step, last_metrics)
                 if last_metrics.get("nonfinite", 0.0) > 0:
                     bar.write(f"step {step}: non-finite loss or gradient; update skipped")
-            checkpoints.save_checkpoint(manager, state, meta())
+            if checkpoints.save_checkpoint(manager, state, meta()):
+                run_hooks(step)
             if evaluator is not None and (step % eval_period == 0 or step == train_steps):
                 run_eval(step)
             if stop.signum is not None:
@@ -239,6 +248,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
                 break
         if manager.latest_step() != step:
             checkpoints.save_checkpoint(manager, state, meta(), force=True)
+            run_hooks(step)
         manager.wait_until_finished()
     bar.close()
     summaries.close()
