@@ -16,6 +16,7 @@ subset construction. `TokenAutomatonConstraint.build` pads several examples' aut
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
 
 import flax.struct
@@ -246,6 +247,13 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
+def _bucket(n: int, minimum: int) -> int:
+    """n rounded up to a multiple of max(minimum, a quarter of its power of two): at most
+    25% padding and four shapes per doubling, so jit recompiles rarely."""
+    quarter = max(minimum, (1 << max(n - 1, 1).bit_length()) // 4)
+    return _round_up(max(n, 1), quarter)
+
+
 @flax.struct.dataclass
 class TokenAutomatonConstraint:
     """Batched token automata as a `DecodingConstraint` (a pytree: pass it into jit).
@@ -263,11 +271,12 @@ class TokenAutomatonConstraint:
     @classmethod
     def build(cls, automata: Sequence[TokenAutomaton], *, eos_id: int = 1,
               state_multiple: int = 64, out_multiple: int = 4) -> "TokenAutomatonConstraint":
-        """Pads automata (one per example) to common [S, K], rounded up to the multiples so
-        that jit sees few distinct shapes."""
+        """Pads automata (one per example) to common [S, K]: S rounded up to a multiple of
+        max(state_multiple, S's power of two / 4), K to a multiple of out_multiple, so that
+        jit sees few distinct shapes."""
         if not automata:
             raise ValueError("TokenAutomatonConstraint.build: no automata given.")
-        s = _round_up(max(a.num_states for a in automata), state_multiple)
+        s = _bucket(max(a.num_states for a in automata), state_multiple)
         k = _round_up(max(a.max_out for a in automata), out_multiple)
         b = len(automata)
         tokens = np.full((b, s, k), -1, np.int32)
@@ -290,18 +299,39 @@ class TokenAutomatonConstraint:
 
     def allowed_tokens(self, state, vocab_size: int) -> jnp.ndarray:
         ex, node = state["example"], state["node"]
-        toks = self.tokens[ex, node]  # [N, K]
+        toks = jnp.asarray(self.tokens)[ex, node]  # [N, K]
         n = toks.shape[0]
         toks = jnp.where(toks >= 0, toks, vocab_size)  # padding -> out of range, dropped
         rows = jnp.broadcast_to(jnp.arange(n)[:, None], toks.shape)
         mask = jnp.zeros((n, vocab_size), bool).at[rows, toks].set(True, mode="drop")
-        return mask.at[:, self.eos_id].set(self.accepting[ex, node])
+        return mask.at[:, self.eos_id].set(jnp.asarray(self.accepting)[ex, node])
 
     def advance(self, state, tokens: jnp.ndarray):
         ex, node = state["example"], state["node"]
-        hit = self.tokens[ex, node] == tokens[:, None]  # [N, K]
-        nxt = jnp.max(jnp.where(hit, self.next_state[ex, node], -1), axis=-1)
+        hit = jnp.asarray(self.tokens)[ex, node] == tokens[:, None]  # [N, K]
+        nxt = jnp.max(jnp.where(hit, jnp.asarray(self.next_state)[ex, node], -1), axis=-1)
         return {"example": ex, "node": jnp.where(nxt >= 0, nxt, node)}
+
+
+class _SpanWordsCapped:
+    """TaggingAutomaton with `TagState.span_words` capped at 1: only "the span has a word"
+    matters to it (it may close), and the uncapped count makes O(words^2) states."""
+
+    def __init__(self, automaton):
+        self.automaton = automaton
+
+    @staticmethod
+    def _cap(state):
+        return dataclasses.replace(state, span_words=min(state.span_words, 1))
+
+    def initial(self):
+        return self._cap(self.automaton.initial())
+
+    def allowed(self, state):
+        return self.automaton.allowed(state)
+
+    def step(self, state, unit):
+        return self._cap(self.automaton.step(state, unit))
 
 
 def seqlabel_constraint(sentences: Sequence[Sequence[str]],
@@ -320,6 +350,6 @@ def seqlabel_constraint(sentences: Sequence[Sequence[str]],
                              f"{len(sentences)} sentences.")
     else:
         per_example = [list(labels)] * len(sentences)
-    automata = [compile_word_automaton(TaggingAutomaton(words, labs), vocab)
+    automata = [compile_word_automaton(_SpanWordsCapped(TaggingAutomaton(words, labs)), vocab)
                 for words, labs in zip(sentences, per_example)]
     return TokenAutomatonConstraint.build(automata, eos_id=eos_id, **build_kwargs)

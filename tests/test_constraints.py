@@ -12,8 +12,8 @@ import sentencepiece as spm
 
 from medmt5 import decoding
 from medmt5.config import T5Config
-from medmt5.constraints import (TokenAutomatonConstraint, compile_word_automaton,
-                                seqlabel_constraint)
+from medmt5.constraints import (TokenAutomaton, TokenAutomatonConstraint,
+                                compile_word_automaton, seqlabel_constraint)
 from medmt5.model import Transformer
 from tasks import seqlabel
 
@@ -119,6 +119,26 @@ def test_seqlabel_automaton_accepts_exactly_valid_taggings(sp):
     longest = "<Disease> Patient </Disease> <Disease> with </Disease> <Disease> dilated " \
               "</Disease> <Disease> cardiomyopathy </Disease> <Disease> . </Disease>"
     assert auto.longest_accepted_length() >= len(sp.encode(longest))
+
+
+def test_seqlabel_constraint_is_linear_in_sentence_length(sp):
+    words = ("Risk factors include previous infections and a family history of the disease "
+             ". Diagnosis is based on the clinical history").split()
+    labels = ["Disease", "Chemical"]
+    c = seqlabel_constraint([words], labels, sp, eos_id=EOS, state_multiple=1)
+    full = compile_word_automaton(seqlabel.TaggingAutomaton(words, labels), sp)
+    used = int(np.asarray(c.accepting).shape[1])
+    assert used <= 40 * len(words) < full.num_states
+    # The same language: random valid taggings and corruptions of them.
+    small = TokenAutomaton(np.asarray(c.tokens[0]), np.asarray(c.next_state[0]),
+                           np.asarray(c.accepting[0]))
+    rs = np.random.RandomState(1)
+    for _ in range(20):
+        tags = [rs.choice(["O", "B-Disease", "B-Chemical"]) for _ in words]
+        units = seqlabel.iob_to_tagged(words, tags, labels).split()
+        for variant in (units, units[:-1], units[1:], units + ["</Disease>"]):
+            ids = sp.encode(" ".join(variant))
+            assert small.accepts(ids) == full.accepts(ids), variant
 
 
 def test_jitted_constraint_matches_host_automaton(sp):
