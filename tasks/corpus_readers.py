@@ -1,0 +1,203 @@
+"""Strict readers for the pretraining corpus (HiTZ/Multilingual-Medical-Corpus and the sample).
+
+A data directory holds, per language, one of these layouts (first match wins):
+  {lang}.jsonl, {lang}.jsonl.gz        one JSON record per line with a "text" field
+  {lang}/*.parquet, data/{lang}-*.parquet   parquet with a "text" column (HF hub download)
+  {lang}.txt                           plain text, one document per line
+Local paths and gs:// paths work alike (tf.io.gfile). The directory is an argument
+(gin-bindable, e.g. register_pretraining_tasks.data_dir); when it is None, $MEDMT5_DATA_DIR,
+and failing that the shipped sample tasks/data/corpus.
+
+Bad input raises ValueError naming the file and line (malformed JSON, no "text" field,
+non-string text, invalid UTF-8, a file without any document). Blank lines and empty texts are
+skipped, counted and logged per file.
+"""
+import collections
+import gzip
+import json
+import logging
+import os
+import random
+
+import tensorflow as tf
+
+LANGUAGES = ("en", "es", "fr", "it")
+DATA_DIR_ENV = "MEDMT5_DATA_DIR"
+SAMPLE_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "corpus")
+TEXT_FIELD = "text"
+
+
+def resolve_data_dir(data_dir=None):
+    """data_dir if given, else $MEDMT5_DATA_DIR, else the shipped sample directory."""
+    return data_dir or os.environ.get(DATA_DIR_ENV) or SAMPLE_DATA_DIR
+
+
+def check_language(lang):
+    if lang not in LANGUAGES:
+        raise ValueError(f"Unknown corpus language {lang!r}; valid languages: "
+                         f"{', '.join(LANGUAGES)}.")
+    return lang
+
+
+def corpus_files(data_dir, lang):
+    """Sorted files holding language `lang` under data_dir, by the layouts in the docstring."""
+    check_language(lang)
+    data_dir = data_dir.rstrip("/")
+    candidates = [
+        [f"{data_dir}/{lang}.jsonl"],
+        [f"{data_dir}/{lang}.jsonl.gz"],
+        sorted(tf.io.gfile.glob(f"{data_dir}/{lang}/*.parquet")),
+        sorted(tf.io.gfile.glob(f"{data_dir}/data/{lang}-*.parquet")),
+        [f"{data_dir}/{lang}.txt"],
+    ]
+    for files in candidates:
+        if files and all(tf.io.gfile.exists(f) for f in files):
+            return files
+    if not tf.io.gfile.isdir(data_dir):
+        raise FileNotFoundError(f"Corpus directory {data_dir} does not exist (set ${DATA_DIR_ENV}"
+                                " or pass data_dir).")
+    raise FileNotFoundError(
+        f"No corpus files for language {lang!r} in {data_dir}: expected {lang}.jsonl, "
+        f"{lang}.jsonl.gz, {lang}/*.parquet, data/{lang}-*.parquet or {lang}.txt. "
+        "See docs/data.md.")
+
+
+class SkipCounter:
+    """Counts skipped records by reason for one file and logs them once."""
+
+    def __init__(self, path):
+        self.path = path
+        self.counts = collections.Counter()
+
+    def skip(self, reason):
+        self.counts[reason] += 1
+
+    def log(self):
+        if self.counts:
+            detail = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+            logging.warning("%s: skipped %s.", self.path, detail)
+
+
+def _open_binary(path):
+    f = tf.io.gfile.GFile(path, "rb")
+    return gzip.GzipFile(fileobj=f, mode="rb") if path.endswith(".gz") else f
+
+
+def _decoded_lines(path):
+    """(line number, str) for each line of a (possibly gzipped) UTF-8 file."""
+    with _open_binary(path) as f:
+        for line_no, raw in enumerate(f, 1):
+            try:
+                yield line_no, raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{line_no}: invalid UTF-8 ({e.reason} at byte "
+                                 f"{e.start}); re-encode the file as UTF-8.") from None
+
+
+def read_jsonl(path, skips=None):
+    """Texts of a JSONL(.gz) file of {"text": str} records."""
+    skips = skips or SkipCounter(path)
+    for line_no, line in _decoded_lines(path):
+        if not line.strip():
+            skips.skip("blank lines")
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: malformed JSON ({e.msg} at column "
+                             f"{e.colno}).") from None
+        if not isinstance(record, dict) or TEXT_FIELD not in record:
+            keys = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(f'{path}:{line_no}: record has no "{TEXT_FIELD}" field '
+                             f"(found {keys}); each line must be a JSON object with a "
+                             f'"{TEXT_FIELD}" string.')
+        text = record[TEXT_FIELD]
+        if not isinstance(text, str):
+            raise ValueError(f'{path}:{line_no}: "{TEXT_FIELD}" is a '
+                             f"{type(text).__name__}, expected a string.")
+        if not text.strip():
+            skips.skip("empty texts")
+            continue
+        yield text
+
+
+def read_text(path, skips=None):
+    """Lines of a plain-text file, one document per line."""
+    skips = skips or SkipCounter(path)
+    for _, line in _decoded_lines(path):
+        text = line.rstrip("\r\n")
+        if not text.strip():
+            skips.skip("blank lines")
+            continue
+        yield text
+
+
+def read_parquet(path, skips=None, batch_size=1024):
+    """Texts of the "text" column of a parquet file (as downloaded from the HF hub)."""
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+    skips = skips or SkipCounter(path)
+    with tf.io.gfile.GFile(path, "rb") as f:
+        try:
+            pf = pq.ParquetFile(f)
+        except Exception as e:  # pyarrow raises several types for corrupt files
+            raise ValueError(f"{path}: not a readable parquet file ({e}).") from None
+        columns = pf.schema_arrow.names
+        if TEXT_FIELD not in columns:
+            raise ValueError(f'{path}: no "{TEXT_FIELD}" column (columns: {columns}).')
+        for batch in pf.iter_batches(batch_size=batch_size, columns=[TEXT_FIELD]):
+            for text in batch.column(0).to_pylist():
+                if text is None:
+                    skips.skip("null texts")
+                elif not isinstance(text, str):
+                    raise ValueError(f'{path}: "{TEXT_FIELD}" column holds '
+                                     f"{type(text).__name__}, expected strings.")
+                elif not text.strip():
+                    skips.skip("empty texts")
+                else:
+                    yield text
+
+
+def read_documents(path):
+    """Texts of one corpus file, by extension; raises if the file holds no document."""
+    if path.endswith((".jsonl", ".jsonl.gz")):
+        reader = read_jsonl
+    elif path.endswith(".parquet"):
+        reader = read_parquet
+    elif path.endswith(".txt"):
+        reader = read_text
+    else:
+        raise ValueError(f"{path}: unknown corpus file type; use .jsonl, .jsonl.gz, .parquet "
+                         "or .txt.")
+    skips = SkipCounter(path)
+    count = 0
+    for text in reader(path, skips):
+        count += 1
+        yield text
+    skips.log()
+    if count == 0:
+        raise ValueError(f"{path}: the file holds no documents"
+                         + (f" ({dict(skips.counts)} skipped)." if skips.counts else "."))
+
+
+def iter_corpus(data_dir, lang, shuffle_files=False, seed=None):
+    """Texts of language `lang` in data_dir, file by file (file order shuffled on request)."""
+    files = list(corpus_files(resolve_data_dir(data_dir), lang))
+    if shuffle_files:
+        random.Random(seed).shuffle(files)
+    for path in files:
+        yield from read_documents(path)
+
+
+def count_documents(data_dir, lang):
+    """Number of documents (rows kept by the readers) of `lang` in data_dir."""
+    return sum(1 for _ in iter_corpus(data_dir, lang))
+
+
+def corpus_dataset(data_dir, lang, shuffle_files=False, seed=None):
+    """tf.data.Dataset of {"text": tf.string} for language `lang` (seqio dataset_fn body)."""
+    data_dir = resolve_data_dir(data_dir)
+    corpus_files(data_dir, lang)  # fail now, not inside tf.data, if nothing is there
+    return tf.data.Dataset.from_generator(
+        lambda: ({TEXT_FIELD: t} for t in iter_corpus(data_dir, lang, shuffle_files, seed)),
+        output_signature={TEXT_FIELD: tf.TensorSpec([], tf.string)})
