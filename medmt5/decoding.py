@@ -182,6 +182,14 @@ def generate(model, params, batch: Optional[Mapping[str, Any]] = None, *,
         raise ValueError(f"generate: beam_size must be >= 1, got {beam_size}.")
     if method != "beam" and return_all_beams:
         raise ValueError("generate: return_all_beams only applies to method='beam'.")
+    if constraint is not None:
+        b = (tokens if tokens is not None else encoded).shape[0]
+        state = jax.eval_shape(lambda c: c.init_state(1), constraint)
+        rows = {leaf.shape[0] for leaf in jax.tree_util.tree_leaves(state)}
+        if rows != {b}:
+            raise ValueError(f"generate: the constraint was built for {sorted(rows)} examples "
+                             f"but the batch has {b}; build it from this batch's examples "
+                             "(pad with copies for padded rows).")
     if method == "sample":
         beam_size = 0
         if rng is None:

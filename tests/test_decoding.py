@@ -387,6 +387,11 @@ def test_generate_rejects_bad_arguments(tiny):
     with pytest.raises(ValueError, match="encoder_mask"):
         decoding.generate(model, params, encoded=jnp.zeros((1, 3, cfg.d_model)),
                           max_decode_length=4)
+    auto = TokenAutomaton(np.asarray([[2]], np.int32), np.asarray([[0]], np.int32),
+                          np.asarray([True]))
+    with pytest.raises(ValueError, match="constraint was built for"):
+        decoding.generate(model, params, batch, max_decode_length=4,
+                          constraint=TokenAutomatonConstraint.build([auto] * 2))
     # The target length is the default decode length.
     seqs, _ = decoding.generate(model, params, {**batch, "decoder_target_tokens":
                                                 np.zeros((3, 7), np.int32)})
