@@ -14,6 +14,7 @@ skipped, counted and logged per file.
 """
 import collections
 import gzip
+import io
 import json
 import logging
 import os
@@ -132,12 +133,46 @@ def read_text(path, skips=None):
         yield text
 
 
+class _SeekableGFile(io.RawIOBase):
+    """tf.io.gfile.GFile as a standard raw binary file (pyarrow needs `closed`, `readinto`)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self._f = tf.io.gfile.GFile(path, "rb")
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._f.read(len(buffer))
+        buffer[:len(data)] = data
+        return len(data)
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        if whence == io.SEEK_END:
+            offset, whence = self._f.size() + offset, io.SEEK_SET
+        elif whence == io.SEEK_CUR:
+            offset, whence = self._f.tell() + offset, io.SEEK_SET
+        self._f.seek(offset)
+        return self._f.tell()
+
+    def tell(self):
+        return self._f.tell()
+
+    def close(self):
+        self._f.close()
+        super().close()
+
+
 def read_parquet(path, skips=None, batch_size=1024):
     """Texts of the "text" column of a parquet file (as downloaded from the HF hub)."""
     import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
 
     skips = skips or SkipCounter(path)
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with io.BufferedReader(_SeekableGFile(path), buffer_size=1 << 20) as f:
         try:
             pf = pq.ParquetFile(f)
         except Exception as e:  # pyarrow raises several types for corrupt files
