@@ -50,14 +50,20 @@ def make_checkpoint_manager(model_dir: str, save_period: int = 1000, keep: Optio
                                  item_names=ITEMS)
 
 
-def rng_to_json(key) -> list:
-    """A PRNG key (raw uint32 or typed) -> list of ints for train_meta["rng"]."""
+def rng_to_json(key):
+    """A PRNG key -> JSON for train_meta["rng"]: a list of ints for a raw uint32 key, or
+    {"impl": name, "data": [...]} for a typed key (e.g. jax.random.key(0, impl="rbg"))."""
     if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.key_data(key)
+        data = np.asarray(jax.device_get(jax.random.key_data(key))).ravel()
+        return {"impl": str(jax.random.key_impl(key)), "data": [int(x) for x in data]}
     return [int(x) for x in np.asarray(jax.device_get(key)).ravel()]
 
 
-def rng_from_json(data: Sequence[int]) -> jax.Array:
+def rng_from_json(data) -> jax.Array:
+    """Inverse of rng_to_json."""
+    if isinstance(data, Mapping):
+        return jax.random.wrap_key_data(jnp.asarray(np.asarray(data["data"], np.uint32)),
+                                        impl=data["impl"])
     return jnp.asarray(np.asarray(data, np.uint32))
 
 

@@ -73,8 +73,9 @@ def setup(mesh, model, optimizer=None, params=None, seed=0, **step_kw):
     return state, shardings, trainer.jit_train_step(config, mesh, shardings), config
 
 
-def run(step_fn, state, mesh, steps, start=0, rng_seed=1):
+def run(step_fn, state, mesh, steps, start=0, rng=None):
     """Runs batches start..steps-1 (each process feeds its shard); returns (state, losses)."""
+    rng = jax.random.PRNGKey(1) if rng is None else rng
     info = partitioning.data_shard_info(mesh)
     per = partitioning.per_process_batch_size(B, mesh)
     losses = []
@@ -82,7 +83,7 @@ def run(step_fn, state, mesh, steps, start=0, rng_seed=1):
         full = make_batch(100 + i)
         local = {k: v[info.index * per:(info.index + 1) * per] for k, v in full.items()}
         state, metrics = step_fn(state, partitioning.make_global_batch(local, mesh),
-                                 jax.random.PRNGKey(rng_seed))
+                                 rng)
         losses.append(float(metrics["loss"]))
     return state, losses
 
