@@ -322,7 +322,9 @@ class _SpanWordsCapped:
 
     @staticmethod
     def _cap(state):
-        return dataclasses.replace(state, span_words=min(state.span_words, 1))
+        if dataclasses.is_dataclass(state) and isinstance(getattr(state, "span_words", None), int):
+            return dataclasses.replace(state, span_words=min(state.span_words, 1))
+        return state  # a TagState without the counter: nothing to cap
 
     def initial(self):
         return self._cap(self.automaton.initial())
