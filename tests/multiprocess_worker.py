@@ -1,0 +1,37 @@
+"""One process of the 2-process loopback test (tests/test_multiprocess.py).
+
+usage: multiprocess_worker.py COORDINATOR_PORT PROCESS_ID NUM_PROCESSES MESH_SHAPE OUT_JSON
+Each process has 4 fake CPU devices; together they train the tiny model for 3 steps on the
+global mesh and process 0 writes the losses to OUT_JSON.
+"""
+import json
+import os
+import sys
+
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+os.environ["JAX_PLATFORMS"] = "cpu"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(port: str, process_id: str, num_processes: str, mesh_shape: str, out: str) -> None:
+    import jax
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    from medmt5 import partitioning
+    partitioning.initialize_distributed(f"127.0.0.1:{port}", int(num_processes),
+                                        int(process_id))
+    import trainer_fixtures as tf
+    shape = tuple(int(x) for x in mesh_shape.split(","))
+    mesh = partitioning.create_mesh(mesh_shape=shape)
+    model = tf.model()
+    state, _, step_fn, _ = tf.setup(mesh, model)
+    _, losses = tf.run(step_fn, state, mesh, 3)
+    info = partitioning.data_shard_info(mesh)
+    if jax.process_index() == 0:
+        with open(out, "w") as f:
+            json.dump({"losses": losses, "num_devices": jax.device_count(),
+                       "shard": list(info)}, f)
+    jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
