@@ -1,0 +1,24 @@
+"""gin registrations of the ProMoT pieces (the CLI layer; the library stays gin-free).
+
+gin/promot/*.gin start with `import prompt_tuning.configurables`, which registers:
+  prompted_model        model factory: train.model_factory = @prompted_model
+  prompt_initializer    prompted_model.prompt_init = @prompt_initializer()
+  required_checkpoint   train.initial_checkpoint_path = @required_checkpoint() (stage 1)
+  stage2_checkpoint     the same for stage 2 (also requires PROMPT_FILE)
+  prompt_length_of      P read from PROMPT_FILE (stage 2)
+  PromptWriter          train.checkpoint_hooks = [@PromptWriter()]
+  promot_evaluate       `python -m prompt_tuning.evaluate` (prompt attached / removed)
+"""
+import gin
+
+from prompt_tuning import stages
+
+prompted_model = gin.external_configurable(stages.prompted_model, name="prompted_model")
+prompt_initializer = gin.external_configurable(stages.prompt_initializer,
+                                               name="prompt_initializer")
+required_checkpoint = gin.external_configurable(stages.required_checkpoint,
+                                                name="required_checkpoint")
+stage2_checkpoint = gin.external_configurable(stages.stage2_checkpoint,
+                                              name="stage2_checkpoint")
+prompt_length_of = gin.external_configurable(stages.prompt_length_of, name="prompt_length_of")
+PromptWriter = gin.external_configurable(stages.PromptWriter, name="PromptWriter")

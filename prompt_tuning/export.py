@@ -1,0 +1,126 @@
+"""Export a trained soft prompt: `.npy`, or a Hugging Face PEFT prompt-tuning adapter.
+
+  python -m prompt_tuning.export --checkpoint MODEL_DIR [--step N] --out DIR --format npy
+  python -m prompt_tuning.export --checkpoint MODEL_DIR --out DIR --format peft \
+      [--base_model HF_DIR]
+
+--checkpoint: a prompt-tuning MODEL_DIR (latest step, or --step), MODEL_DIR/best, or a prompt
+.npy. npy writes DIR/prompt.npy [P, H]. peft writes DIR/adapter_config.json (peft_type
+PROMPT_TUNING, task_type SEQ_2_SEQ_LM, num_virtual_tokens P, token_dim H,
+num_transformer_submodules 1) and DIR/adapter_model.safetensors with the [P, H] prompt under
+"prompt_embeddings" (the key peft 0.21 loads into its prompt encoder). Load it on the
+backbone exported with `medmt5.save_hf` (or `python -m medmt5.convert medmt5-to-hf`):
+    PeftModel.from_pretrained(MT5ForConditionalGeneration.from_pretrained(HF_DIR), DIR)
+peft prepends the prompt to inputs_embeds and extends the attention mask, exactly what
+PromptedTransformer does. DIR is written all-or-nothing; a non-empty DIR needs --overwrite.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Optional, Sequence
+
+import numpy as np
+
+from medmt5.atomic_dir import atomic_directory
+from medmt5.param_tree import CheckpointError
+
+FORMATS = ("npy", "peft")
+PEFT_CONFIG = "adapter_config.json"
+PEFT_WEIGHTS = "adapter_model.safetensors"
+PEFT_KEY = "prompt_embeddings"
+NPY_NAME = "prompt.npy"
+
+
+def read_prompt(checkpoint: str, step: Optional[int] = None):
+    """(prompt [P, H] float32, T5Config or None) from a MODEL_DIR or a .npy file."""
+    from prompt_tuning.initializers import load_npy
+
+    if checkpoint.endswith(".npy"):
+        if step is not None:
+            raise CheckpointError(f"--step applies to a checkpoint dir, not {checkpoint}.")
+        return load_npy(checkpoint), None
+    from medmt5.checkpoint_io import load_checkpoint
+
+    if not os.path.exists(checkpoint):
+        raise CheckpointError(f"--checkpoint {checkpoint}: no such directory or file.")
+    cfg, params = load_checkpoint(checkpoint, step=step)
+    if "prompt" not in params:
+        raise CheckpointError(f"{checkpoint}: the checkpoint has no params['prompt'] (not a "
+                              "prompt-tuning run: train with gin/promot/stage1_prompt.gin).")
+    prompt = np.asarray(params["prompt"]["embedding"], np.float32)
+    if prompt.ndim != 2:
+        raise CheckpointError(f"{checkpoint}: the prompt is a table {prompt.shape}; export "
+                              "one task's [P, H] row with --format npy from Python.")
+    return prompt, cfg
+
+
+def peft_config(prompt: np.ndarray, cfg=None, base_model: Optional[str] = None) -> dict:
+    """adapter_config.json contents for peft's PromptTuningConfig."""
+    config = {
+        "peft_type": "PROMPT_TUNING",
+        "task_type": "SEQ_2_SEQ_LM",
+        "num_virtual_tokens": int(prompt.shape[0]),
+        "token_dim": int(prompt.shape[1]),
+        # peft's seq2seq default (2) would expect 2P rows; prompt tuning only uses the first P.
+        "num_transformer_submodules": 1,
+        "prompt_tuning_init": "RANDOM",
+        "inference_mode": True,
+        "base_model_name_or_path": base_model,
+    }
+    if cfg is not None:
+        config["num_attention_heads"] = int(cfg.num_heads)
+        config["num_layers"] = int(cfg.num_encoder_layers)
+    return config
+
+
+def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = None,
+           base_model: Optional[str] = None, overwrite: bool = False) -> str:
+    """Writes the prompt of `checkpoint` to directory `out`; returns a one-line summary."""
+    if fmt not in FORMATS:
+        raise CheckpointError(f"--format {fmt!r}: use one of {FORMATS}.")
+    prompt, cfg = read_prompt(checkpoint, step)
+    if cfg is not None and prompt.shape[1] != cfg.d_model:
+        raise CheckpointError(f"{checkpoint}: prompt width {prompt.shape[1]} != d_model "
+                              f"{cfg.d_model}.")
+    with atomic_directory(out, overwrite) as tmp:
+        if fmt == "npy":
+            np.save(os.path.join(tmp, NPY_NAME), prompt)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file({PEFT_KEY: np.ascontiguousarray(prompt)}, os.path.join(tmp, PEFT_WEIGHTS))
+            with open(os.path.join(tmp, PEFT_CONFIG), "w") as f:
+                json.dump(peft_config(prompt, cfg, base_model), f, indent=2)
+    return f"wrote {fmt} prompt [{prompt.shape[0]}, {prompt.shape[1]}] to {out}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m prompt_tuning.export",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True,
+                   help="prompt-tuning MODEL_DIR, MODEL_DIR/best, or a prompt .npy")
+    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    p.add_argument("--out", required=True, help="output directory (absent or empty)")
+    p.add_argument("--format", choices=FORMATS, default="npy", dest="fmt")
+    p.add_argument("--base_model", default=None,
+                   help="peft: base_model_name_or_path to record (the save_hf export)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        print(export(args.checkpoint, args.out, args.fmt, args.step, args.base_model,
+                     args.overwrite))
+    except (CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"prompt_tuning.export: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,179 @@
+"""ProMoT's two stages as arguments of `medmt5.train.train` (what gin/promot/*.gin bind).
+
+Stage 1 (prompt tuning, gin/promot/stage1_prompt.gin): backbone restored from
+INITIAL_CHECKPOINT_PATH (required: `required_checkpoint`) and frozen, only params["prompt"]
+trained (train.trainable = [PROMPT_PATTERN], train.new_params = [PROMPT_PATTERN]; the masked
+optimizer holds state for the prompt only). `PromptWriter` writes the prompt as .npy at every
+checkpoint save and new best.
+Stage 2 (model tuning, gin/promot/stage2_model.gin): backbone from INITIAL_CHECKPOINT_PATH,
+prompt from PROMPT_FILE (`prompt_initializer(kind="file")`), prompt frozen
+(train.frozen = [PROMPT_PATTERN]), every backbone weight trained.
+
+Paper settings (REFERENCE.md): stage 1 Adafactor LR 0.2, batch 64, 5,000 steps, P = 100;
+stage 2 LR 1e-3, dropout 0.1, label smoothing 0.1, batch 64, 1,000 steps; both keep the best
+checkpoint on the target task.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Optional, Sequence
+
+import jax
+import numpy as np
+
+from prompt_tuning import initializers
+from prompt_tuning.prompts import PARAM_NAME, PROMPT_PATTERN, PromptedTransformer
+
+log = logging.getLogger("medmt5")
+
+PROMPTS_SUBDIR = "prompts"
+BEST_PROMPT = "prompt_best.npy"
+INIT_KINDS = ("uniform", "vocab", "class_labels", "text", "file")
+
+
+def prompted_model(config, prompt_length: int = 100, prompt_init=None,
+                   num_prompts: int = 0) -> PromptedTransformer:
+    """The model factory of both stages: `train.model_factory = @prompted_model`."""
+    if not isinstance(prompt_length, int) or prompt_length <= 0:
+        raise ValueError(f"PROMPT_LENGTH must be a positive int, got {prompt_length!r}.")
+    return PromptedTransformer(config, prompt_length=prompt_length, prompt_init=prompt_init,
+                               num_prompts=num_prompts)
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def required_checkpoint(path: Optional[str], macro: str = "INITIAL_CHECKPOINT_PATH") -> str:
+    """`path` if it names an existing checkpoint; a clear error otherwise (prompt tuning a
+    randomly initialised backbone is never what anyone wants)."""
+    if not path:
+        raise ValueError(f"{macro} is not set: ProMoT restores the backbone (a pretrained "
+                         f"model dir, MODEL_DIR, Hugging Face dir or T5X checkpoint) and "
+                         f"never trains from random weights. Pass --gin.{macro}=\"'/path'\".")
+    path = os.fspath(path)
+    if not _is_remote(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"{macro}={path!r} does not exist.")
+    return path
+
+
+def stage2_checkpoint(path: Optional[str], prompt_file: Optional[str]) -> str:
+    """Stage 2's backbone: like `required_checkpoint`, and PROMPT_FILE must be set. A stage-1
+    MODEL_DIR is refused: its stored (latest) prompt would override PROMPT_FILE; its backbone
+    is bitwise the original, so pass the original checkpoint instead."""
+    path = required_checkpoint(path)
+    if not prompt_file:
+        raise ValueError("PROMPT_FILE is not set: stage 2 attaches the stage-1 prompt, e.g. "
+                         "--gin.PROMPT_FILE=\"'/stage1_dir/prompts/prompt_best.npy'\".")
+    if not _is_remote(path) and os.path.isdir(os.path.join(path, PROMPTS_SUBDIR)):
+        raise ValueError(f"INITIAL_CHECKPOINT_PATH={path!r} is a prompt-tuning run (it has "
+                         f"{PROMPTS_SUBDIR}/): its stored prompt would replace PROMPT_FILE. "
+                         "Pass the backbone checkpoint stage 1 started from.")
+    return path
+
+
+def backbone_embedding(checkpoint_path: str) -> np.ndarray:
+    """The checkpoint's token embedding [V, H] (host numpy)."""
+    from medmt5.checkpoint_io import load_checkpoint
+
+    _, params = load_checkpoint(required_checkpoint(checkpoint_path))
+    return np.asarray(params["token_embedder"]["embedding"], np.float32)
+
+
+def _token_ids(texts: Sequence[str], vocabulary: str) -> list[list[int]]:
+    from tasks.vocab import get_vocabulary
+
+    vocab = get_vocabulary(vocabulary)
+    return [list(vocab.encode(t)) for t in texts]
+
+
+def prompt_initializer(kind: str = "uniform", prompt_length: Optional[int] = None,
+                       scale: float = 0.5, checkpoint: Optional[str] = None,
+                       labels: Sequence[str] = (), text: str = "",
+                       path: Optional[str] = None, vocabulary: str = "tiny", seed: int = 0,
+                       vocab_limit: Optional[int] = 5000):
+    """A prompt initializer by name (gin: `prompted_model.prompt_init = @prompt_initializer()`).
+
+    kind: "uniform" (U(-scale, scale)); "vocab" (embeddings of sampled token ids of
+    `checkpoint`); "class_labels" (mean embedding of each label's tokens, repeated);
+    "text" (the tokens of `text`, tiled/truncated); "file" (a [P, H] .npy at `path`).
+    Embedding-based kinds read `checkpoint` (the backbone) and tokenize with `vocabulary`
+    on first use; prompt_length is P.
+    """
+    if kind not in INIT_KINDS:
+        raise ValueError(f"prompt_initializer.kind={kind!r}; use one of {INIT_KINDS}.")
+    if kind == "uniform":
+        return initializers.uniform(scale)
+    if kind == "file":
+        if not path:
+            raise ValueError("prompt_initializer(kind='file') needs path (PROMPT_FILE).")
+        return initializers.from_file(path)
+    if not prompt_length:
+        raise ValueError(f"prompt_initializer(kind={kind!r}) needs prompt_length "
+                         "(PROMPT_LENGTH).")
+    if kind == "class_labels" and not labels:
+        raise ValueError("prompt_initializer(kind='class_labels') needs labels, e.g. "
+                         "['true', 'false'].")
+    if kind == "text" and not text.strip():
+        raise ValueError("prompt_initializer(kind='text') needs a non-empty text.")
+
+    def make():
+        embedding = backbone_embedding(checkpoint)
+        if kind == "vocab":
+            return initializers.sampled_vocab(embedding, prompt_length, seed, vocab_limit)
+        if kind == "class_labels":
+            return initializers.class_labels(embedding, _token_ids(labels, vocabulary),
+                                             prompt_length)
+        return initializers.text_tokens(embedding, _token_ids([text], vocabulary)[0],
+                                        prompt_length)
+    return initializers.Lazy(make, f"{kind} prompt from {checkpoint}")
+
+
+def prompt_array(params) -> np.ndarray:
+    """params["prompt"] as a host float32 array [P, H] (or [N, P, H])."""
+    if "prompt" not in params:
+        raise ValueError("params have no 'prompt': not a prompt-tuning checkpoint.")
+    return np.asarray(jax.device_get(params["prompt"][PARAM_NAME]), np.float32)
+
+
+def prompt_path(model_dir: str, step: Optional[int] = None) -> str:
+    """MODEL_DIR/prompts/prompt_<step>.npy, or prompt_best.npy when step is None."""
+    name = BEST_PROMPT if step is None else f"prompt_{int(step)}.npy"
+    return os.path.join(model_dir, PROMPTS_SUBDIR, name)
+
+
+def save_prompt(values: np.ndarray, path: str) -> str:
+    """Writes a .npy atomically (temporary file, then rename)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(tmp, np.asarray(values, np.float32))
+    os.replace(tmp, path)
+    return path
+
+
+class PromptWriter:
+    """train checkpoint hook: MODEL_DIR/prompts/prompt_<step>.npy at each save; at a new best
+    also prompt_best.npy and best.json ({"step"})."""
+
+    def __call__(self, model_dir: str, step: int, params, best: bool = False) -> None:
+        if jax.process_index() != 0:
+            return
+        values = prompt_array(params)
+        if best:
+            save_prompt(values, prompt_path(model_dir))
+            with open(os.path.join(model_dir, PROMPTS_SUBDIR, "best.json"), "w") as f:
+                json.dump({"step": int(step)}, f)
+        else:
+            save_prompt(values, prompt_path(model_dir, step))
+        log.info("prompt %s written to %s", "best" if best else f"step {step}",
+                 os.path.join(model_dir, PROMPTS_SUBDIR))
+
+
+def prompt_length_of(path: str) -> int:
+    """P of a [P, H] prompt file (stage 2 takes PROMPT_LENGTH from PROMPT_FILE)."""
+    if not path:
+        raise ValueError("PROMPT_FILE is not set: stage 2 attaches the stage-1 prompt, e.g. "
+                         "--gin.PROMPT_FILE=\"'/stage1_dir/prompts/prompt_best.npy'\".")
+    return int(initializers.load_npy(path).shape[0])
