@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import trainer_fixtures as tf
 
@@ -20,6 +21,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_match_one(tmp_path):
     port, out = _free_port(), str(tmp_path / "losses.json")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
