@@ -68,10 +68,18 @@ def rng_from_json(data) -> jax.Array:
 
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
-                    train_meta: Mapping[str, Any], force: bool = False) -> bool:
+                    train_meta: Mapping[str, Any], force: bool = False,
+                    step: Optional[int] = None) -> bool:
     """Saves at state.step if the manager's period says so (or force). Returns whether a save
-    started (async: call manager.wait_until_finished() before exiting)."""
-    step = int(jax.device_get(state.step))
+    started (async: call manager.wait_until_finished() before exiting).
+
+    step: the caller's Python step counter (== state.step); passing it avoids reading
+    state.step from the device every call, which would stall asynchronous dispatch.
+    """
+    if step is None:
+        step = int(jax.device_get(state.step))
+    if not force and not manager.should_save(step):
+        return False
     meta = dict(train_meta)
     meta["step"] = step
     if "rng" not in meta:
