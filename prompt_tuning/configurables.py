@@ -11,7 +11,7 @@ gin/promot/*.gin start with `import prompt_tuning.configurables`, which register
 """
 import gin
 
-from prompt_tuning import stages
+from prompt_tuning import evaluate, stages
 
 prompted_model = gin.external_configurable(stages.prompted_model, name="prompted_model")
 prompt_initializer = gin.external_configurable(stages.prompt_initializer,
@@ -22,3 +22,5 @@ stage2_checkpoint = gin.external_configurable(stages.stage2_checkpoint,
                                               name="stage2_checkpoint")
 prompt_length_of = gin.external_configurable(stages.prompt_length_of, name="prompt_length_of")
 PromptWriter = gin.external_configurable(stages.PromptWriter, name="PromptWriter")
+
+promot_evaluate = gin.external_configurable(evaluate.promot_evaluate, name="promot_evaluate")

@@ -104,6 +104,14 @@ def sampled_vocab(embedding: np.ndarray, length: int, seed: int = 0,
     return embedding[ids].astype(np.float32)
 
 
+def _check_ids(ids: Sequence[int], vocab_size: int, what: str) -> None:
+    bad = [t for t in ids if not 0 <= t < vocab_size]
+    if bad:
+        raise ValueError(f"{what}: token ids {bad[:5]} are outside the checkpoint's "
+                         f"{vocab_size}-row embedding; the tokenizer (VOCABULARY) does not "
+                         "match the backbone.")
+
+
 def class_labels(embedding: np.ndarray, label_token_ids: Sequence[Sequence[int]],
                  length: int) -> np.ndarray:
     """[P, H]: row i is the mean embedding of label i % L's sub-tokens (labels repeated)."""
@@ -115,6 +123,7 @@ def class_labels(embedding: np.ndarray, label_token_ids: Sequence[Sequence[int]]
         ids = [int(t) for t in ids]
         if not ids:
             raise ValueError(f"class_labels: label {i} has no tokens (empty string?).")
+        _check_ids(ids, embedding.shape[0], f"class_labels label {i}")
         means.append(embedding[ids].astype(np.float32).mean(axis=0))
     return np.stack([means[i % len(means)] for i in range(length)])
 
@@ -124,5 +133,6 @@ def text_tokens(embedding: np.ndarray, token_ids: Sequence[int], length: int) ->
     ids = [int(t) for t in token_ids]
     if not ids:
         raise ValueError("text prompt initialiser: the text has no tokens.")
+    _check_ids(ids, np.shape(embedding)[0], "text prompt initialiser")
     reps = -(-length // len(ids))
     return np.asarray(embedding)[(ids * reps)[:length]].astype(np.float32)

@@ -1,0 +1,355 @@
+"""Sequential ProMoT (and its baselines): tasks learnt one after another, resumable.
+
+    python -m prompt_tuning.sequential --gin_file=mt5_tiny.gin \
+        --gin_file=promot/sequential.gin --gin.MODEL_DIR="'/tmp/seq'" \
+        --gin.SEQUENTIAL_TASKS="['mini_rte', 'mini_translate']" \
+        --gin.INITIAL_CHECKPOINT_PATH="'/path/to/pretrained'"
+
+For each task in turn (method):
+  "promot"         stage "prompt": a new prompt for the task on the current backbone (backbone
+                   frozen); stage "model": the backbone tuned with that prompt attached and
+                   frozen.
+  "finetune"       stage "model": plain fine-tuning of the backbone (no prompt).
+  "prompt_tuning"  stage "prompt" only: the backbone never changes.
+Every stage is an ordinary `medmt5.train.train` run in MODEL_DIR/stages/<i>_<task>_<stage>/
+(resumable on its own). After a stage MODEL_DIR holds:
+  prompts/<task>.npy              the task's prompt [P, H] (kept for every earlier task too)
+  backbones/<i>_<task>/           the backbone after task i (checkpoint without the prompt)
+  state.json                      completed stages and their measurements (atomic writes)
+  metrics.jsonl / metrics.csv     one row per measurement (also printed)
+Measurements (after the initial model and after every stage): each task seen so far scored
+on `eval_split` with its own prompt (shows forgetting), and the held-out in-context tasks
+scored with every prompt removed, plus their normalised average ("Norm. Avg.").
+Rerunning the same command skips completed stages and continues where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import os
+import sys
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+import numpy as np
+
+log = logging.getLogger("medmt5")
+
+METHODS = {"promot": ("prompt", "model"), "finetune": ("model",),
+           "prompt_tuning": ("prompt",)}
+STATE_FILE = "state.json"
+PROMPT_PATTERN = "prompt/.*"
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """Optimisation settings of one kind of stage."""
+    steps: int
+    learning_rate: float
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    dropout_rate: float = 0.0
+    label_smoothing: float = 0.0
+
+
+def _atomic_json(obj: Any, path: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def _atomic_npy(array: np.ndarray, path: str) -> None:
+    tmp = path + ".tmp.npy"
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def stage_plan(tasks: Sequence[str], method: str) -> List[tuple]:
+    """[(task index, task, stage)] in execution order."""
+    if method not in METHODS:
+        raise ValueError(f"sequential method {method!r} unknown; choose one of {list(METHODS)}")
+    if not tasks:
+        raise ValueError("sequential run: the task list (SEQUENTIAL_TASKS) is empty")
+    if len(set(tasks)) != len(tasks):
+        raise ValueError(f"sequential run: a task appears twice in {list(tasks)}; each task "
+                         "gets one prompt file prompts/<task>.npy")
+    return [(i, t, s) for i, t in enumerate(tasks) for s in METHODS[method]]
+
+
+def stage_name(i: int, task: str, stage: str) -> str:
+    return f"{i}_{task}_{stage}"
+
+
+class SequentialState:
+    """MODEL_DIR/state.json: the run's identity, completed stages and measurements."""
+
+    def __init__(self, model_dir: str, tasks: Sequence[str], method: str):
+        self.path = os.path.join(model_dir, STATE_FILE)
+        identity = {"tasks": list(tasks), "method": method}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                data = json.load(f)
+            old = {"tasks": data.get("tasks"), "method": data.get("method")}
+            if old != identity:
+                raise ValueError(f"{self.path} records a run with {old}, but this command asks "
+                                 f"for {identity}; use another MODEL_DIR (or delete it).")
+            self.data = data
+        else:
+            self.data = dict(identity, completed=[], measurements=[])
+
+    def done(self, name: str) -> bool:
+        return name in self.data["completed"]
+
+    def measured(self, name: str) -> bool:
+        return any(m["after"] == name for m in self.data["measurements"])
+
+    def add_measurement(self, row: dict) -> None:
+        self.data["measurements"] = [m for m in self.data["measurements"]
+                                     if m["after"] != row["after"]] + [row]
+        self.save()
+
+    def complete(self, name: str) -> None:
+        if name not in self.data["completed"]:
+            self.data["completed"].append(name)
+        self.save()
+
+    def save(self) -> None:
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        _atomic_json(self.data, self.path)
+
+
+def _strip_prompt(params: Mapping[str, Any]) -> dict:
+    return {k: v for k, v in params.items() if k != "prompt"}
+
+
+def export_backbone(stage_dir: str, out_dir: str) -> None:
+    """Writes the stage's final params without the prompt as a loadable checkpoint dir."""
+    import medmt5
+    from medmt5.checkpoint_io import save_params_checkpoint
+
+    cfg, params = medmt5.load_checkpoint(stage_dir)
+    save_params_checkpoint(cfg, _strip_prompt(params), out_dir, step=0, overwrite=True)
+
+
+def export_prompt(stage_dir: str, path: str) -> np.ndarray:
+    """Writes the stage's final prompt [P, H] to `path` (.npy) and returns it."""
+    import medmt5
+
+    _, params = medmt5.load_checkpoint(stage_dir)
+    if "prompt" not in params:
+        raise ValueError(f"{stage_dir} holds no params['prompt']: not a prompt-tuning run")
+    prompt = np.asarray(params["prompt"]["embedding"], np.float32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _atomic_npy(prompt, path)
+    return prompt
+
+
+def _prompt_init(kind: str, backbone_path: str, length: int, seed: int):
+    from prompt_tuning import initializers
+
+    if kind == "uniform":
+        return initializers.uniform(0.5)
+    if kind == "vocab":
+        def make():
+            import medmt5
+            _, params = medmt5.load_checkpoint(backbone_path)
+            return initializers.sampled_vocab(params["token_embedder"]["embedding"], length, seed)
+        return initializers.Lazy(make, f"vocabulary sample of {backbone_path}")
+    raise ValueError(f"prompt_init={kind!r}: use 'uniform' or 'vocab'")
+
+
+class Measurer:
+    """Scores seen tasks (own prompt) and held-out in-context tasks (no prompt)."""
+
+    def __init__(self, cfg, task_feature_lengths: Mapping[str, int], eval_split: str,
+                 heldout_tasks: Sequence[str], heldout_split: str, batch_size: int,
+                 max_examples: Optional[int], prompt_length: int):
+        from medmt5 import evaluation
+
+        self.cfg, self.prompt_length = cfg, prompt_length
+        self.lengths = dict(task_feature_lengths)
+        self.batch_size, self.max_examples = batch_size, max_examples
+        self.eval_split = eval_split
+        self.heldout = (evaluation.Evaluator(heldout_tasks, self.lengths, split=heldout_split,
+                                             batch_size=batch_size, max_examples=max_examples)
+                        if heldout_tasks else None)
+        self._task_evaluators: Dict[str, Any] = {}
+
+    def _evaluator(self, task: str):
+        from medmt5 import evaluation
+
+        if task not in self._task_evaluators:
+            self._task_evaluators[task] = evaluation.Evaluator(
+                [task], self.lengths, split=self.eval_split, batch_size=self.batch_size,
+                max_examples=self.max_examples)
+        return self._task_evaluators[task]
+
+    def measure(self, backbone: Mapping[str, Any], prompts: Mapping[str, np.ndarray],
+                seen: Sequence[str]) -> dict:
+        from medmt5.model import Transformer
+        from prompt_tuning.prompts import PromptedTransformer
+        from tasks.promot_metrics import headline_score, normalized_average
+
+        plain = Transformer(self.cfg)
+        seen_scores = {}
+        for task in seen:
+            if task in prompts:
+                model = PromptedTransformer(self.cfg, prompt_length=self.prompt_length)
+                params = dict(backbone, prompt={"embedding": prompts[task]})
+            else:
+                model, params = plain, backbone
+            metrics = self._evaluator(task).evaluate(model, params, 0)
+            seen_scores[task] = headline_score(_task_metrics(metrics, task))
+        heldout_scores = {}
+        if self.heldout is not None:
+            metrics = self.heldout.evaluate(plain, backbone, 0)
+            for td in self.heldout.data:
+                heldout_scores[td.name] = headline_score(_task_metrics(metrics, td.name))
+        return {"seen": seen_scores, "heldout": heldout_scores,
+                "norm_avg": normalized_average(heldout_scores) if heldout_scores else None}
+
+
+def _task_metrics(metrics: Mapping[str, float], task: str) -> dict:
+    """{metric: value} of one task from the Evaluator's {"<task>/<metric>": value}."""
+    prefix = task + "/"
+    return {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+
+
+def write_tables(model_dir: str, measurements: Sequence[dict]) -> str:
+    """metrics.jsonl and metrics.csv from the measurements; returns the printed table."""
+    with open(os.path.join(model_dir, "metrics.jsonl.tmp"), "w") as f:
+        for m in measurements:
+            f.write(json.dumps(m, sort_keys=True) + "\n")
+    os.replace(os.path.join(model_dir, "metrics.jsonl.tmp"),
+               os.path.join(model_dir, "metrics.jsonl"))
+    tasks = []
+    for m in measurements:
+        tasks += [t for t in m["seen"] if t not in tasks]
+    header = ["after"] + tasks + ["heldout_norm_avg"]
+    rows = [[m["after"]] + [_fmt(m["seen"].get(t)) for t in tasks] + [_fmt(m["norm_avg"])]
+            for m in measurements]
+    with open(os.path.join(model_dir, "metrics.csv"), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    widths = [max(len(str(r[c])) for r in [header] + rows) for c in range(len(header))]
+    return "\n".join("  ".join(str(v).rjust(w) for v, w in zip(r, widths))
+                     for r in [header] + rows)
+
+
+def _fmt(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method: str,
+                   initial_checkpoint_path: str, task_feature_lengths: Mapping[str, int],
+                   batch_size: int, prompt_stage: StageSettings, model_stage: StageSettings,
+                   prompt_length: int = 100, prompt_init: str = "uniform",
+                   heldout_tasks: Sequence[str] = (), eval_split: str = "validation",
+                   heldout_split: str = "test", eval_batch_size: int = 32,
+                   eval_max_examples: Optional[int] = None, seed: int = 0,
+                   stop_after: Optional[str] = None,
+                   train_fn: Optional[Callable] = None) -> List[dict]:
+    """Runs (or resumes) the sequential plan; returns the measurements (list of dicts).
+
+    stop_after: a stage name "<i>_<task>_<stage>" after which to return (tests use it to
+    simulate an interruption between stages). train_fn defaults to medmt5.train.train.
+    """
+    import medmt5
+    from medmt5 import optimizers
+    from medmt5.train import _canonical_config
+    from prompt_tuning import initializers
+    from prompt_tuning.prompts import PromptedTransformer
+
+    if train_fn is None:
+        from medmt5.train import train as train_fn
+    cfg = _canonical_config(model_config)
+    plan = stage_plan(tasks, method)
+    os.makedirs(model_dir, exist_ok=True)
+    state = SequentialState(model_dir, tasks, method)
+    measurer = Measurer(cfg.replace(dropout_rate=0.0), task_feature_lengths, eval_split,
+                        heldout_tasks, heldout_split, eval_batch_size, eval_max_examples,
+                        prompt_length)
+    prompts_dir = os.path.join(model_dir, "prompts")
+
+    def load_prompts(seen):
+        return {t: initializers.load_npy(os.path.join(prompts_dir, f"{t}.npy"))
+                for t in seen if os.path.exists(os.path.join(prompts_dir, f"{t}.npy"))}
+
+    def measure(after: str, backbone_path: str, seen: Sequence[str]):
+        if state.measured(after):
+            return
+        _, backbone = medmt5.load_checkpoint(backbone_path)
+        row = {"after": after, "method": method, "backbone": os.path.relpath(
+            backbone_path, model_dir) if backbone_path.startswith(model_dir) else backbone_path}
+        row.update(measurer.measure(_strip_prompt(backbone), load_prompts(seen), seen))
+        state.add_measurement(row)
+        print(write_tables(model_dir, state.data["measurements"]), flush=True)
+
+    backbone = initial_checkpoint_path
+    measure("initial", backbone, [])
+    for i, task, stage in plan:
+        name = stage_name(i, task, stage)
+        stage_dir = os.path.join(model_dir, "stages", name)
+        backbone_out = os.path.join(model_dir, "backbones", f"{i}_{task}")
+        settings = prompt_stage if stage == "prompt" else model_stage
+        if not state.done(name):
+            log.info("sequential %s: stage %s (%d steps)", method, name, settings.steps)
+            run_cfg = cfg.replace(dropout_rate=settings.dropout_rate)
+            kwargs = dict(
+                model_dir=stage_dir, model_config=run_cfg, mixture_or_task_name=task,
+                task_feature_lengths=task_feature_lengths, train_steps=settings.steps,
+                batch_size=batch_size, pack=False, seed=seed,
+                label_smoothing=settings.label_smoothing, save_period=settings.steps,
+                keep_checkpoints=1,
+                schedule=optimizers.make_schedule(settings.schedule, settings.learning_rate,
+                                                  warmup_steps=settings.warmup_steps,
+                                                  decay_steps=max(settings.steps, 1)))
+            if stage == "prompt":
+                init = _prompt_init(prompt_init, backbone, prompt_length, seed + i)
+                kwargs.update(initial_checkpoint_path=backbone, new_params=(PROMPT_PATTERN,),
+                              trainable=[PROMPT_PATTERN],
+                              model_factory=lambda c, init=init: PromptedTransformer(
+                                  c, prompt_length=prompt_length, prompt_init=init))
+            elif method == "promot":  # model stage: start from the prompt stage (its prompt)
+                kwargs.update(initial_checkpoint_path=os.path.join(
+                    model_dir, "stages", stage_name(i, task, "prompt")),
+                    frozen=[PROMPT_PATTERN],
+                    model_factory=lambda c: PromptedTransformer(c, prompt_length=prompt_length))
+            else:
+                kwargs.update(initial_checkpoint_path=backbone)
+            train_fn(**kwargs)
+            if stage == "prompt":
+                export_prompt(stage_dir, os.path.join(prompts_dir, f"{task}.npy"))
+            if stage == "model":
+                export_backbone(stage_dir, backbone_out)
+            state.complete(name)
+        if stage == "model":
+            backbone = backbone_out
+        measure(name, backbone, list(tasks[:i + 1]))
+        if stop_after == name:
+            return state.data["measurements"]
+    return state.data["measurements"]
+
+
+def main(argv: Sequence[str]) -> int:
+    import gin
+
+    from medmt5 import gin_utils
+
+    gin.external_configurable(StageSettings, name="StageSettings")
+    gin.external_configurable(run_sequential, name="run_sequential")
+
+    def run(flags):
+        del flags
+        model_dir = gin_utils.query_macro("MODEL_DIR")
+        if model_dir:
+            gin_utils.write_config(model_dir)
+        gin.get_configurable("run_sequential")()
+    return gin_utils.run_cli(run, argv, "prompt_tuning.sequential", __doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
