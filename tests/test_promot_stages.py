@@ -197,3 +197,28 @@ def test_cli_stage2_from_gin(stage1_dir, cli_backbone, tmp_path):
     changed = [n for n, v in _flat(backbone).items() if not np.array_equal(_flat(trained)[n], v)]
     assert len(changed) == len(_flat(backbone))
     assert "label_smoothing = 0.1" in open(os.path.join(run, "config.gin")).read()
+
+
+@pytest.mark.slow
+def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_path):
+    """Stage 1 with the prompt removed is exactly the backbone; attached differs."""
+    from prompt_tuning import evaluate
+
+    def run(path, mode, out):
+        assert evaluate.main([
+            "--gin_file=promot/icl_eval.gin", f"--gin.CHECKPOINT_PATH='{path}'",
+            "--gin.MIXTURE_OR_TASK_NAME='promot_rte'", "--gin.EVAL_SPLIT='validation'",
+            f"--gin.PROMPT_MODE='{mode}'", "--gin.BEAM_SIZE=1", "--gin.BATCH_SIZE=8",
+            f"--gin.EVAL_OUTPUT_DIR='{out}'", "--gin.promot_evaluate.max_examples=8",
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 6}"]) == 0
+        with open(os.path.join(out, "metrics.json")) as f:
+            return json.load(f)
+
+    removed = run(stage1_dir, "removed", str(tmp_path / "removed"))
+    backbone = run(cli_backbone, "removed", str(tmp_path / "backbone"))
+    attached = run(stage1_dir, "attached", str(tmp_path / "attached"))
+    assert removed["prompt_mode"] == "removed" and attached["prompt_mode"] == "attached"
+    assert removed["metrics"] == backbone["metrics"]
+    assert attached["metrics"]["promot_rte/loss"] != removed["metrics"]["promot_rte/loss"]
+    assert "norm_avg" in attached["metrics"]
+    assert os.path.exists(tmp_path / "attached" / "promot_rte-predictions.jsonl")
