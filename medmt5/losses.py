@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Optional, Union
+from typing import Union
 
 import jax
 import jax.numpy as jnp

@@ -11,6 +11,7 @@ Multi-host: every process runs the same program. `initialize_distributed` starts
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Mapping, NamedTuple, Optional, Sequence
 
 import jax
@@ -77,7 +78,6 @@ def initialize_distributed(coordinator_address: Optional[str] = None,
 
 
 def _on_tpu_vm() -> bool:
-    import os
     # TPU VM metadata variables set by the TPU runtime; avoids touching devices here.
     return bool(os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("TPU_ACCELERATOR_TYPE")
                 or os.environ.get("CLOUD_TPU_TASK_ID"))

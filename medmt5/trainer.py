@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh
 
 from medmt5 import losses, partitioning
 from medmt5.optimizers import Optimizer
