@@ -6,7 +6,7 @@ filled from a multilingual lexicon (scripts/sample_corpus_lexicon.py) with templ
 language (scripts/sample_corpus_templates.py). Records look like
 HiTZ/Multilingual-Medical-Corpus rows: {"text": "..."}. Deterministic for a given --seed.
 
-  python scripts/make_sample_corpus.py [--num_docs 400] [--seed 0] [--out tasks/data/corpus]
+  python scripts/make_sample_corpus.py [--num_docs N] [--seed 0] [--out tasks/data/corpus]
 """
 import argparse
 import json
@@ -24,13 +24,27 @@ MIN_WORDS, MAX_WORDS = 30, 150
 STYLE_WEIGHTS = {"trial": 0.25, "abstract": 0.35, "leaflet": 0.15, "disease_entry": 0.15,
                  "drug_entry": 0.10}
 _ARTICLE = re.compile(r"^(el |la |los |las |le |les |l'|il |lo |i |gli )")
-# Preposition "of" + definite article, contracted.
-_OF = {
-    "es": {"el ": "del ", "la ": "de la ", "los ": "de los ", "las ": "de las "},
-    "fr": {"le ": "du ", "la ": "de la ", "l'": "de l'", "les ": "des "},
-    "it": {"il ": "del ", "lo ": "dello ", "la ": "della ", "l'": "dell'", "i ": "dei ",
-           "gli ": "degli ", "le ": "delle "},
+# Prepositions that fuse with the definite article: (lang, prep) -> {article: fused form}.
+_CONTRACTIONS = {
+    ("es", "of"): {"el ": "del "},
+    ("es", "to"): {"el ": "al "},
+    ("fr", "of"): {"le ": "du ", "les ": "des "},
+    ("fr", "to"): {"le ": "au ", "les ": "aux "},
+    ("it", "of"): {"il ": "del ", "lo ": "dello ", "la ": "della ", "l'": "dell'", "i ": "dei ",
+                   "gli ": "degli ", "le ": "delle "},
+    ("it", "to"): {"il ": "al ", "lo ": "allo ", "la ": "alla ", "l'": "all'", "i ": "ai ",
+                   "gli ": "agli ", "le ": "alle "},
+    ("it", "on"): {"il ": "sul ", "lo ": "sullo ", "la ": "sulla ", "l'": "sull'", "i ": "sui ",
+                   "gli ": "sugli ", "le ": "sulle "},
 }
+_PREPOSITIONS = {"en": {"of": "of", "to": "to", "on": "on"},
+                 "es": {"of": "de", "to": "a", "on": "sobre"},
+                 "fr": {"of": "de", "to": "à", "on": "sur"},
+                 "it": {"of": "di", "to": "a", "on": "su"}}
+# Dose forms (indices into lex.DOSE_FORMS) that suit a drug class; others take oral forms.
+_FORMS_BY_CLASS = {"mab": [3], "glp1": [3], "ics": [5], "bronch": [5], "ppi": [6]}
+_ORAL_FORMS = [0, 1, 2, 4]
+_NUM_DOCS = {"en": 420, "es": 480, "fr": 360, "it": 320}  # ordered like the real corpus rows
 _CENTURY = {"en": ["18th", "19th", "20th"], "es": ["XVIII", "XIX", "XX"],
             "fr": ["XVIIIe", "XIXe", "XXe"], "it": ["XVIII", "XIX", "XX"]}
 _ACRONYM_WORDS = ["HEART", "CARE", "PROTECT", "REDUCE", "ACTION", "FIRST", "SHIELD", "TARGET",
@@ -41,14 +55,12 @@ def strip_article(phrase):
     return _ARTICLE.sub("", phrase, count=1)
 
 
-def of_phrase(lang, phrase):
-    """'of' + phrase (which carries its article in es/fr/it), contracted: de + le -> du."""
-    if lang == "en":
-        return "of " + phrase
-    for art, contracted in _OF[lang].items():
+def contract(lang, prep, phrase):
+    """Preposition + phrase (which carries its article in es/fr/it): de + le -> du."""
+    for art, fused in _CONTRACTIONS.get((lang, prep), {}).items():
         if phrase.startswith(art):
-            return contracted + phrase[len(art):]
-    return ("di " if lang == "it" else "de ") + phrase
+            return fused + phrase[len(art):]
+    return _PREPOSITIONS[lang][prep] + " " + phrase
 
 
 def de_bare(phrase):
@@ -115,15 +127,17 @@ def bind_document(lang, rng):
     month = rng.choice(lex.MONTHS[lang])
     slots = {
         "disease": strip_article(disease_art), "the_disease": disease_art,
-        "of_disease": of_phrase(lang, disease_art), "drug": drug, "drug2": drug2,
+        "of_disease": contract(lang, "of", disease_art), "drug": drug, "drug2": drug2,
         "drug_class": lex.DRUG_CLASSES[drug_row[1]][li], "comparator": comparator,
         "symptom": symptoms[0], "symptom2": symptoms[1], "symptom3": symptoms[2],
         "se1": side_effects[0], "se2": side_effects[1], "se3": side_effects[2],
         "se4": side_effects[3], "outcome": outcome, "outcome2": outcome2,
-        "outcome_bare": strip_article(outcome), "of_outcome": of_phrase(lang, outcome),
+        "outcome_bare": strip_article(outcome), "of_outcome": contract(lang, "of", outcome),
+        "on_outcome": contract(lang, "on", outcome),
+        "to_comparator": contract(lang, "to", comparator),
         "pop": pop, "design": _pick(rng, lex.DESIGNS)[li],
         "country": _pick(rng, lex.COUNTRIES)[li], "risk": risk, "risk2": risk2,
-        "form": _pick(rng, lex.DOSE_FORMS)[li], "freq": _pick(rng, words["freq"]),
+        "form": lex.DOSE_FORMS[_pick(rng, _FORMS_BY_CLASS.get(drug_row[1], _ORAL_FORMS))][li], "freq": _pick(rng, words["freq"]),
         "sponsor": _pick(rng, words["sponsor"]), "test": _pick(rng, words["test"]),
         "n": fmt_int(lang, n), "n1": fmt_int(lang, n1), "n2": fmt_int(lang, n - n1),
         "n_small": str(rng.randint(2, 30)), "age": fmt_dec(lang, rng.uniform(agemin + 8, 79)),
@@ -187,14 +201,15 @@ def make_corpus(lang, num_docs, seed):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--num_docs", type=int, default=400, help="documents per language")
+    parser.add_argument("--num_docs", type=int, default=None,
+                        help=f"documents per language (default {_NUM_DOCS})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tasks", "data", "corpus"))
     args = parser.parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
     for lang in lex.LANGS:
-        docs = make_corpus(lang, args.num_docs, args.seed)
+        docs = make_corpus(lang, args.num_docs or _NUM_DOCS[lang], args.seed)
         path = os.path.join(args.out, f"{lang}.jsonl")
         with open(path, "w", encoding="utf-8") as f:
             for text in docs:

@@ -1,19 +1,16 @@
 """Continued-pretraining tasks: span corruption on the multilingual medical corpus.
 
 Tasks medmt5_pretrain_en, medmt5_pretrain_es, medmt5_pretrain_fr, medmt5_pretrain_it and the
-mixture medmt5_pretrain (rates proportional to language size ** exponent). Importing this
-module registers them on the shipped sample with the tiny vocabulary; a run on the real corpus
-re-registers them, e.g. from gin:
-
-  register_pretraining_tasks.data_dir = "gs://bucket/Multilingual-Medical-Corpus"
-  register_pretraining_tasks.vocabulary = "mt5"
-  register_pretraining_tasks.exponent = 0.3
-  MIXTURE_OR_TASK_NAME = @register_pretraining_tasks()   # registers, returns "medmt5_pretrain"
+mixture medmt5_pretrain (rates proportional to language rows ** exponent). Importing this
+module registers them on the shipped sample with the tiny vocabulary;
+register_pretraining_tasks(data_dir, vocabulary, exponent) re-registers them, e.g. for the
+real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.setup_tasks, bound in
+gin (setup_tasks.corpus_dir, setup_tasks.vocabulary, setup_tasks.corpus_exponent); see
+docs/data.md.
 """
 import functools
 import logging
 
-import gin
 import seqio
 import tensorflow as tf
 
@@ -105,7 +102,6 @@ def _pretrain_task(name, lang, data_dir, vocabulary):
         metric_fns=[])
 
 
-@gin.configurable
 def register_pretraining_tasks(data_dir=None, vocabulary="tiny", exponent=1.0, sizes=None):
     """(Re-)registers the four language tasks and the mixture; returns the mixture name.
 

@@ -27,6 +27,12 @@ def test_names_registered_at_import():
         assert task.output_features["targets"].vocabulary.vocab_size == 2100
     mixture = seqio.get_mixture_or_task("medmt5_pretrain")
     assert sorted(t.name for t in mixture.tasks) == sorted(pretraining.PRETRAIN_TASKS)
+    # Default rates: the sample's counted rows (exponent 1.0).
+    counts = {name: corpus_readers.count_documents(None, lang)
+              for name, lang in pretraining.PRETRAIN_TASKS.items()}
+    assert len(set(counts.values())) > 1
+    for task in mixture.tasks:
+        assert mixture.get_rate(task) == pytest.approx(counts[task.name] / sum(counts.values()))
 
 
 def test_mixture_rates():
