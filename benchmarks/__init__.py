@@ -1,0 +1,1 @@
+"""Throughput benchmarks (train step, beam decoding) against Hugging Face transformers."""

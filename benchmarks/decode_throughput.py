@@ -1,0 +1,209 @@
+"""Beam-search decoding throughput: medmt5.decoding.generate (cached, jitted) vs Hugging Face
+`generate` on the same weights (written with medmt5.save_hf), same inputs, same run.
+
+    python -m benchmarks.decode_throughput --size small --vocab_size 32128 --batch 8 \
+        --inputs_length 256 --max_decode_length 64 --beam_size 4
+
+Length penalty: T5X divides summed log-probs by ((5 + len) / 6) ** alpha, HF by
+len ** length_penalty; the two coincide only at 0 (plain summed log-probs), the default here,
+so the searches are the same algorithm and the sequences can be compared (agreement rate).
+Tokens/s counts the returned best sequences' tokens up to and including EOS.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import tempfile
+from typing import Optional
+
+import numpy as np
+
+from benchmarks import common
+from benchmarks.train_throughput import apply_xla_flags
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="small", choices=common.SIZES)
+    p.add_argument("--vocab_size", type=int, default=32128, help="0 = the size's own")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--inputs_length", type=int, default=256)
+    p.add_argument("--max_decode_length", type=int, default=64)
+    p.add_argument("--beam_size", type=int, default=4)
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="ours: T5X brevity penalty exponent; the peer gets length_penalty=alpha "
+                        "(same semantics only at 0)")
+    p.add_argument("--head_scale", type=float, default=4.0,
+                   help="multiplies the random LM head so next-token distributions are peaked "
+                        "like a trained model's (flat random ones make beams near-ties)")
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = all CPUs)")
+    p.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before JAX starts")
+    p.add_argument("--peer", default="eager", choices=("eager", "none"))
+    p.add_argument("--out", default=None)
+    return p
+
+
+def make_inputs(vocab: int, batch: int, length: int, seed: int = 0) -> np.ndarray:
+    """Right-padded random tokens [B, S]: lengths from S/2 to S, EOS last."""
+    rs = np.random.RandomState(seed)
+    toks = rs.randint(2, vocab, (batch, length)).astype(np.int32)
+    lengths = rs.randint(max(1, length // 2), length + 1, batch)
+    for b, n in enumerate(lengths):
+        toks[b, n - 1] = 1
+        toks[b, n:] = 0
+    return toks
+
+
+def init_params(cfg, head_scale: float):
+    """Random model params (host numpy), LM head multiplied by head_scale."""
+    import jax
+    from flax import linen as nn
+    from medmt5.model import Transformer
+    x = np.ones((1, 8), np.int32)
+    params = nn.unbox(Transformer(cfg).init(jax.random.PRNGKey(0), x, x,
+                                            enable_dropout=False)["params"])
+    params = jax.tree.map(np.asarray, params)
+    key = "token_embedder" if cfg.tie_word_embeddings else "decoder"
+    if cfg.tie_word_embeddings:
+        params[key]["embedding"] = params[key]["embedding"] * head_scale
+    else:
+        params[key]["logits_dense"]["kernel"] = params[key]["logits_dense"]["kernel"] * head_scale
+    return params
+
+
+def seq_lengths(seqs: np.ndarray, eos_id: int) -> np.ndarray:
+    """[B, L] -> tokens up to and including the first EOS (L when none)."""
+    is_eos = seqs == eos_id
+    first = np.where(is_eos.any(-1), is_eos.argmax(-1) + 1, seqs.shape[-1])
+    return first
+
+
+def run_ours(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
+    import jax
+    import jax.numpy as jnp
+    from medmt5 import decoding
+    from medmt5.model import Transformer
+    common.reset_peak_rss()
+    model = Transformer(cfg)
+    dev_params = jax.device_put(params)
+    batch = {"encoder_input_tokens": jnp.asarray(enc)}
+    out = {}
+
+    def call():
+        out["r"] = decoding.generate(model, dev_params, batch, method="beam",
+                                     beam_size=args.beam_size, alpha=args.alpha,
+                                     max_decode_length=args.max_decode_length)
+        return out["r"]
+
+    timing = common.time_calls(call, args.warmup, args.steps, jax.block_until_ready)
+    seqs = np.asarray(out["r"][0])
+    rec = dict(timing, **common.jax_peak_memory())
+    del dev_params
+    gc.collect()
+    return rec, seqs
+
+
+def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
+    import torch
+    import transformers
+    from medmt5 import save_hf
+    torch.set_num_threads(args.threads)
+    common.reset_peak_rss()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = save_hf(cfg, params, os.path.join(tmp, "hf"))
+        model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
+    model.eval()
+    input_ids = torch.as_tensor(enc).long()
+    mask = (input_ids > 0).long()
+    dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
+    out = {}
+
+    def call():
+        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            out["r"] = model.generate(
+                input_ids=input_ids, attention_mask=mask, num_beams=args.beam_size,
+                max_new_tokens=args.max_decode_length, min_length=0,
+                length_penalty=args.alpha, early_stopping="never", do_sample=False,
+                num_return_sequences=1, no_repeat_ngram_size=0, repetition_penalty=1.0,
+                use_cache=True)
+        return out["r"]
+
+    timing = common.time_calls(call, args.warmup, args.steps)
+    seqs = out["r"].numpy()[:, 1:]  # drop the decoder start token
+    full = np.zeros((seqs.shape[0], args.max_decode_length), np.int32)
+    full[:, :seqs.shape[1]] = seqs[:, :args.max_decode_length]
+    rec = dict(timing, peak_memory_bytes=common.peak_rss_bytes(),
+               memory_source="process peak RSS (VmHWM, reset before this measurement)",
+               torch=torch.__version__, transformers=transformers.__version__,
+               torch_intra_op_threads=torch.get_num_threads())
+    del model
+    gc.collect()
+    return rec, full
+
+
+def agreement(ours: np.ndarray, peer: np.ndarray, eos_id: int) -> dict:
+    """Exact-match rate of the best sequences (tokens up to EOS) and token-level agreement."""
+    lo, lp = seq_lengths(ours, eos_id), seq_lengths(peer, eos_id)
+    same = [lo[b] == lp[b] and np.array_equal(ours[b, :lo[b]], peer[b, :lp[b]])
+            for b in range(ours.shape[0])]
+    n = min(ours.shape[1], peer.shape[1])
+    return {"sequence_agreement_rate": float(np.mean(same)),
+            "token_agreement_rate": float(np.mean(ours[:, :n] == peer[:, :n]))}
+
+
+def run(args) -> dict:
+    apply_xla_flags(args.xla_flags)
+    for name in ("batch", "inputs_length", "max_decode_length", "beam_size", "steps"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name}={getattr(args, name)} must be >= 1")
+    if args.threads <= 0:
+        args.threads = len(os.sched_getaffinity(0))
+    cfg = common.model_config(args.size, args.vocab_size or None, dtype=args.dtype)
+    params = init_params(cfg, args.head_scale)
+    enc = make_inputs(cfg.vocab_size, args.batch, args.inputs_length)
+    record = {
+        "benchmark": "decode_throughput", "size": args.size,
+        "shape": {"batch": args.batch, "inputs_length": args.inputs_length,
+                  "max_decode_length": args.max_decode_length, "vocab_size": cfg.vocab_size},
+        "search": {"beam_size": args.beam_size, "alpha": args.alpha,
+                   "peer": f"generate(num_beams={args.beam_size}, length_penalty={args.alpha}, "
+                           "early_stopping='never', max_new_tokens=max_decode_length)",
+                   "head_scale": args.head_scale},
+        "dtype": args.dtype, "num_params": common.param_count(cfg),
+        "tokens_definition": "tokens of the returned best sequences up to and including EOS",
+        "device": common.device_info(),
+        "threads": {"jax": f"XLA CPU Eigen pool over {len(os.sched_getaffinity(0))} CPUs",
+                    "torch_intra_op": args.threads},
+        "environment": common.environment(),
+    }
+    ours, ours_seqs = run_ours(cfg, params, enc, args)
+    ours["generated_tokens"] = int(seq_lengths(ours_seqs, cfg.eos_id).sum())
+    ours["tokens_per_s"] = ours["generated_tokens"] / ours["median_step_s"]
+    record["ours"] = ours
+    record["peer"], record["ratios"] = {}, {}
+    if args.peer != "none":
+        peer, peer_seqs = run_peer(cfg, params, enc, args)
+        peer["generated_tokens"] = int(seq_lengths(peer_seqs, cfg.eos_id).sum())
+        peer["tokens_per_s"] = peer["generated_tokens"] / peer["median_step_s"]
+        record["peer"]["eager"] = peer
+        record["ratios"] = {
+            "tokens_per_s_ours_over_peer_eager": ours["tokens_per_s"] / peer["tokens_per_s"],
+            "time_peer_over_ours": peer["median_step_s"] / ours["median_step_s"]}
+        record["agreement"] = agreement(ours_seqs, peer_seqs, cfg.eos_id)
+    record["environment"]["load_average_after"] = common.load_average()
+    return record
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    common.emit(run(args), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

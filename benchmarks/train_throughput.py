@@ -1,0 +1,381 @@
+"""Training throughput: our jitted train step vs Hugging Face MT5 on torch, same run.
+
+    python -m benchmarks.train_throughput --size small --vocab_size 32128 \
+        --batch 8 --inputs_length 256 --targets_length 64
+    python -m benchmarks.train_throughput --levers ...     # one JSON record per configuration
+
+Prints one JSON record per configuration: step time, tokens/s (batch * (inputs + targets)
+positions), model TFLOP/s (exact matmul count, see benchmarks/common.FLOP_FORMULA), MFU
+against the device's bf16 peak (null on CPU), peak memory, and the peer (transformers
+`MT5ForConditionalGeneration` + transformers' Adafactor, eager and on GPU `torch.compile`)
+with the ratios ours / peer. Synthetic batches; no TensorFlow or seqio is imported.
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+import os
+import shutil
+import subprocess
+import sys
+from typing import Optional
+
+from benchmarks import common
+
+PEER_MODES = ("eager", "compile")
+
+
+def _gpu_present() -> bool:
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="small", choices=common.SIZES)
+    p.add_argument("--vocab_size", type=int, default=32128,
+                   help="vocabulary override (0 = the size's own, 250112 for mT5)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--inputs_length", type=int, default=256)
+    p.add_argument("--targets_length", type=int, default=64)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per side")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile)")
+    p.add_argument("--learning_rate", type=float, default=1e-3)
+    p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
+                   help="activations (params and logits stay float32); auto: bfloat16 on "
+                        "GPU/TPU, float32 on CPU")
+    p.add_argument("--scan_layers", type=_bool, default=False)
+    p.add_argument("--remat_policy", default="none", choices=("none", "full", "minimal", "dots"))
+    p.add_argument("--attention_impl", default="auto", choices=("auto", "xla", "cudnn"),
+                   help="auto: cudnn on GPU, xla elsewhere (cudnn falls back to the exact XLA "
+                        "path off GPU or in float32)")
+    p.add_argument("--vocab_chunk_size", type=int, default=0, help="0 = plain [B,T,V] logits")
+    p.add_argument("--donate", type=_bool, default=True, help="donate the train state buffers")
+    p.add_argument("--xla_flags", default="auto",
+                   help="appended to XLA_FLAGS before JAX starts; auto: "
+                        f"'{common.GPU_XLA_FLAGS}' on GPU, nothing on CPU; 'none': nothing")
+    p.add_argument("--peer", default="auto",
+                   help="comma list of eager,compile or 'none'; auto: eager on CPU, "
+                        "eager,compile on GPU")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch intra-op threads (0 = all affinity CPUs, what XLA's CPU pool uses)")
+    p.add_argument("--levers", action="store_true",
+                   help="sweep: baseline (with the peer) then each lever flipped, ours only; "
+                        "each configuration in a fresh process")
+    p.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    return p
+
+
+def resolve(args) -> argparse.Namespace:
+    """Fills the 'auto' choices (before JAX starts) and validates the shape."""
+    gpu = _gpu_present()
+    for name in ("batch", "inputs_length", "targets_length", "steps"):
+        if getattr(args, name) < 1:
+            raise SystemExit(f"error: --{name}={getattr(args, name)} must be >= 1")
+    if args.vocab_chunk_size < 0:
+        raise SystemExit(f"error: --vocab_chunk_size={args.vocab_chunk_size} must be >= 0")
+    if args.dtype == "auto":
+        args.dtype = "bfloat16" if gpu else "float32"
+    if args.attention_impl == "auto":
+        args.attention_impl = "cudnn" if gpu else "xla"
+    if args.xla_flags == "auto":
+        args.xla_flags = common.GPU_XLA_FLAGS if gpu else ""
+    elif args.xla_flags == "none":
+        args.xla_flags = ""
+    if args.peer == "auto":
+        args.peer = "eager,compile" if gpu else "eager"
+    modes = [] if args.peer == "none" else [m.strip() for m in args.peer.split(",") if m.strip()]
+    bad = [m for m in modes if m not in PEER_MODES]
+    if bad:
+        raise SystemExit(f"error: --peer has unknown mode(s) {bad}; use eager, compile or none")
+    args.peer_modes = modes
+    if args.threads <= 0:
+        args.threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else os.cpu_count()
+    return args
+
+
+def apply_xla_flags(flags: str) -> None:
+    """Appends flags to XLA_FLAGS; must run before the JAX backend starts."""
+    if flags:
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flags).strip()
+
+
+# ---- ours ------------------------------------------------------------------------------------
+
+def _jit_without_donation(step_config, mesh, shardings):
+    """trainer.jit_train_step with donate_argnums=() (the lever's off position)."""
+    import jax
+    from flax import linen as nn
+    from medmt5 import partitioning, trainer
+    rep = partitioning.replicated(mesh)
+    fn = jax.jit(functools.partial(trainer.train_step, step_config),
+                 in_shardings=(shardings, partitioning.batch_sharding(mesh), rep),
+                 out_shardings=(shardings, rep))
+
+    def wrapped(*a):
+        with jax.set_mesh(mesh), nn.logical_axis_rules(step_config.rules):
+            return fn(*a)
+    return wrapped
+
+
+def run_ours(cfg, batch_np: dict, args) -> dict:
+    """Times our train step; returns the 'ours' record."""
+    import jax
+    import jax.numpy as jnp
+    from medmt5 import optimizers, partitioning, train_state, trainer
+    from medmt5.model import Transformer
+
+    common.reset_peak_rss()
+    n = jax.device_count()
+    if args.batch % n:
+        raise SystemExit(f"error: --batch={args.batch} must be divisible by the {n} devices "
+                         "(data parallel over all of them)")
+    mesh = partitioning.create_mesh(mesh_shape=(n, 1))
+    model = Transformer(cfg)
+    opt = optimizers.create_optimizer("adafactor", optimizers.make_schedule(
+        "constant", args.learning_rate))
+    state, shardings = train_state.create_train_state(model, opt, mesh, batch_np,
+                                                      jax.random.PRNGKey(0))
+    step_cfg = trainer.StepConfig(model, opt, vocab_chunk_size=args.vocab_chunk_size or None)
+    fn = (trainer.jit_train_step(step_cfg, mesh, shardings) if args.donate
+          else _jit_without_donation(step_cfg, mesh, shardings))
+    batch = jax.device_put({k: jnp.asarray(v) for k, v in batch_np.items()},
+                           partitioning.batch_sharding(mesh))
+    rng = jax.random.PRNGKey(1)
+    holder = {"state": state}
+    losses = []
+
+    def call():
+        holder["state"], metrics = fn(holder["state"], batch, rng)
+        return metrics
+
+    def sync(metrics):
+        jax.block_until_ready((holder["state"], metrics))
+        losses.append(float(metrics["loss"]))
+
+    timing = common.time_calls(call, args.warmup, args.steps, sync)
+    rec = dict(timing, loss_first=losses[0], loss_last=losses[-1],
+               num_params=train_state.param_count(holder["state"].params))
+    rec.update(common.jax_peak_memory())
+    del holder, state, batch
+    gc.collect()
+    return rec
+
+
+# ---- peer ------------------------------------------------------------------------------------
+
+def build_peer_model(cfg, device: str, seed: int = 0):
+    """transformers MT5ForConditionalGeneration of the same architecture (untied head kept
+    untied: transformers 5.x ties lm_head at construction, so it gets its own Parameter)."""
+    import torch
+    import transformers
+    torch.manual_seed(seed)
+    model = transformers.MT5ForConditionalGeneration(
+        transformers.MT5Config(**common.hf_config_kwargs(cfg)))
+    if not cfg.tie_word_embeddings:
+        model.lm_head.weight = torch.nn.Parameter(
+            torch.randn(cfg.vocab_size, cfg.d_model) * cfg.d_model ** -0.5)
+    return model.to(device)
+
+
+def run_peer(cfg, batch_np: dict, args, mode: str) -> dict:
+    """Times the HF train step (forward with labels, backward, Adafactor step)."""
+    import contextlib
+    import torch
+    from transformers.optimization import Adafactor
+
+    cuda = torch.cuda.is_available()
+    device = "cuda" if cuda else "cpu"
+    if mode == "compile" and not cuda:
+        print("warning: torch.compile on CPU needs a C++ toolchain and compiles for minutes; "
+              "measured anyway because --peer asked for it", file=sys.stderr)
+    torch.set_num_threads(args.threads)
+    common.reset_peak_rss()
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    model = build_peer_model(cfg, device)
+    model.train()
+    opt = Adafactor(model.parameters(), lr=args.learning_rate, scale_parameter=True,
+                    relative_step=False, warmup_init=False)
+    forward = torch.compile(model) if mode == "compile" else model
+    t = {k: torch.as_tensor(v, device=device) for k, v in batch_np.items()}
+    inputs = dict(input_ids=t["encoder_input_tokens"].long(),
+                  attention_mask=(t["encoder_input_tokens"] > 0).long(),
+                  decoder_input_ids=t["decoder_input_tokens"].long(),
+                  labels=t["decoder_target_tokens"].long())
+    bf16 = cfg.dtype == "bfloat16"
+    autocast = (torch.autocast(device_type=device, dtype=torch.bfloat16) if bf16
+                else contextlib.nullcontext())
+    losses = []
+
+    def call():
+        with autocast:
+            loss = forward(**inputs).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    def sync(loss):
+        if cuda:
+            torch.cuda.synchronize()
+        losses.append(float(loss.detach()))
+
+    timing = common.time_calls(call, args.warmup, args.steps, sync)
+    rec = dict(timing, mode=mode, loss_first=losses[0], loss_last=losses[-1],
+               num_params=sum(p.numel() for p in model.parameters()),
+               precision="autocast bfloat16, float32 params" if bf16 else "float32",
+               torch=torch.__version__, torch_intra_op_threads=torch.get_num_threads(),
+               torch_inter_op_threads=torch.get_num_interop_threads())
+    if cuda:
+        rec.update(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
+                   memory_source="torch.cuda.max_memory_allocated()")
+    else:
+        rec.update(peak_memory_bytes=common.peak_rss_bytes(),
+                   memory_source="process peak RSS (VmHWM, reset before this measurement)")
+    import transformers
+    rec["transformers"] = transformers.__version__
+    del model, opt, forward
+    gc.collect()
+    return rec
+
+
+# ---- one configuration -------------------------------------------------------------------------
+
+def _rates(rec: dict, tokens: int, flops: float, peak_total: Optional[float]) -> dict:
+    s = rec["median_step_s"]
+    tflops = flops / s / 1e12
+    return dict(rec, tokens_per_s=tokens / s, model_tflops_per_s=tflops,
+                mfu=common.mfu(tflops, peak_total))
+
+
+def run_config(args) -> dict:
+    """Measures ours (and the peer modes asked for) in this process; returns the record."""
+    apply_xla_flags(args.xla_flags)
+    import jax
+    cfg = common.model_config(args.size, args.vocab_size or None, dtype=args.dtype,
+                              scan_layers=args.scan_layers, remat_policy=args.remat_policy,
+                              attention_impl=args.attention_impl)
+    dev = common.device_info()
+    batch = common.synthetic_batch(cfg.vocab_size, args.batch, args.inputs_length,
+                                   args.targets_length)
+    tokens = args.batch * (args.inputs_length + args.targets_length)
+    flops = common.matmul_flops(cfg, args.batch, args.inputs_length, args.targets_length)
+    peak = dev["peak_bf16_tflops"] and dev["peak_bf16_tflops"] * dev["num_devices"]
+    cudnn_active = (cfg.attention_impl == "cudnn" and dev["platform"] == "gpu"
+                    and cfg.dtype in ("bfloat16", "float16"))
+    record = {
+        "benchmark": "train_throughput", "size": args.size,
+        "shape": {"batch": args.batch, "inputs_length": args.inputs_length,
+                  "targets_length": args.targets_length, "vocab_size": cfg.vocab_size},
+        "levers": {"dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
+                   "scan_layers": cfg.scan_layers, "remat_policy": cfg.remat_policy,
+                   "attention_impl": cfg.attention_impl, "cudnn_attention_active": cudnn_active,
+                   "vocab_chunk_size": args.vocab_chunk_size or None, "donate": args.donate,
+                   "xla_flags": args.xla_flags},
+        "optimizer": {"ours": "medmt5.optimizers.adafactor (T5X defaults: decay 0.8, clip 1.0, "
+                              "parameter scale, factored), constant lr",
+                      "peer": "transformers Adafactor(scale_parameter=True, relative_step=False, "
+                              "warmup_init=False), constant lr",
+                      "learning_rate": args.learning_rate},
+        "tokens_definition": common.TOKENS_DEFINITION, "tokens_per_step": tokens,
+        "flop_formula": common.FLOP_FORMULA, "flops_per_step": flops["train_step"],
+        "num_params": common.param_count(cfg), "steps": args.steps, "warmup": args.warmup,
+        "device": dev,
+        "threads": {"jax": "XLA CPU runtime: Eigen intra-op pool over all affinity CPUs "
+                           f"({len(os.sched_getaffinity(0))}); XLA_FLAGS as recorded",
+                    "torch_intra_op": args.threads},
+        "environment": common.environment(),
+    }
+    record["ours"] = _rates(run_ours(cfg, batch, args), tokens, flops["train_step"], peak)
+    record["peer"] = {}
+    record["ratios"] = {}
+    for mode in args.peer_modes:
+        peer = _rates(run_peer(cfg, batch, args, mode), tokens, flops["train_step"], peak)
+        record["peer"][mode] = peer
+        record["ratios"][f"tokens_per_s_ours_over_peer_{mode}"] = (
+            record["ours"]["tokens_per_s"] / peer["tokens_per_s"])
+    record["environment"]["load_average_after"] = common.load_average()
+    return record
+
+
+# ---- lever sweep -------------------------------------------------------------------------------
+
+def lever_configs(gpu: bool) -> list[tuple[str, list[str]]]:
+    """(name, extra flags) per configuration; the first is the baseline (with the peer)."""
+    configs = [("baseline", [])]
+    if gpu:
+        configs += [("fp32_activations", ["--dtype", "float32"]),
+                    ("xla_attention", ["--attention_impl", "xla"])]
+    else:
+        configs += [("bf16_activations", ["--dtype", "bfloat16"])]
+    configs += [
+        ("scan_remat_none", ["--scan_layers", "true", "--remat_policy", "none"]),
+        ("scan_remat_minimal", ["--scan_layers", "true", "--remat_policy", "minimal"]),
+        ("scan_remat_full", ["--scan_layers", "true", "--remat_policy", "full"]),
+        ("vocab_chunk_8192", ["--vocab_chunk_size", "8192"]),
+        ("no_donation", ["--donate", "false"]),
+        ("xla_flags_off" if gpu else "xla_single_thread_eigen",
+         ["--xla_flags", "none" if gpu else "--xla_cpu_multi_thread_eigen=false"]),
+    ]
+    return configs
+
+
+def child_args(argv: list[str]) -> list[str]:
+    """The sweep's arguments for one child: without --levers and --out (the parent writes)."""
+    base, skip = [], False
+    for a in argv:
+        if skip or a == "--levers" or a.startswith("--out="):
+            skip = False
+            continue
+        if a == "--out":
+            skip = True
+            continue
+        base.append(a)
+    return base
+
+
+def sweep(argv: list[str], args) -> list[dict]:
+    """Runs each configuration in a fresh process (XLA flags and memory peaks stay apart)."""
+    base = child_args(argv)
+    records = []
+    for i, (name, extra) in enumerate(lever_configs(_gpu_present())):
+        peer = [] if i == 0 else ["--peer", "none"]
+        cmd = [sys.executable, "-m", "benchmarks.train_throughput", *base, *extra, *peer]
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        if proc.returncode != 0:
+            rec = {"benchmark": "train_throughput", "lever": name, "error": proc.stderr[-2000:]}
+        else:
+            import json
+            rec = json.loads(proc.stdout.strip().splitlines()[-1])
+            rec["lever"] = name
+        if records and "ours" in rec and "ours" in records[0]:
+            rec["ratios"]["tokens_per_s_over_baseline"] = (
+                rec["ours"]["tokens_per_s"] / records[0]["ours"]["tokens_per_s"])
+        common.emit(rec, args.out)
+        records.append(rec)
+    return records
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = resolve(build_parser().parse_args(argv))
+    if args.levers:
+        recs = sweep(argv, args)
+        return 1 if any("error" in r for r in recs) else 0
+    common.emit(run_config(args), args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
