@@ -222,3 +222,39 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
     assert attached["metrics"]["promot_rte/loss"] != removed["metrics"]["promot_rte/loss"]
     assert "norm_avg" in attached["metrics"]
     assert os.path.exists(tmp_path / "attached" / "promot_rte-predictions.jsonl")
+
+
+@pytest.mark.parametrize("files,expect", [
+    (["promot/stage1_prompt.gin"], {"train.trainable": ["prompt/.*"],
+                                    "make_schedule.learning_rate": 0.2, "train.batch_size": 64,
+                                    "train.train_steps": 5000,
+                                    "prompted_model.prompt_length": 100}),
+    (["promot/stage2_model.gin"], {"train.frozen": ["prompt/.*"], "train.label_smoothing": 0.1,
+                                   "make_schedule.learning_rate": 1e-3,
+                                   "T5Config.dropout_rate": 0.1, "train.train_steps": 1000}),
+    (["promot/finetune_baseline.gin"], {"train.label_smoothing": 0.1, "train.trainable": None}),
+    (["promot/prompt_tuning_baseline.gin"], {"train.trainable": ["prompt/.*"]}),
+    (["promot/stage1_prompt.gin", "promot/init_vocab.gin"], {"prompt_initializer.kind": "vocab"}),
+    (["promot/stage1_prompt.gin", "promot/init_class_labels.gin"],
+     {"prompt_initializer.labels": ["true", "false"]}),
+    (["promot/stage1_prompt.gin", "promot/init_text.gin"], {"prompt_initializer.kind": "text"}),
+    (["promot/stage1_prompt.gin", "promot/init_file.gin"], {"prompt_initializer.kind": "file"}),
+    (["promot/icl_eval.gin"], {"promot_evaluate.prompt_mode": "removed"}),
+])
+def test_promot_gin_files_parse(files, expect):
+    import gin
+
+    from medmt5 import gin_utils
+    argv = [] if files == ["promot/icl_eval.gin"] else ["--gin_file=models/mt5_tiny.gin"]
+    argv += [f"--gin_file={f}" for f in files] + [
+        "--gin.MODEL_DIR='/tmp/x'", "--gin.INITIAL_CHECKPOINT_PATH='/tmp/b'",
+        "--gin.PROMPT_FILE='/tmp/p.npy'", "--gin.CHECKPOINT_PATH='/tmp/c'"]
+    gin_utils.parse_gin(gin_utils.parse_flags(argv), "test")
+    for name, value in expect.items():
+        try:
+            got = gin.query_parameter(name)
+        except ValueError:
+            got = None
+        while str(got).startswith("%"):  # a macro: its value
+            got = gin_utils.query_macro(str(got)[1:])
+        assert got == value, name
