@@ -14,6 +14,7 @@ works across restarts on a different number of hosts as long as the shard layout
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -45,7 +46,8 @@ def get_task_or_mixture(name: str):
         return seqio.get_mixture_or_task(name)
     except ValueError:
         known = sorted(seqio.TaskRegistry.names()) + sorted(seqio.MixtureRegistry.names())
-        close = [k for k in known if name.split("_")[0] in k][:20]
+        close = difflib.get_close_matches(name, known, n=8, cutoff=0.6)
+        close += [k for k in known if name.split("_")[0] in k and k not in close][:20 - len(close)]
         raise ValueError(f"MIXTURE_OR_TASK_NAME={name!r} is not a registered seqio task or "
                          f"mixture (did you import its module, e.g. `import tasks.benchmarks` "
                          f"in the gin file?). Similar: {close or known[:20]}") from None

@@ -21,6 +21,8 @@ from typing import Optional, Sequence
 
 import gin
 
+from medmt5.failures import TrainingFailure
+
 log = logging.getLogger("medmt5")
 
 # An example value per well-known macro, shown when a required one is missing.
@@ -340,9 +342,10 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
     except UsageError as e:
         print(f"{program}: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as e:
-        # Configuration mistakes found while running (bad values, missing files): the
-        # message names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
+    except (ValueError, FileNotFoundError, TrainingFailure) as e:
+        # Configuration mistakes found while running (bad values, missing files) and run
+        # failures (non-finite loss, unreadable checkpoint; docs/errors.md): the message
+        # names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
         if os.environ.get("MEDMT5_TRACEBACK"):
             raise
         print(f"{program}: error: {type(e).__name__}: {e}\n(set MEDMT5_TRACEBACK=1 for the "

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -32,30 +31,6 @@ class TrainResult:
     metrics: dict  # last logged train metrics
     eval_metrics: dict  # last evaluation, {"task/metric": value}
     best: Optional[dict]  # {"step", "metric", "value"} of the kept best checkpoint
-
-
-class _StopFlag:
-    """Set by SIGTERM/SIGINT so the loop saves a checkpoint and exits cleanly."""
-
-    def __init__(self):
-        self.signum = None
-        self._old = {}
-
-    def __enter__(self):
-        for sig in (signal.SIGTERM,):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread)
-                pass
-        return self
-
-    def _handle(self, signum, frame):
-        del frame
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
 
 
 def _canonical_config(cfg):
@@ -100,7 +75,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           eval_max_examples: Optional[int] = None, eval_batch_size: Optional[int] = None,
           eval_beam_size: int = 1, best_metric: Optional[str] = None,
           model_factory: Optional[Callable] = None,
-          checkpoint_hooks: Sequence[Callable] = ()) -> TrainResult:
+          checkpoint_hooks: Sequence[Callable] = (), nonfinite_policy: str = "raise",
+          checkpoint_fallback: bool = False) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
     batch_size is global (all processes); schedule is an optax schedule (default: constant
@@ -110,14 +86,20 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     MODEL_DIR/best. model_factory(config) -> flax Module (default: medmt5.Transformer).
     checkpoint_hooks: callables hook(model_dir, step, params, best) run after each checkpoint
     save (best=False) and each new best (best=True); prompt tuning writes its .npy there.
+    nonfinite_policy: "raise" (stop naming the step and term) or "skip" (medmt5.nonfinite).
+    checkpoint_fallback: resume from the previous checkpoint when the latest is unreadable.
+    Per-step metrics go to MODEL_DIR/train/metrics.jsonl (medmt5.metrics_history).
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
     from medmt5 import evaluation, progress
+    from medmt5 import checkpoint_recovery, metrics_history, nonfinite, preemption, preflight
     from medmt5.model import Transformer
 
     if train_steps < 0 or batch_size <= 0:
         raise ValueError(f"TRAIN_STEPS={train_steps} must be >= 0 and BATCH_SIZE={batch_size} > 0")
+    nonfinite.check_policy(nonfinite_policy)
+    preflight.check_run(model_dir, task_feature_lengths)
     cfg = _canonical_config(model_config)
     model = (model_factory or Transformer)(cfg)
     mesh = partitioning.create_mesh(num_partitions=num_partitions, mesh_shape=mesh_shape)
@@ -142,10 +124,11 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     manager = checkpoints.make_checkpoint_manager(
         model_dir, save_period=save_period or eval_period or 1000, keep=keep_checkpoints,
         config=cfg)
-    restored = checkpoints.restore_checkpoint(
-        manager, train_state.abstract_state(model, optimizer, example, mesh))
+    restored = checkpoint_recovery.restore(
+        manager, train_state.abstract_state(model, optimizer, example, mesh),
+        fallback=checkpoint_fallback)
     if restored is not None:
-        state, meta = restored
+        state, meta, _ = restored
         rng = checkpoints.rng_from_json(meta["rng"])
         data_position = int(meta.get("data_position", 0))
         log.info("resumed from %s at step %d (data position %d)", model_dir,
@@ -201,6 +184,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
 
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))
     start_step = int(jax.device_get(state.step))
+    history = metrics_history.MetricsHistory(os.path.join(model_dir, "train"), start_step)
     bar = progress.ProgressBar(train_steps, start_step)
     meter = progress.ThroughputMeter()
     last_metrics, eval_metrics = {}, {}
@@ -222,7 +206,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
         bar.write(evaluation.format_metrics(step, eval_metrics))
 
     step = start_step
-    with _StopFlag() as stop:
+    with preemption.PreemptionGuard() as stop, checkpoint_recovery.finishing_saves(manager):
         while step < train_steps:
             try:
                 host_batch = next(batches)
@@ -232,6 +216,11 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
             meter.add(progress.count_tokens(host_batch) * shard.num_shards)
             state, metrics = step_fn(state, partitioning.make_global_batch(host_batch, mesh), rng)
             step += 1
+            history.record(step, metrics)
+            stopping = stop.should_stop(step)
+            if (step % log_period == 0 or stopping or manager.should_save(step)
+                    or step == train_steps):  # before any save: a non-finite step stops here
+                nonfinite.apply_policy(history.flush(), nonfinite_policy)
             if step % log_period == 0 or step == train_steps or step == start_step + 1:
                 last_metrics = progress.to_float_dict(jax.device_get(metrics))
                 last_metrics["tokens_per_sec"] = meter.rate()
@@ -239,19 +228,21 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
                 bar.update(step, last_metrics)
                 if last_metrics.get("nonfinite", 0.0) > 0:
                     bar.write(f"step {step}: non-finite loss or gradient; update skipped")
-            if checkpoints.save_checkpoint(manager, state, meta()):
+            if checkpoint_recovery.save(manager, state, meta(), step):
                 run_hooks(step)
             if evaluator is not None and (step % eval_period == 0 or step == train_steps):
                 run_eval(step)
-            if stop.signum is not None:
+            if stopping:
                 bar.write(f"signal {stop.signum}: saving step {step} and exiting")
                 break
+        nonfinite.apply_policy(history.flush(), nonfinite_policy)
         if manager.latest_step() != step:
-            checkpoints.save_checkpoint(manager, state, meta(), force=True)
+            checkpoint_recovery.save(manager, state, meta(), step, force=True)
             run_hooks(step)
-        manager.wait_until_finished()
     bar.close()
     summaries.close()
+    if evaluator is not None:
+        evaluator.close()
     best = keeper.best if keeper is not None else None
     return TrainResult(step=step, metrics=last_metrics, eval_metrics=eval_metrics, best=best)
 

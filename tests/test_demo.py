@@ -1,0 +1,56 @@
+"""End to end on the tiny model: the demo's train -> fine-tune -> eval -> infer, a few steps.
+
+Drives the real CLIs in-process (medmt5.demo.run), then resumes the pretraining run and
+checks it continues from the saved step and data position.
+"""
+import json
+import os
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _meta(model_dir, step):
+    path = os.path.join(model_dir, "checkpoints", str(step), "train_meta")
+    files = [f for f in os.listdir(path) if not f.startswith("_")]
+    with open(os.path.join(path, files[0])) as f:
+        return json.load(f)
+
+
+def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
+    from medmt5 import demo, train
+    from medmt5.plotting import read_scalars
+
+    small = ["--gin.BATCH_SIZE=8"]  # one row per fake device (conftest: 8 CPU devices)
+    out = demo.run(str(tmp_path), pretrain_steps=2, finetune_steps=2, eval_period=2,
+                   eval_examples=2, task_feature_lengths="{'inputs': 24, 'targets': 24}",
+                   extra_pretrain=small,
+                   extra_finetune=small + ["--gin.train.eval_max_examples=2"])
+    pre, ft = tmp_path / "pretrain", tmp_path / "finetune"
+    # artefacts of every stage
+    for path in (pre / "config.gin", pre / "model_config.json", ft / "best" / "best.json",
+                 tmp_path / "eval_test" / "metrics.json", tmp_path / "loss_curves.png"):
+        assert path.is_file(), path
+    assert "TRAIN_STEPS = 2" in (pre / "config.gin").read_text()
+    assert set(out["f1"]) == {"en", "es", "fr", "it"}
+    assert all(v is not None and 0.0 <= v <= 100.0 for v in out["f1"].values())
+    assert len(out["predictions"]) == len(demo.DEMO_SENTENCES)
+    assert all(set(r) == {"inputs", "prediction", "target"} for r in out["predictions"])
+    assert out["best"]["metric"] == "f1" and out["best"]["step"] == 2
+    # TensorBoard: train scalars and the fine-tuning eval metrics per task
+    train_scalars = read_scalars(str(pre / "train"))
+    for tag in ("loss", "z_loss", "accuracy", "learning_rate", "grad_norm", "tokens_per_sec"):
+        assert [s for s, _ in train_scalars[tag]] == [1, 2], tag
+    assert "f1" in read_scalars(str(ft / "eval" / "abstrct_neoplasm_es"))
+    report = capsys.readouterr().out
+    assert "span F1" in report and "loss curves:" in report
+
+    # resume: two more steps continue from step 2 and its data position
+    assert _meta(str(pre), 2)["data_position"] == 2
+    rc = train.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{pre}'",
+                     "--gin.TRAIN_STEPS=4", "--gin.EVAL_PERIOD=4", *small])
+    assert rc == 0
+    meta = _meta(str(pre), 4)
+    assert meta["step"] == 4 and meta["data_position"] == 4
+    assert [s for s, _ in read_scalars(str(pre / "train"))["loss"]] == [1, 2, 3, 4]
