@@ -121,7 +121,9 @@ class SequentialState:
 
 
 def _strip_prompt(params: Mapping[str, Any]) -> dict:
-    return {k: v for k, v in params.items() if k != "prompt"}
+    from prompt_tuning.inference import split_prompt
+
+    return split_prompt(params)[0]
 
 
 def export_backbone(stage_dir: str, out_dir: str) -> None:
@@ -134,30 +136,14 @@ def export_backbone(stage_dir: str, out_dir: str) -> None:
 
 
 def export_prompt(stage_dir: str, path: str) -> np.ndarray:
-    """Writes the stage's final prompt [P, H] to `path` (.npy) and returns it."""
+    """Writes the stage's final prompt [P, H] to `path` (.npy, atomic) and returns it."""
     import medmt5
+    from prompt_tuning import stages
 
     _, params = medmt5.load_checkpoint(stage_dir)
-    if "prompt" not in params:
-        raise ValueError(f"{stage_dir} holds no params['prompt']: not a prompt-tuning run")
-    prompt = np.asarray(params["prompt"]["embedding"], np.float32)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _atomic_npy(prompt, path)
+    prompt = stages.prompt_array(params)
+    stages.save_prompt(prompt, path)
     return prompt
-
-
-def _prompt_init(kind: str, backbone_path: str, length: int, seed: int):
-    from prompt_tuning import initializers
-
-    if kind == "uniform":
-        return initializers.uniform(0.5)
-    if kind == "vocab":
-        def make():
-            import medmt5
-            _, params = medmt5.load_checkpoint(backbone_path)
-            return initializers.sampled_vocab(params["token_embedder"]["embedding"], length, seed)
-        return initializers.Lazy(make, f"vocabulary sample of {backbone_path}")
-    raise ValueError(f"prompt_init={kind!r}: use 'uniform' or 'vocab'")
 
 
 class Measurer:
@@ -260,8 +246,7 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     import medmt5
     from medmt5 import optimizers
     from medmt5.train import _canonical_config
-    from prompt_tuning import initializers
-    from prompt_tuning.prompts import PromptedTransformer
+    from prompt_tuning import initializers, stages
 
     if train_fn is None:
         from medmt5.train import train as train_fn
@@ -307,22 +292,27 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
                 schedule=optimizers.make_schedule(settings.schedule, settings.learning_rate,
                                                   warmup_steps=settings.warmup_steps,
                                                   decay_steps=max(settings.steps, 1)))
-            if stage == "prompt":
-                init = _prompt_init(prompt_init, backbone, prompt_length, seed + i)
-                kwargs.update(initial_checkpoint_path=backbone, new_params=(PROMPT_PATTERN,),
-                              trainable=[PROMPT_PATTERN],
-                              model_factory=lambda c, init=init: PromptedTransformer(
-                                  c, prompt_length=prompt_length, prompt_init=init))
-            elif method == "promot":  # model stage: start from the prompt stage (its prompt)
-                kwargs.update(initial_checkpoint_path=os.path.join(
-                    model_dir, "stages", stage_name(i, task, "prompt")),
-                    frozen=[PROMPT_PATTERN],
-                    model_factory=lambda c: PromptedTransformer(c, prompt_length=prompt_length))
-            else:
-                kwargs.update(initial_checkpoint_path=backbone)
+            prompt_file = os.path.join(prompts_dir, f"{task}.npy")
+            if stage == "prompt":  # stage 1: new prompt, backbone frozen
+                init = stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
+                                                 checkpoint=backbone, seed=seed + i)
+                kwargs.update(initial_checkpoint_path=stages.required_checkpoint(backbone),
+                              new_params=[PROMPT_PATTERN], trainable=[PROMPT_PATTERN],
+                              checkpoint_hooks=[stages.PromptWriter()],
+                              model_factory=lambda c, init=init: stages.prompted_model(
+                                  c, prompt_length, init))
+            elif method == "promot":  # stage 2: backbone tuned, this task's prompt frozen
+                init = stages.prompt_initializer("file", path=prompt_file)
+                kwargs.update(initial_checkpoint_path=stages.stage2_checkpoint(
+                    backbone, prompt_file), new_params=[PROMPT_PATTERN],
+                    frozen=[PROMPT_PATTERN], checkpoint_hooks=[stages.PromptWriter()],
+                    model_factory=lambda c, init=init: stages.prompted_model(
+                        c, prompt_length, init))
+            else:  # plain fine-tuning
+                kwargs.update(initial_checkpoint_path=stages.required_checkpoint(backbone))
             train_fn(**kwargs)
             if stage == "prompt":
-                export_prompt(stage_dir, os.path.join(prompts_dir, f"{task}.npy"))
+                export_prompt(stage_dir, prompt_file)
             if stage == "model":
                 export_backbone(stage_dir, backbone_out)
             state.complete(name)
