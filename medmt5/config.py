@@ -77,7 +77,8 @@ class T5Config:
                              f"{ATTENTION_IMPLS}.")
         for name in ("pad_id", "eos_id", "decoder_start_id"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < self.vocab_size:
+            is_int = isinstance(value, int) and not isinstance(value, bool)
+            if not is_int or not 0 <= value < self.vocab_size:
                 raise ValueError(f"T5Config.{name} must be an int in [0, vocab_size="
                                  f"{self.vocab_size}), got {value!r}.")
         for name in ("tie_word_embeddings", "scan_layers"):

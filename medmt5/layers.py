@@ -53,8 +53,9 @@ class Dense(nn.Module):
     kernel_init: Initializer = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
 
     def setup(self):
-        self.kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, self.axes),
-                                 (self.in_features, self.features), self.config.parameter_dtype)
+        init = nn.with_logical_partitioning(self.kernel_init, self.axes)
+        self.kernel = self.param("kernel", init, (self.in_features, self.features),
+                                 self.config.parameter_dtype)
 
     def __call__(self, x):
         """x [..., in] -> [..., out] in the activation dtype (float32 accumulation)."""
