@@ -20,6 +20,7 @@ import logging
 import os
 import random
 
+import seqio
 import tensorflow as tf
 
 LANGUAGES = ("en", "es", "fr", "it")
@@ -229,6 +230,9 @@ def count_documents(data_dir, lang):
     return sum(1 for _ in iter_corpus(data_dir, lang))
 
 
+READ_BATCH = 256  # texts per generator call: per-element Python overhead would cap throughput
+
+
 def _batches(texts, size):
     batch = []
     for text in texts:
@@ -240,22 +244,48 @@ def _batches(texts, size):
         yield batch
 
 
-def corpus_dataset(data_dir, lang, shuffle_files=False, seed=None, read_batch=256):
-    """tf.data.Dataset of {"text": tf.string} for language `lang` (seqio dataset_fn body).
+@tf.autograph.experimental.do_not_convert
+def _as_features(text):
+    return {TEXT_FIELD: text}
 
-    Python hands texts to TensorFlow read_batch at a time (per-element generator overhead
-    would otherwise cap throughput); the order of documents is unchanged.
-    """
-    data_dir = resolve_data_dir(data_dir)
-    corpus_files(data_dir, lang)  # fail now, not inside tf.data, if nothing is there
 
-    def generate():
-        yield from _batches(iter_corpus(data_dir, lang, shuffle_files, seed), read_batch)
+@tf.autograph.experimental.do_not_convert
+def file_dataset(path):
+    """tf.data.Dataset of {"text": tf.string} for one corpus file (path: str or tf.string)."""
+    def generate(p):
+        yield from _batches(read_documents(p.decode() if isinstance(p, bytes) else p),
+                            READ_BATCH)
 
-    @tf.autograph.experimental.do_not_convert
-    def as_features(text):
-        return {TEXT_FIELD: text}
-
-    ds = tf.data.Dataset.from_generator(generate,
+    ds = tf.data.Dataset.from_generator(generate, args=(path,),
                                         output_signature=tf.TensorSpec([None], tf.string))
-    return ds.unbatch().map(as_features)
+    return ds.unbatch().map(_as_features)
+
+
+def corpus_dataset(data_dir, lang, shuffle_files=False, seed=None):
+    """tf.data.Dataset of {"text": tf.string} for `lang`, files read one after another."""
+    files = list(corpus_files(resolve_data_dir(data_dir), lang))
+    if shuffle_files:
+        random.Random(seed).shuffle(files)
+    return tf.data.Dataset.from_tensor_slices(files).flat_map(file_dataset)
+
+
+class CorpusDataSource(seqio.FileDataSource):
+    """seqio source for one language: a 'train' split over the files corpus_files finds.
+
+    Files are listed when a dataset is built (not at registration), so a task can be
+    registered before its data is reachable. As a FileDataSource it reads up to 16 files in
+    parallel (interleave), shuffles files with the seed when asked, and with several hosts
+    gives each host its own files when there are at least as many files as hosts (seqio
+    otherwise shards the examples).
+    """
+
+    def __init__(self, data_dir, lang):
+        self._data_dir = resolve_data_dir(data_dir)
+        self._lang = check_language(lang)
+        super().__init__(read_file_fn=file_dataset,
+                         split_to_filepattern={"train": f"{self._data_dir}/{lang}*"})
+
+    def list_shards(self, split):
+        if split != "train":
+            raise ValueError(f"The pretraining corpus has only a 'train' split, not {split!r}.")
+        return corpus_files(self._data_dir, self._lang)

@@ -8,7 +8,6 @@ real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.setup_ta
 gin (setup_tasks.corpus_dir, setup_tasks.vocabulary, setup_tasks.corpus_exponent); see
 docs/data.md.
 """
-import functools
 import logging
 
 import seqio
@@ -65,12 +64,6 @@ def language_sizes(data_dir, sizes=None):
     raise ValueError(f'sizes must be None, "count", "reference" or a dict, got {sizes!r}.')
 
 
-def _dataset_fn(split, shuffle_files, seed=None, *, data_dir, lang):
-    if split != "train":
-        raise ValueError(f"The pretraining corpus has only a 'train' split, not {split!r}.")
-    return corpus_readers.corpus_dataset(data_dir, lang, shuffle_files=shuffle_files, seed=seed)
-
-
 def tokenize_text(dataset, output_features):
     """{"text": str} -> {"targets": int32 [n]} with the targets vocabulary (no EOS)."""
     vocab = output_features["targets"].vocabulary
@@ -86,9 +79,7 @@ def _pretrain_task(name, lang, data_dir, vocabulary):
     vocab = vocab_lib.get_vocabulary(vocabulary)
     return seqio.Task(
         name,
-        source=seqio.FunctionDataSource(
-            dataset_fn=functools.partial(_dataset_fn, data_dir=data_dir, lang=lang),
-            splits=("train",)),
+        source=corpus_readers.CorpusDataSource(data_dir, lang),
         preprocessors=[
             tokenize_text,
             seqio.CacheDatasetPlaceholder(),

@@ -187,3 +187,31 @@ def test_mt5_vocabulary_path_is_configurable(monkeypatch, tmp_path):
         vocab.get_vocabulary("mt5")
     with pytest.raises(ValueError, match="tiny, mt5"):
         vocab.get_vocabulary("t5")
+
+
+# --- seqio source ----------------------------------------------------------------------------
+
+def test_corpus_source_shards_files_across_hosts(tmp_path):
+    import seqio  # pylint: disable=g-import-not-at-top
+
+    os.makedirs(tmp_path / "es")
+    pq.write_table(pa.table({"text": ["a1", "a2"]}), tmp_path / "es" / "0.parquet")
+    pq.write_table(pa.table({"text": ["b1"]}), tmp_path / "es" / "1.parquet")
+    source = cr.CorpusDataSource(str(tmp_path), "es")
+    assert source.list_shards("train") == [str(tmp_path / "es" / "0.parquet"),
+                                          str(tmp_path / "es" / "1.parquet")]
+    per_host = [[x["text"].decode() for x in source.get_dataset(
+        "train", shuffle=False, shard_info=seqio.ShardInfo(i, 2)).as_numpy_iterator()]
+        for i in range(2)]
+    assert per_host == [["a1", "a2"], ["b1"]]
+    with pytest.raises(ValueError, match="only a 'train' split"):
+        source.list_shards("validation")
+
+
+def test_corpus_source_lists_files_lazily(tmp_path):
+    source = cr.CorpusDataSource(str(tmp_path), "it")  # nothing there yet: no error
+    with pytest.raises(FileNotFoundError, match="'it'"):
+        source.list_shards("train")
+    _write_jsonl(tmp_path / "it.jsonl", [{"text": "Il paziente è stabile."}])
+    assert [x["text"].decode() for x in source.get_dataset("train", shuffle=False)
+            .as_numpy_iterator()] == ["Il paziente è stabile."]
