@@ -20,6 +20,15 @@ import jax
 log = logging.getLogger("medmt5")
 
 
+def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> Optional[str]:
+    """CHECKPOINT_PATH/eval_<split>, next to it for a checkpoint file (None if unknown)."""
+    if not checkpoint_path or not split or not isinstance(checkpoint_path, str):
+        return None
+    base = checkpoint_path if not os.path.isfile(checkpoint_path) else \
+        os.path.dirname(os.path.abspath(checkpoint_path))
+    return os.path.join(base, f"eval_{split}")
+
+
 def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
              mixture_or_task_name: Optional[str] = None,
              eval_tasks: Optional[Sequence[str]] = None, split: str = "validation",
@@ -43,7 +52,7 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
     log.info("mesh %s; %s parameters from %s", dict(mesh.shape),
              f"{sum(x.size for x in jax.tree.leaves(params)):,}", checkpoint_path)
     params = evaluation.place_params(model, params, mesh, task_feature_lengths)
-    output_dir = output_dir or os.path.join(checkpoint_path, f"eval_{split}")
+    output_dir = output_dir or default_output_dir(checkpoint_path, split)
     step = evaluation.latest_step(checkpoint_path)
     evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
                                      batch_size=batch_size, max_examples=max_examples,
@@ -79,7 +88,8 @@ def main(argv: Sequence[str]) -> int:
 
     def run(flags):
         del flags
-        out = gin_utils.query_macro("EVAL_OUTPUT_DIR")
+        out = gin_utils.query_macro("EVAL_OUTPUT_DIR") or default_output_dir(
+            gin_utils.query_macro("CHECKPOINT_PATH"), gin_utils.query_macro("EVAL_SPLIT"))
         if out:
             gin_utils.write_config(out)
         gin_utils.call("evaluate")

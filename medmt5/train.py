@@ -189,9 +189,10 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     meter = progress.ThroughputMeter()
     last_metrics, eval_metrics = {}, {}
 
-    def meta():
-        return {"step": int(jax.device_get(state.step)), "rng": checkpoints.rng_to_json(rng),
-                "data_position": batches.position}
+    rng_json = checkpoints.rng_to_json(rng)
+
+    def meta():  # host values only: called every step, must not sync with the device
+        return {"step": step, "rng": rng_json, "data_position": batches.position}
 
     def run_hooks(step, best=False):
         for hook in checkpoint_hooks:
