@@ -2,7 +2,7 @@
 
 usage: multiprocess_worker.py COORDINATOR_PORT PROCESS_ID NUM_PROCESSES MESH_SHAPE OUT_JSON
 Each process has 4 fake CPU devices; together they train the tiny model for 3 steps on the
-global mesh and process 0 writes the losses to OUT_JSON.
+global mesh; process i writes its losses and input shard infos to OUT_JSON.i.
 """
 import json
 import os
@@ -25,11 +25,11 @@ def main(port: str, process_id: str, num_processes: str, mesh_shape: str, out: s
     model = tf.model()
     state, _, step_fn, _ = tf.setup(mesh, model)
     _, losses = tf.run(step_fn, state, mesh, 3)
-    info = partitioning.data_shard_info(mesh)
-    if jax.process_index() == 0:
-        with open(out, "w") as f:
-            json.dump({"losses": losses, "num_devices": jax.device_count(),
-                       "shard": list(info)}, f)
+    # input shards for other layouts (no compile): model parallelism across the processes
+    shards = {f"{d},{m}": list(partitioning.data_shard_info(partitioning.create_mesh(
+        mesh_shape=(d, m)))) for d, m in [shape, (8, 1), (2, 4), (1, 8)]}
+    with open(f"{out}.{jax.process_index()}", "w") as f:
+        json.dump({"losses": losses, "num_devices": jax.device_count(), "shards": shards}, f)
     jax.distributed.shutdown()
 
 
