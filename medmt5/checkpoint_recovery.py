@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from typing import Any, Mapping, Optional
 
 import jax
@@ -103,12 +104,27 @@ def restore(manager, abstract_state, fallback: bool = False):
             raise CorruptCheckpointError(
                 f"{message}. To resume from the previous checkpoint instead, pass "
                 "--gin.train.checkpoint_fallback=True (or delete that step folder).") from err
-        log.warning("%s; trying the previous checkpoint (checkpoint_fallback=True)", message)
+        log.warning("%s; moving it to %s and trying the previous checkpoint "
+                    "(checkpoint_fallback=True)", message, quarantine(manager, step_))
     if errors:
         raise CorruptCheckpointError(
             f"no checkpoint in {manager.directory} can be restored (tried steps "
             f"{[s for s, _, _ in errors]}); move MODEL_DIR away to start over")
     return None
+
+
+def quarantine(manager, step: int) -> str:
+    """Renames an unreadable step folder to <step>.corrupt-<time> (kept for inspection, no
+    longer listed, so the step can be saved again) and returns the new path."""
+    src = step_dir(manager, step)
+    dst = f"{src}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
+    if jax.process_index() == 0:
+        os.rename(src, dst)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
+    manager.reload()
+    return dst
 
 
 def _save_error(manager, step: Optional[int], err: OSError) -> CheckpointSaveError:

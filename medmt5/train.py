@@ -257,6 +257,8 @@ def main(argv: Sequence[str]) -> int:
     def run(flags):
         model_dir = gin_utils.query_macro("MODEL_DIR")
         if model_dir:
+            from medmt5 import preflight
+            preflight.check_model_dir(model_dir)  # before anything is written there
             gin_utils.write_config(model_dir)
         result = gin_utils.call("train")
         log.info("finished at step %d; last metrics %s", result.step, result.metrics)
