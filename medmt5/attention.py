@@ -60,21 +60,25 @@ def xla_attention(q, k, v, bias, mask, dropout_fn=None):
                       preferred_element_type=jnp.float32).astype(v.dtype)
 
 
-def cudnn_attention(q, k, v, inputs: AttentionInputs):
-    """cuDNN flash attention with T5's additive bias and scale 1 (GPU, bf16/fp16 only)."""
+def cudnn_attention(q, k, v, inputs: AttentionInputs, implementation: str = "cudnn"):
+    """cuDNN flash attention with T5's additive bias and scale 1 (GPU, bf16/fp16 only).
+
+    `implementation="xla"` runs the same call through JAX's reference path (tests use it to
+    check the arguments on CPU).
+    """
     bias = None if inputs.bias is None else inputs.bias.astype(q.dtype)
     if inputs.kv_lengths is not None:  # right-padded: padding via lengths keeps bias batch-1
         return jax.nn.dot_product_attention(
             q, k, v, bias=bias, scale=1.0, is_causal=inputs.causal,
             query_seq_lengths=inputs.q_lengths, key_value_seq_lengths=inputs.kv_lengths,
-            implementation="cudnn")
+            implementation=implementation)
     mask = None
     if inputs.mask is not None:
         b, t, s = q.shape[0], q.shape[1], k.shape[1]
         mask = jnp.broadcast_to(inputs.mask, (inputs.mask.shape[0], 1, t, s))
         mask = jnp.broadcast_to(mask, (b, 1, t, s))
     return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
-                                        implementation="cudnn")
+                                        implementation=implementation)
 
 
 class MultiHeadAttention(nn.Module):

@@ -59,6 +59,9 @@ class Transformer(nn.Module):
         elif input_embeddings is None:
             valid = tokens > 0
         else:
+            if encoder_input_tokens is None:
+                raise ValueError("encode: with input_embeddings and no tokens, pass input_mask "
+                                 "[B, S'] (1 = real position).")
             tokens = jnp.asarray(encoder_input_tokens)
             if tokens.shape != x.shape[:2]:
                 raise ValueError(f"encode: input_embeddings {x.shape[:2]} and tokens "

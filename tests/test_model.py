@@ -319,6 +319,35 @@ def test_encode_with_input_embeddings(model_and_params):
                     input_embeddings=jnp.concatenate([prompt, emb], 1), method="encode")
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_cudnn_call_matches_xla_attention(causal):
+    """The arguments given to jax.nn.dot_product_attention (scale 1, bias, lengths or mask)
+    reproduce the exact path; checked with JAX's own reference implementation on CPU."""
+    from medmt5.attention import AttentionInputs, cudnn_attention, xla_attention
+    keys = jax.random.split(jax.random.PRNGKey(3), 4)
+    q, k, v = (jax.random.normal(x, (2, 6, 3, 4)) for x in keys[:3])
+    bias = jax.random.normal(keys[3], (1, 3, 6, 6))
+    valid = jnp.arange(6)[None, :] < jnp.array([[6], [4]])
+    mask = valid[:, None, :, None] & valid[:, None, None, :]
+    if causal:
+        mask = mask & jnp.tril(jnp.ones((6, 6), bool))[None, None]
+    ref = xla_attention(q, k, v, bias, mask)
+    lengths = jnp.sum(valid, axis=-1, dtype=jnp.int32)
+    by_lengths = cudnn_attention(q, k, v, AttentionInputs(bias, mask, lengths, lengths, causal),
+                                 implementation="xla")
+    by_mask = cudnn_attention(q, k, v, AttentionInputs(bias, mask, causal=causal),
+                              implementation="xla")
+    rows = np.asarray(valid)
+    np.testing.assert_allclose(np.asarray(by_lengths)[rows], np.asarray(ref)[rows], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(by_mask)[rows], np.asarray(ref)[rows], atol=1e-5)
+
+
+def test_cudnn_config_falls_back_to_exact_path_on_cpu():
+    from medmt5.attention import _use_cudnn
+    cfg = CFG.replace(attention_impl="cudnn", dtype="bfloat16")
+    assert jax.default_backend() != "gpu" and not _use_cudnn(cfg, jnp.bfloat16, False)
+
+
 def _bucket_reference(rel, bidirectional, num_buckets, max_distance):
     """Straight per-element transcription of the T5 paper code's bucketing (Python floats)."""
     import math
