@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
 from medmt5 import losses, partitioning
 from medmt5.optimizers import Optimizer
@@ -100,12 +100,18 @@ def loss_fn(params, config: StepConfig, batch: Batch, eff_weights, denom, dropou
 
 def _split_microbatches(tree, num: int):
     """[B, ...] -> [num, B/num, ...]; microbatch i takes rows i, i+num, ... so every data
-    shard contributes equally to each microbatch."""
+    shard contributes equally to each microbatch (kept sharded over "data")."""
+    mesh = jax.sharding.get_abstract_mesh()
+    data = 0 if mesh.empty else dict(mesh.shape).get(partitioning.DATA, 0)
+
     def split(x):
         b = x.shape[0]
         if b % num:
             raise ValueError(f"batch size {b} is not divisible by num_microbatches={num}")
-        return jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
+        y = jnp.swapaxes(x.reshape((b // num, num) + x.shape[1:]), 0, 1)
+        if data > 1 and (b // num) % data == 0:
+            y = jax.lax.with_sharding_constraint(y, P(None, partitioning.DATA))
+        return y
     return jax.tree.map(split, tree)
 
 
