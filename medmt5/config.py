@@ -56,10 +56,11 @@ class T5Config:
         if nb < 4 or nb % 2:
             raise ValueError(f"T5Config.relative_attention_num_buckets must be even and >= 4 "
                              f"(bidirectional buckets are halved, then half are exact); got {nb}.")
-        if self.relative_attention_max_distance <= nb // 4:
+        if self.relative_attention_max_distance <= nb // 2:
             raise ValueError("T5Config.relative_attention_max_distance must exceed "
-                             "relative_attention_num_buckets // 4 (the exact-bucket range); got "
-                             f"{self.relative_attention_max_distance} with {nb} buckets.")
+                             "relative_attention_num_buckets // 2 (the decoder's exact-bucket "
+                             f"range); got {self.relative_attention_max_distance} with {nb} "
+                             "buckets.")
         if not 0.0 <= float(self.dropout_rate) < 1.0:
             raise ValueError(f"T5Config.dropout_rate must be in [0, 1), got {self.dropout_rate!r}.")
         if not float(self.layer_norm_epsilon) > 0.0:
