@@ -78,8 +78,8 @@ def run(task, inputs_length, seconds, warmup, vocabulary, data_dir, pack):
             "raw_tokens_per_example": raw_length, "vocabulary": vocabulary,
             "data_dir": corpus_readers.resolve_data_dir(data_dir), "pack": pack,
             "seconds": seconds, "warmup_examples": warmup,
-            "example_shape": {k: list(v.shape) for k, v in first.items()
-                              if hasattr(v, "shape")}[key],
+            "example_shape": list(first[key].shape),
+            "peer_language": lang,
         },
         "machine": {
             "cpu_count": os.cpu_count(), "load_average_1m_at_end": round(os.getloadavg()[0], 2),

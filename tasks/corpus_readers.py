@@ -45,23 +45,23 @@ def corpus_files(data_dir, lang):
     """Sorted files holding language `lang` under data_dir, by the layouts in the docstring."""
     check_language(lang)
     data_dir = data_dir.rstrip("/")
-    candidates = [
-        [f"{data_dir}/{lang}.jsonl"],
-        [f"{data_dir}/{lang}.jsonl.gz"],
-        sorted(tf.io.gfile.glob(f"{data_dir}/{lang}/*.parquet")),
-        sorted(tf.io.gfile.glob(f"{data_dir}/data/{lang}-*.parquet")),
-        [f"{data_dir}/{lang}.txt"],
-    ]
-    for files in candidates:
-        if files and all(tf.io.gfile.exists(f) for f in files):
+    # Layouts in order: a glob pattern, or a single file name (checked with exists).
+    layouts = [f"{lang}.jsonl", f"{lang}.jsonl.gz", f"{lang}/*.parquet",
+               f"data/{lang}-*.parquet", f"{lang}.txt"]
+    for layout in layouts:
+        path = f"{data_dir}/{layout}"
+        if "*" in layout:
+            files = sorted(tf.io.gfile.glob(path))
+        else:
+            files = [path] if tf.io.gfile.exists(path) else []
+        if files:
             return files
     if not tf.io.gfile.isdir(data_dir):
         raise FileNotFoundError(f"Corpus directory {data_dir} does not exist (set ${DATA_DIR_ENV}"
                                 " or pass data_dir).")
     raise FileNotFoundError(
-        f"No corpus files for language {lang!r} in {data_dir}: expected {lang}.jsonl, "
-        f"{lang}.jsonl.gz, {lang}/*.parquet, data/{lang}-*.parquet or {lang}.txt. "
-        "See docs/data.md.")
+        f"No corpus files for language {lang!r} in {data_dir}: expected one of "
+        f"{', '.join(layouts)}. See docs/data.md.")
 
 
 class SkipCounter:
@@ -216,12 +216,16 @@ def read_documents(path):
                          + (f" ({dict(skips.counts)} skipped)." if skips.counts else "."))
 
 
-def iter_corpus(data_dir, lang, shuffle_files=False, seed=None):
-    """Texts of language `lang` in data_dir, file by file (file order shuffled on request)."""
+def _ordered_files(data_dir, lang, shuffle_files, seed):
     files = list(corpus_files(resolve_data_dir(data_dir), lang))
     if shuffle_files:
         random.Random(seed).shuffle(files)
-    for path in files:
+    return files
+
+
+def iter_corpus(data_dir, lang, shuffle_files=False, seed=None):
+    """Texts of language `lang` in data_dir, file by file (file order shuffled on request)."""
+    for path in _ordered_files(data_dir, lang, shuffle_files, seed):
         yield from read_documents(path)
 
 
@@ -263,9 +267,7 @@ def file_dataset(path):
 
 def corpus_dataset(data_dir, lang, shuffle_files=False, seed=None):
     """tf.data.Dataset of {"text": tf.string} for `lang`, files read one after another."""
-    files = list(corpus_files(resolve_data_dir(data_dir), lang))
-    if shuffle_files:
-        random.Random(seed).shuffle(files)
+    files = _ordered_files(data_dir, lang, shuffle_files, seed)
     return tf.data.Dataset.from_tensor_slices(files).flat_map(file_dataset)
 
 
