@@ -134,3 +134,10 @@ def test_masked_optimizer_holds_state_only_for_trainable(name):
     for path, u in jax.tree_util.tree_leaves_with_path(updates):
         if "prompt" not in jax.tree_util.keystr(path):
             assert float(jnp.abs(u).sum()) == 0.0
+
+
+def test_create_optimizer_rejects_unknown_name():
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        opt.create_optimizer("sgd", 0.1)
+    o = opt.create_optimizer("adamw", 0.1, weight_decay=0.01)
+    assert float(o.learning_rate_fn(5)) == pytest.approx(0.1)
