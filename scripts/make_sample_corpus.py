@@ -44,6 +44,17 @@ _PREPOSITIONS = {"en": {"of": "of", "to": "to", "on": "on"},
 # Dose forms (indices into lex.DOSE_FORMS) that suit a drug class; others take oral forms.
 _FORMS_BY_CLASS = {"mab": [3], "glp1": [3], "ics": [5], "bronch": [5], "ppi": [6]}
 _ORAL_FORMS = [0, 1, 2, 4]
+# Usual single doses in mg by drug class (inhaled and thyroid doses are fractions of a mg).
+_DOSES_MG = {
+    "ace": [2.5, 5, 10], "bb": [2.5, 5, 10, 50, 100], "doac": [2.5, 5, 15, 20],
+    "statin": [10, 20, 40], "biguanide": [500, 850, 1000], "sglt2": [10, 25],
+    "glp1": [0.5, 1, 1.8], "hormone": [0.05, 0.1], "bisphos": [70], "ics": [0.1, 0.2, 0.4],
+    "bronch": [0.012, 0.018], "antibiotic": [250, 500, 1000], "antiviral": [50, 400],
+    "kinase": [80, 100, 150, 420], "mab": [40, 100, 200, 300], "chemo": [75, 500, 1000],
+    "dopa": [0.25, 1, 100], "chol": [1.5, 5, 10], "antiepileptic": [25, 50, 100, 250, 500],
+    "ssri": [10, 20, 50], "antipsychotic": [5, 10, 25, 100, 300], "dmard": [7.5, 15, 200],
+    "nsaid": [200, 400, 500], "ppi": [20, 40], "asa": [500, 1000], "diuretic": [20, 40],
+}
 _NUM_DOCS = {"en": 420, "es": 480, "fr": 360, "it": 320}  # ordered like the real corpus rows
 _CENTURY = {"en": ["18th", "19th", "20th"], "es": ["XVIII", "XIX", "XX"],
             "fr": ["XVIIIe", "XIXe", "XXe"], "it": ["XVIII", "XIX", "XX"]}
@@ -60,6 +71,8 @@ def contract(lang, prep, phrase):
     for art, fused in _CONTRACTIONS.get((lang, prep), {}).items():
         if phrase.startswith(art):
             return fused + phrase[len(art):]
+    if (lang, prep) == ("fr", "of"):
+        return de_bare(phrase)
     return _PREPOSITIONS[lang][prep] + " " + phrase
 
 
@@ -87,6 +100,12 @@ def fmt_dec(lang, x, digits=1):
     return s if lang == "en" else s.replace(".", ",")
 
 
+def fmt_num(lang, x):
+    """Shortest form of x: 500, 2.5 / 2,5, 0.012 / 0,012."""
+    s = f"{x:g}"
+    return s if lang == "en" else s.replace(".", ",")
+
+
 def _capitalise(s):
     return s[:1].upper() + s[1:]
 
@@ -105,7 +124,9 @@ def bind_document(lang, rng):
     others = [d for d in drugs if d is not drug_row] or [d for d in lex.DRUGS if d is not drug_row]
     drug2_row = _pick(rng, others)
     drug, drug2 = drug_row[2 + li], drug2_row[2 + li]
-    symptoms = _pick(rng, [s[1 + li] for s in lex.SYMPTOMS if s[0] == area], 3)
+    english_name = names[0]
+    symptoms = _pick(rng, [s[1 + li] for s in lex.SYMPTOMS
+                           if any(word in english_name for word in s[0].split())], 3)
     side_effects = _pick(rng, [s[li] for s in lex.SIDE_EFFECTS], 4)
     specific = [o[1 + li] for o in lex.OUTCOMES if o[0] == area]
     generic = [o[1 + li] for o in lex.OUTCOMES if o[0] == "*"]
@@ -133,7 +154,8 @@ def bind_document(lang, rng):
         "se1": side_effects[0], "se2": side_effects[1], "se3": side_effects[2],
         "se4": side_effects[3], "outcome": outcome, "outcome2": outcome2,
         "outcome_bare": strip_article(outcome), "of_outcome": contract(lang, "of", outcome),
-        "on_outcome": contract(lang, "on", outcome),
+        "on_outcome": contract(lang, "on", outcome), "to_outcome": contract(lang, "to", outcome),
+        "of_risk": contract(lang, "of", risk),
         "to_comparator": contract(lang, "to", comparator),
         "pop": pop, "design": _pick(rng, lex.DESIGNS)[li],
         "country": _pick(rng, lex.COUNTRIES)[li], "risk": risk, "risk2": risk2,
@@ -149,8 +171,7 @@ def bind_document(lang, rng):
         "pval": pval if lang == "en" else pval.replace(".", ","),
         "weeks": str(rng.choice([4, 8, 12, 16, 24, 26, 48, 52])),
         "months": str(rng.choice([3, 6, 12, 18, 24, 36])), "fu": fmt_dec(lang, rng.uniform(6, 60)),
-        "mg": fmt_dec(lang, rng.choice([2.5, 5, 10, 20, 25, 40, 50, 100, 200, 250, 500, 1000]))
-        .removesuffix(",0").removesuffix(".0"),
+        "mg": fmt_num(lang, rng.choice(_DOSES_MG[drug_row[1]])),
         "year": str(year), "year2": str(year + rng.randint(1, 4)), "month": month,
         "sites": str(rng.randint(3, 120)), "nct": "NCT0" + "".join(rng.choices(string.digits, k=7)),
         "prev": fmt_int(lang, rng.randint(5, 900)), "century": rng.choice(_CENTURY[lang]),

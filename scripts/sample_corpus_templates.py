@@ -5,8 +5,9 @@ A document takes one alternative per kept section, in order. Slots in braces are
 generator; a slot whose name starts with a capital letter is capitalised. Slots:
 disease, the_disease (with its article), of_disease (preposition and article contracted:
 de + le -> du), drug, drug2, drug_class, comparator, to_comparator, symptom{,2,3}, se{1..4},
-outcome, outcome2 (with article in es/fr/it), outcome_bare, of_outcome, on_outcome, pop,
-design, country, risk, risk2, form, freq, sponsor, test; French of_disease_bare, of_drug,
+outcome, outcome2 (with article in es/fr/it), outcome_bare, of_outcome, on_outcome,
+to_outcome, pop,
+design, country, risk, risk2, of_risk, form, freq, sponsor, test; French of_disease_bare, of_drug,
 of_se1 (de / d'); Italian the_pop, in_the_pop; and numbers n, n1, n2, n_small, age, sd,
 agemin, agemax, pct, pct2, pctf, hr, lo, hi, pval, weeks, months, fu, mg, year, year2, month,
 sites, nct, prev, century, acronym.
@@ -62,7 +63,7 @@ _EN = {
     "abstract": [
         (1.0, ["Background: {The_disease} is a major cause of morbidity in {pop}, and the role of {drug} in its management remains uncertain.",
                "Background: Evidence on the long-term effects of {drug} in {pop} with {disease} is limited.",
-               "Introduction: {Risk} is an established risk factor for {disease}, yet its interaction with treatment has rarely been studied."]),
+               "Introduction: The role of {risk} as a risk factor for {disease} is well established, yet its interaction with treatment has rarely been studied."]),
         (0.7, ["Objective: To assess the effect of {drug} on {outcome} in {pop} with {disease}.",
                "Aim: To compare {drug} with {comparator} in terms of {outcome}."]),
         (1.0, ["Methods: We conducted {design} {country} between {year} and {year2}. A total of {n} {pop} with {disease} received {drug} ({mg} mg {freq}) or {comparator} and were followed for a median of {fu} months. The primary end point was {outcome}.",
@@ -141,9 +142,9 @@ _ES = {
     "abstract": [
         (1.0, ["Introducción: {the_disease} es una causa importante de morbilidad en {pop}, y el papel de {drug} en su tratamiento sigue sin estar claro.",
                "Antecedentes: la evidencia sobre los efectos a largo plazo de {drug} en {pop} con {disease} es limitada.",
-               "Introducción: {risk} es un factor de riesgo establecido {of_disease}, pero su interacción con el tratamiento apenas se ha estudiado."]),
+               "Introducción: el papel {of_risk} como factor de riesgo {of_disease} está bien establecido, pero su interacción con el tratamiento apenas se ha estudiado."]),
         (0.7, ["Objetivo: evaluar el efecto de {drug} sobre {outcome} en {pop} con {disease}.",
-               "Objetivo: comparar {drug} con {comparator} en cuanto a {outcome}."]),
+               "Objetivo: comparar {drug} con {comparator} en cuanto {to_outcome}."]),
         (1.0, ["Métodos: realizamos {design} {country} entre {year} y {year2}. Se incluyeron {n} {pop} con {disease} que recibieron {drug} ({mg} mg {freq}) o {comparator}, con una mediana de seguimiento de {fu} meses. La variable principal fue {outcome}.",
                "Métodos: en {design} se incluyeron {n} {pop} con {disease} de {sites} centros {country}. Los participantes se asignaron a {drug} (n = {n1}) o {to_comparator} (n = {n2}).",
                "Métodos: se analizaron los datos de {n} {pop} con {disease} mediante regresión de Cox multivariable ajustada por edad, sexo y {risk}."]),
@@ -188,7 +189,7 @@ _ES = {
                "{Drug} es un medicamento, {drug_class}, indicado para {the_disease} en {pop}."]),
         (0.9, ["Su uso médico fue aprobado {country} en {year} y se comercializa en forma de {form}.",
                "Se comercializa como {form} y se autorizó por primera vez en {year}."]),
-        (1.0, ["Entre sus efectos adversos frecuentes figuran {se1}, {se2} y {se3}; {se4} es menos habitual.",
+        (1.0, ["Entre sus efectos adversos frecuentes figuran {se1}, {se2} y {se3}. Menos habituales: {se4}.",
                "Los efectos adversos notificados con más frecuencia son {se1} y {se2}."]),
         (0.8, ["La dosis habitual en adultos es de {mg} mg {freq}, y se recomiendan dosis menores en {pop}.",
                "La posología típica es de {mg} mg {freq}; la dosis debe ajustarse en pacientes con insuficiencia renal."]),
@@ -220,7 +221,7 @@ _FR = {
     "abstract": [
         (1.0, ["Contexte : {the_disease} est une cause majeure de morbidité chez les {pop}, et la place {of_drug} dans sa prise en charge reste incertaine.",
                "Contexte : les données sur les effets à long terme {of_drug} chez les {pop} souffrant {of_disease_bare} sont limitées.",
-               "Introduction : {risk} est un facteur de risque reconnu {of_disease}, mais son interaction avec le traitement a rarement été étudiée."]),
+               "Introduction : le rôle {of_risk} comme facteur de risque {of_disease} est bien établi, mais son interaction avec le traitement a rarement été étudiée."]),
         (0.7, ["Objectif : évaluer l'effet {of_drug} sur {outcome} chez des {pop} souffrant {of_disease_bare}.",
                "Objectif : comparer {drug} {to_comparator} en termes de {outcome_bare}."]),
         (1.0, ["Méthodes : nous avons mené {design} {country} entre {year} et {year2}. Au total, {n} {pop} souffrant {of_disease_bare} ont reçu {drug} ({mg} mg {freq}) ou {comparator}, avec un suivi médian de {fu} mois. Le critère principal était {outcome}.",
@@ -299,7 +300,7 @@ _IT = {
     "abstract": [
         (1.0, ["Introduzione: {the_disease} è un'importante causa di morbilità {in_the_pop}, e il ruolo di {drug} nella sua gestione resta incerto.",
                "Premesse: le evidenze sugli effetti a lungo termine di {drug} in {pop} con {disease} sono limitate.",
-               "Introduzione: {risk} è un fattore di rischio noto {of_disease}, ma la sua interazione con il trattamento è stata poco studiata."]),
+               "Introduzione: il ruolo {of_risk} come fattore di rischio {of_disease} è ben noto, ma la sua interazione con il trattamento è stata poco studiata."]),
         (0.7, ["Obiettivo: valutare l'effetto di {drug} {on_outcome} in {pop} con {disease}.",
                "Scopo: confrontare {drug} con {comparator} in termini di {outcome_bare}."]),
         (1.0, ["Metodi: abbiamo condotto {design} {country} tra il {year} e il {year2}. Sono stati inclusi {n} {pop} con {disease} trattati con {drug} ({mg} mg {freq}) o {comparator}, con un follow-up mediano di {fu} mesi. L'endpoint primario era {outcome}.",
@@ -346,7 +347,7 @@ _IT = {
                "{Drug} è un medicinale, {drug_class}, indicato per {the_disease} {in_the_pop}."]),
         (0.9, ["Il suo uso medico è stato approvato {country} nel {year} ed è disponibile in forma di {form}.",
                "È commercializzato come {form} ed è stato autorizzato per la prima volta nel {year}."]),
-        (1.0, ["Tra gli effetti indesiderati comuni vi sono {se1}, {se2} e {se3}; {se4} è meno frequente.",
+        (1.0, ["Tra gli effetti indesiderati comuni vi sono {se1}, {se2} e {se3}. Meno frequenti: {se4}.",
                "Gli effetti avversi segnalati più spesso sono {se1} e {se2}."]),
         (0.8, ["La dose abituale nell'adulto è di {mg} mg {freq}, con dosi inferiori raccomandate {in_the_pop}.",
                "La posologia tipica è di {mg} mg {freq}; la dose va ridotta nei pazienti con insufficienza renale."]),
