@@ -230,6 +230,18 @@ def reference_loss_and_grads(model_and_params):
     return _loss_and_grads(CFG, model_and_params[2])
 
 
+def _assert_same_loss_and_grads(got, want):
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                           got[1], want[1])
+
+
+def test_remat_without_scan_equals_plain(model_and_params, reference_loss_and_grads):
+    cfg = CFG.replace(remat_policy="dots")
+    _assert_same_loss_and_grads(_loss_and_grads(cfg, model_and_params[2]),
+                                reference_loss_and_grads)
+
+
 @pytest.mark.parametrize("policy", ["none", "full", "minimal"])
 def test_scanned_equals_unscanned(model_and_params, reference_loss_and_grads, policy):
     """Same loss and gradients; remat only changes what the backward pass recomputes."""
@@ -246,10 +258,7 @@ def test_scanned_equals_unscanned(model_and_params, reference_loss_and_grads, po
     roundtrip = unscan_params(sp)
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, roundtrip, params))
     loss, grads = _loss_and_grads(scanned_cfg, sp)
-    ref_loss, ref_grads = reference_loss_and_grads
-    np.testing.assert_allclose(loss, ref_loss, rtol=1e-5)
-    jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
-                           unscan_params(grads), ref_grads)
+    _assert_same_loss_and_grads((loss, unscan_params(grads)), reference_loss_and_grads)
 
 
 def test_remat_policies_are_wired():
@@ -257,6 +266,17 @@ def test_remat_policies_are_wired():
     from medmt5.config import REMAT_POLICIES
     assert set(stacks.REMAT_POLICIES) == set(REMAT_POLICIES) - {"none"}
     assert stacks.REMAT_POLICIES["dots"] is jax.checkpoint_policies.checkpoint_dots
+    enc, dec, _ = _batch()
+    params = nn.unbox(jax.eval_shape(functools.partial(Transformer(CFG).init, enable_dropout=False),
+                                     jax.random.PRNGKey(0), enc, dec))["params"]
+
+    def remat_ops(policy):  # one remat region per layer, none without a policy
+        model = Transformer(CFG.replace(remat_policy=policy))
+        fn = functools.partial(model.apply, enable_dropout=False)
+        return str(jax.make_jaxpr(fn)({"params": params}, enc, dec)).count("remat")
+
+    assert remat_ops("none") == 0
+    assert remat_ops("full") == CFG.num_encoder_layers + CFG.num_decoder_layers
 
 
 def test_tied_variant(model_and_params):
