@@ -108,11 +108,20 @@ def test_mixture_batches_through_encdec_converter(pack):
             assert b["encoder_segment_ids"].max() >= 1
 
 
-def test_task_examples_have_exact_lengths_and_eos():
+def _first_examples(seed, n=5):
     ds = seqio.get_mixture_or_task("medmt5_pretrain_it").get_dataset(
-        {"inputs": 128, "targets": 29}, split="train", shuffle=False, seed=0)
-    examples = list(ds.take(5).as_numpy_iterator())
+        {"inputs": 128, "targets": 29}, split="train", shuffle=False, seed=seed)
+    return list(ds.take(n).as_numpy_iterator())
+
+
+def test_task_examples_exact_lengths_eos_and_seeded():
+    examples = _first_examples(seed=0)
     assert len(examples) == 5
     for ex in examples[:-1]:  # full-length chunks (the sample has many per group)
         assert len(ex["inputs"]) == 128 and len(ex["targets"]) == 29
         assert ex["inputs"][-1] == vocab.EOS_ID and ex["targets"][-1] == vocab.EOS_ID
+    same, other = _first_examples(seed=0), _first_examples(seed=1)
+    for a, b in zip(examples, same):
+        np.testing.assert_array_equal(a["inputs"], b["inputs"])
+        np.testing.assert_array_equal(a["targets"], b["targets"])
+    assert any(not np.array_equal(a["inputs"], c["inputs"]) for a, c in zip(examples, other))
