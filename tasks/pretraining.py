@@ -100,12 +100,14 @@ def register_pretraining_tasks(data_dir=None, vocabulary="tiny", exponent=1.0, s
     "tiny" or "mt5"; exponent: mixture rate = rows ** exponent; sizes: see language_sizes.
     """
     data_dir = corpus_readers.resolve_data_dir(data_dir)
-    vocab_lib.vocabulary_path(vocabulary)  # validates the name before anything is registered
+    # Everything that can fail comes before the old registrations are removed.
     rates = mixture_rates(language_sizes(data_dir, sizes), exponent)
+    tasks = {name: _pretrain_task(name, lang, data_dir, vocabulary)
+             for name, lang in PRETRAIN_TASKS.items()}
     seqio.MixtureRegistry.remove(PRETRAIN_MIXTURE)
-    for name, lang in PRETRAIN_TASKS.items():
+    for name, task in tasks.items():
         seqio.TaskRegistry.remove(name)
-        seqio.TaskRegistry.add_provider(name, _pretrain_task(name, lang, data_dir, vocabulary))
+        seqio.TaskRegistry.add_provider(name, task)
     seqio.MixtureRegistry.add(
         PRETRAIN_MIXTURE, [(name, rates[lang]) for name, lang in PRETRAIN_TASKS.items()])
     logging.info("Registered %s on %s (vocabulary %s), rates %s.", PRETRAIN_MIXTURE, data_dir,

@@ -73,6 +73,8 @@ def test_reregistration_with_other_data_and_exponent(tmp_path):
     assert text.startswith("fr document")
     with pytest.raises(ValueError, match="tiny, mt5"):
         pretraining.register_pretraining_tasks(str(tmp_path), "bert")
+    # A failed re-registration leaves the previous one in place.
+    assert seqio.get_mixture_or_task("medmt5_pretrain") is mixture
 
 
 @pytest.mark.parametrize("pack", [False, True])
