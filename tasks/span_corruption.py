@@ -154,7 +154,7 @@ def span_corruption(dataset, sequence_length, output_features, noise_density=NOI
     Put it after seqio.preprocessors.tokenize and before append_eos_after_trim; the sentinels
     come from output_features["targets"].vocabulary.
     """
-    if not sequence_length or "inputs" not in sequence_length:
+    if not sequence_length or sequence_length.get("inputs") is None:
         raise ValueError("span_corruption needs task_feature_lengths with an 'inputs' length "
                          f"(e.g. {{'inputs': 1024, 'targets': 229}}), got {sequence_length!r}.")
     raw_length, targets_length = span_corruption_lengths(

@@ -155,3 +155,6 @@ def test_random_segmentation_sums_and_positive():
 def test_missing_inputs_length_is_a_clear_error():
     with pytest.raises(ValueError, match="task_feature_lengths"):
         sc.span_corruption(_doc_dataset(_token_docs([5])), None, OUTPUT_FEATURES)
+    with pytest.raises(ValueError, match="task_feature_lengths"):
+        sc.span_corruption(_doc_dataset(_token_docs([5])), {"inputs": None, "targets": 8},
+                           OUTPUT_FEATURES)
