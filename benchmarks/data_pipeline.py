@@ -33,6 +33,7 @@ def run(task, inputs_length, seconds, warmup, vocabulary, data_dir, pack):
     from tasks import corpus_readers, pretraining, span_corruption  # pylint: disable=g-import-not-at-top
     from tasks import vocab as vocab_lib  # pylint: disable=g-import-not-at-top
 
+    load_at_start = os.getloadavg()[0]
     pretraining.register_pretraining_tasks(data_dir, vocabulary)
     raw_length, targets_length = span_corruption.span_corruption_lengths(inputs_length)
     lengths = {"inputs": inputs_length, "targets": targets_length}
@@ -82,7 +83,8 @@ def run(task, inputs_length, seconds, warmup, vocabulary, data_dir, pack):
             "peer_language": lang,
         },
         "machine": {
-            "cpu_count": os.cpu_count(), "load_average_1m_at_end": round(os.getloadavg()[0], 2),
+            "cpu_count": os.cpu_count(), "load_average_1m_at_start": round(load_at_start, 2),
+            "load_average_1m_at_end": round(os.getloadavg()[0], 2),
             "platform": platform.platform(), "tensorflow": tf.__version__,
         },
     }
