@@ -60,7 +60,7 @@ def _first_last(curve):
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
 
-def run(out_dir: str, pretrain_steps: int = 300, finetune_steps: int = 300,
+def run(out_dir: str, pretrain_steps: int = 200, finetune_steps: int = 200,
         eval_period: int = 100, eval_examples: int = 22,
         task_feature_lengths: str = "{'inputs': 80, 'targets': 112}",
         extra_pretrain: Sequence[str] = (),
@@ -151,8 +151,9 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m medmt5.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out_dir", default="demo_out")
-    parser.add_argument("--pretrain_steps", type=int, default=300)
-    parser.add_argument("--finetune_steps", type=int, default=300)
+    # 200 + 200 steps keep `make demo` within minutes on a 2-core CPU (see docs/usage.md).
+    parser.add_argument("--pretrain_steps", type=int, default=200)
+    parser.add_argument("--finetune_steps", type=int, default=200)
     parser.add_argument("--eval_period", type=int, default=100)
     parser.add_argument("--eval_examples", type=int, default=22,
                         help="test sentences per language (the sample has 22)")
