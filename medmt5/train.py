@@ -76,7 +76,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           eval_beam_size: int = 1, best_metric: Optional[str] = None,
           model_factory: Optional[Callable] = None,
           checkpoint_hooks: Sequence[Callable] = (), nonfinite_policy: str = "raise",
-          checkpoint_fallback: bool = False) -> TrainResult:
+          checkpoint_fallback: bool = False,
+          step_timeout_s: Optional[float] = None) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
     batch_size is global (all processes); schedule is an optax schedule (default: constant
@@ -88,12 +89,15 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     save (best=False) and each new best (best=True); prompt tuning writes its .npy there.
     nonfinite_policy: "raise" (stop naming the step and term) or "skip" (medmt5.nonfinite).
     checkpoint_fallback: resume from the previous checkpoint when the latest is unreadable.
+    step_timeout_s: end the process (exit 3) when no step completes for this long, e.g. a
+    peer process died (medmt5.watchdog); default 1800 s with several processes, else off.
     Per-step metrics go to MODEL_DIR/train/metrics.jsonl (medmt5.metrics_history).
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
     from medmt5 import evaluation, progress
     from medmt5 import checkpoint_recovery, metrics_history, nonfinite, preemption, preflight
+    from medmt5 import watchdog
     from medmt5.model import Transformer
 
     if train_steps < 0 or batch_size <= 0:
@@ -207,7 +211,12 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
         bar.write(evaluation.format_metrics(step, eval_metrics))
 
     step = start_step
-    with preemption.PreemptionGuard() as stop, checkpoint_recovery.finishing_saves(manager):
+    if step_timeout_s is None and jax.process_count() > 1:
+        step_timeout_s = 1800.0
+    dog = watchdog.Watchdog(step_timeout_s,
+                            f"process {jax.process_index()} of {jax.process_count()}")
+    with preemption.PreemptionGuard() as stop, checkpoint_recovery.finishing_saves(manager), \
+            dog:
         while step < train_steps:
             try:
                 host_batch = next(batches)
@@ -233,6 +242,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
                 run_hooks(step)
             if evaluator is not None and (step % eval_period == 0 or step == train_steps):
                 run_eval(step)
+            dog.beat(step)
             if stopping:
                 bar.write(f"signal {stop.signum}: saving step {step} and exiting")
                 break

@@ -24,14 +24,16 @@ EXIT_CODE = 3
 
 
 class Watchdog:
-    """with Watchdog(600) as dog: loop: ...; dog.beat(step)."""
+    """with Watchdog(600) as dog: loop: ...; dog.beat(step).  timeout_s=None: disabled."""
 
-    def __init__(self, timeout_s: float, process: str = "", poll_s: Optional[float] = None):
-        if timeout_s <= 0:
-            raise ValueError(f"watchdog timeout_s={timeout_s} must be > 0")
-        self.timeout_s = float(timeout_s)
+    def __init__(self, timeout_s: Optional[float], process: str = "",
+                 poll_s: Optional[float] = None):
+        if timeout_s is not None and timeout_s <= 0:
+            raise ValueError(f"watchdog timeout_s={timeout_s} must be > 0 (or None: off)")
+        self.enabled = timeout_s is not None
+        self.timeout_s = float(timeout_s or 0.0)
         self.process = process
-        self.poll_s = poll_s or min(5.0, self.timeout_s / 10)
+        self.poll_s = poll_s or min(5.0, max(self.timeout_s / 10, 0.01))
         self._last = time.monotonic()
         self._step: Optional[int] = None
         self._stop = threading.Event()
@@ -40,7 +42,8 @@ class Watchdog:
 
     def __enter__(self) -> "Watchdog":
         self._last = time.monotonic()
-        self._thread.start()
+        if self.enabled:
+            self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
