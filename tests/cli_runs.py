@@ -69,7 +69,7 @@ def complete_steps(model_dir):
     return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
 
-def wait_for(predicate, proc, timeout=300, poll=0.02):
+def wait_for(predicate, proc, timeout=900, poll=0.01):
     """Polls predicate() until true; False if proc exits or the timeout passes first."""
     end = time.time() + timeout
     while time.time() < end:

@@ -21,7 +21,8 @@ import pytest
 
 import cli_runs
 
-STEPS = 18
+STEPS = 40
+MARGIN = 15  # kill targets stay this many steps before the end (steps are ms long)
 KILLS = 5
 SIGTERM_BOUND_S = 60.0
 EXTRA = ("--gin.train.keep_checkpoints=2",)
@@ -41,8 +42,8 @@ def chain(tmp_path_factory):
         for i in range(KILLS + 1):
             before = cli_runs.last_step(dir_)
             proc = cli_runs.start(argv, cache, tmp / f"run{i}.log")
-            target = rs.randint(before + 1, min(before + 5, STEPS - 2))
-            delay = rs.uniform(0.0, 0.4)
+            target = rs.randint(before + 1, max(before + 1, min(before + 4, STEPS - MARGIN)))
+            delay = rs.uniform(0.0, 0.05)
             reached = cli_runs.wait_for(lambda: cli_runs.last_step(dir_) >= target, proc)
             assert reached and proc.poll() is None, \
                 f"seed {seed}: run {i} ended before step {target}:\n" + \
@@ -115,3 +116,22 @@ def test_final_params_and_history_equal_an_uninterrupted_run(chain):
     assert len(flat) == len(ref_flat)
     for path, x in flat:
         np.testing.assert_array_equal(x, ref_flat[path], err_msg=f"{path} seed {chain['seed']}")
+
+
+def test_history_ignores_a_torn_line_and_is_cut_back_on_resume(tmp_path):
+    from medmt5.metrics_history import MetricsHistory, read_history
+    d = str(tmp_path / "train")
+    h = MetricsHistory(d, 0, enabled=True)
+    for step in (1, 2, 3):
+        h.record(step, {"loss": np.float32(1.0 / step)})
+    h.flush()
+    with open(h.path, "a") as f:
+        f.write('{"step": 4, "loss": 0.2')  # a kill in the middle of a write
+    assert [r["step"] for r in read_history(h.path)] == [1, 2, 3]
+    resumed = MetricsHistory(d, 2, enabled=True)  # the checkpoint was at step 2
+    assert [r["step"] for r in read_history(h.path)] == [1, 2]
+    resumed.record(3, {"loss": np.float32(0.5)})
+    resumed.flush()
+    rows = read_history(h.path)
+    assert [r["step"] for r in rows] == [1, 2, 3] and rows[2]["loss"] == 0.5
+    assert rows[0]["loss"] == float(np.float32(1.0))  # float32 values round-trip exactly
