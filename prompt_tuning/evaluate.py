@@ -27,7 +27,7 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
                     output_dir: Optional[str] = None, batch_size: int = 8,
                     max_examples: Optional[int] = None, beam_size: int = 4,
                     max_decode_length: Optional[int] = None, num_partitions: int = 1) -> dict:
-    """Evaluates; returns {"<task>/<metric>": value, "norm_avg": ...}."""
+    """Evaluates; returns {"<task>/<metric>": value, "all/norm_avg": the paper's Norm. Avg.}."""
     import jax
 
     import medmt5
@@ -73,7 +73,7 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
                 for r in records:
                     f.write(json.dumps(r, ensure_ascii=False) + "\n")
     try:
-        results["norm_avg"] = promot_metrics.normalized_average_of_results(per_task)
+        results["all/norm_avg"] = promot_metrics.normalized_average_of_results(per_task)
     except (KeyError, ValueError) as e:  # tasks without a 0-100 headline metric
         log.info("no Norm. Avg.: %s", e)
     if jax.process_index() == 0:

@@ -220,7 +220,7 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
     assert removed["prompt_mode"] == "removed" and attached["prompt_mode"] == "attached"
     assert removed["metrics"] == backbone["metrics"]
     assert attached["metrics"]["promot_rte/loss"] != removed["metrics"]["promot_rte/loss"]
-    assert "norm_avg" in attached["metrics"]
+    assert "all/norm_avg" in attached["metrics"]
     assert os.path.exists(tmp_path / "attached" / "promot_rte-predictions.jsonl")
 
 
