@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import logging
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -139,9 +140,28 @@ class BatchIterator:
         return self
 
     def __next__(self) -> dict[str, np.ndarray]:
-        batch = next(self._iter)
+        try:
+            batch = next(self._iter)
+        except StopIteration:
+            raise
+        except Exception as e:  # noqa: BLE001 - tf.data wraps a reader's error in an OpError
+            converted = input_error(e)
+            if converted is e:
+                raise
+            raise converted from e
         self.position += 1
         return {k: np.asarray(v) for k, v in batch.items()}
+
+
+def input_error(err: Exception) -> Exception:
+    """A reader's error raised inside tf.data (e.g. `en.jsonl:2: malformed JSON`) as a
+    ValueError with that message (the CLI prints it), instead of TensorFlow's OpError."""
+    if not type(err).__module__.startswith("tensorflow"):
+        return err
+    text = getattr(err, "message", str(err))
+    m = re.search(r"\b(?:ValueError|FileNotFoundError|UnicodeDecodeError|KeyError|TypeError)"
+                  r": (.+)", text)
+    return ValueError(f"reading the training data failed: {m.group(1) if m else text}")
 
 
 def build_dataset(config: DataConfig):
