@@ -152,16 +152,23 @@ class Measurer:
     def __init__(self, cfg, task_feature_lengths: Mapping[str, int], eval_split: str,
                  heldout_tasks: Sequence[str], heldout_split: str, batch_size: int,
                  max_examples: Optional[int], prompt_length: int):
-        from medmt5 import evaluation
-
         self.cfg, self.prompt_length = cfg, prompt_length
         self.lengths = dict(task_feature_lengths)
         self.batch_size, self.max_examples = batch_size, max_examples
-        self.eval_split = eval_split
-        self.heldout = (evaluation.Evaluator(heldout_tasks, self.lengths, split=heldout_split,
-                                             batch_size=batch_size, max_examples=max_examples)
-                        if heldout_tasks else None)
+        self.eval_split, self.heldout_split = eval_split, heldout_split
+        self.heldout_tasks = list(heldout_tasks)
+        self._heldout = None  # built on first use: a resumed, finished run loads no data
         self._task_evaluators: Dict[str, Any] = {}
+
+    @property
+    def heldout(self):
+        from medmt5 import evaluation
+
+        if self._heldout is None and self.heldout_tasks:
+            self._heldout = evaluation.Evaluator(
+                self.heldout_tasks, self.lengths, split=self.heldout_split,
+                batch_size=self.batch_size, max_examples=self.max_examples)
+        return self._heldout
 
     def _evaluator(self, task: str):
         from medmt5 import evaluation
@@ -189,7 +196,7 @@ class Measurer:
             metrics = self._evaluator(task).evaluate(model, params, 0)
             seen_scores[task] = headline_score(_task_metrics(metrics, task))
         heldout_scores = {}
-        if self.heldout is not None:
+        if self.heldout_tasks:
             metrics = self.heldout.evaluate(plain, backbone, 0)
             for td in self.heldout.data:
                 heldout_scores[td.name] = headline_score(_task_metrics(metrics, td.name))
@@ -310,7 +317,12 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
                         c, prompt_length, init))
             else:  # plain fine-tuning
                 kwargs.update(initial_checkpoint_path=stages.required_checkpoint(backbone))
-            train_fn(**kwargs)
+            result = train_fn(**kwargs)
+            reached = getattr(result, "step", settings.steps)
+            if reached < settings.steps:  # stopped early (SIGTERM, data ran out): not done
+                log.warning("sequential: stage %s stopped at step %d of %d; rerun the command "
+                            "to continue it", name, reached, settings.steps)
+                return state.data["measurements"]
             if stage == "prompt":
                 export_prompt(stage_dir, prompt_file)
             if stage == "model":
@@ -324,20 +336,25 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     return state.data["measurements"]
 
 
+_GIN_REGISTERED: Dict[str, Callable] = {}
+
+
 def main(argv: Sequence[str]) -> int:
     import gin
 
     from medmt5 import gin_utils
 
-    gin.external_configurable(StageSettings, name="StageSettings")
-    gin.external_configurable(run_sequential, name="run_sequential")
+    if not _GIN_REGISTERED:  # once per process (gin refuses it after a config is locked)
+        _GIN_REGISTERED["run_sequential"] = gin.external_configurable(
+            run_sequential, name="run_sequential")
+        gin.external_configurable(StageSettings, name="StageSettings")
 
     def run(flags):
         del flags
         model_dir = gin_utils.query_macro("MODEL_DIR")
         if model_dir:
             gin_utils.write_config(model_dir)
-        gin.get_configurable("run_sequential")()
+        _GIN_REGISTERED["run_sequential"]()
     return gin_utils.run_cli(run, argv, "prompt_tuning.sequential", __doc__)
 
 

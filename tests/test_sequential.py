@@ -155,3 +155,25 @@ def test_state_refuses_another_plan(straight, pretrained):
         sequential.stage_plan(TASKS, "nope")
     with pytest.raises(ValueError, match="twice"):
         sequential.stage_plan(["mini_rte", "mini_rte"], "finetune")
+
+
+def test_stage_stopped_early_is_not_marked_complete(pretrained, tmp_path):
+    """A train run that returns before its last step (SIGTERM) leaves the stage to resume."""
+    from medmt5.train import TrainResult
+
+    d = str(tmp_path / "run")
+    calls = []
+
+    def stopped(**kw):
+        calls.append(os.path.basename(kw["model_dir"]))
+        return TrainResult(step=1, metrics={}, eval_metrics={}, best=None)
+
+    rows = sequential.run_sequential(
+        model_dir=d, model_config=CFG, tasks=TASKS, method="finetune",
+        initial_checkpoint_path=pretrained, task_feature_lengths=LENGTHS, batch_size=8,
+        prompt_stage=sequential.StageSettings(2, 0.3), model_stage=sequential.StageSettings(2, 0.01),
+        heldout_tasks=[], eval_batch_size=8, eval_max_examples=8, train_fn=stopped)
+    assert calls == ["0_mini_rte_model"]
+    assert [r["after"] for r in rows] == ["initial"]
+    with open(os.path.join(d, "state.json")) as f:
+        assert json.load(f)["completed"] == []

@@ -29,14 +29,14 @@ CONFIG = dict(vocab_size=2176, d_model=64, d_kv=16, d_ff=256, num_heads=4,
               num_encoder_layers=2, num_decoder_layers=2, relative_attention_num_buckets=16,
               relative_attention_max_distance=64)
 BATCH_SIZE = 32
-PRETRAIN_STEPS = 1500
+PRETRAIN_STEPS = 1200
 PRETRAIN_LR = 0.01
 TASKS = ("mini_rte", "mini_translate")
 METHODS = ("promot", "finetune", "prompt_tuning")
 PROMPT_LENGTH = 16
-PROMPT_STEPS = 150
+PROMPT_STEPS = 100
 PROMPT_LR = 0.3
-MODEL_STEPS = 150
+MODEL_STEPS = 100
 MODEL_LR = 1e-3
 
 
@@ -46,6 +46,9 @@ def pretrain(out: str, steps: int) -> str:
     from medmt5.train import train
 
     model_dir = os.path.join(out, "pretrain")
+    if os.path.isdir(os.path.join(model_dir, "checkpoints", str(steps))):
+        print(f"pretraining: reusing {model_dir} (step {steps})", flush=True)
+        return model_dir
     start = time.time()
     train(model_dir=model_dir, model_config=T5Config(**CONFIG),
           mixture_or_task_name=mini_tasks.PRETRAIN_TASK,
@@ -54,7 +57,7 @@ def pretrain(out: str, steps: int) -> str:
           keep_checkpoints=1, log_period=50,
           schedule=optimizers.make_schedule("rsqrt", PRETRAIN_LR,
                                             warmup_steps=max(steps // 5, 1)))
-    print(f"pretraining: {steps} steps, {time.time() - start:.0f} s (0 if reused)", flush=True)
+    print(f"pretraining: {steps} steps, {time.time() - start:.0f} s", flush=True)
     return model_dir
 
 
@@ -115,12 +118,19 @@ def main(argv=None) -> int:
     results = {"settings": dict(vars(args), config=CONFIG, batch_size=BATCH_SIZE,
                                 pretrain_lr=PRETRAIN_LR), "runs": {}}
     for method in methods:
-        results["runs"][method] = sequential(args.out, pretrained, method, tasks, args)
-    results["total_seconds"] = round(time.time() - start)
-    with open(os.path.join(args.out, "results.json"), "w") as f:
+        sequential(args.out, pretrained, method, tasks, args)
+    results["seconds_this_invocation"] = round(time.time() - start)
+    for method in METHODS:  # every finished or partial run in OUT (parallel invocations)
+        path = os.path.join(args.out, method, "state.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                results["runs"][method] = json.load(f)["measurements"]
+    tmp = os.path.join(args.out, f"results.json.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
+    os.replace(tmp, os.path.join(args.out, "results.json"))
     print(report.render(results))
-    print(f"total {results['total_seconds']} s; results in {args.out}/results.json")
+    print(f"{results['seconds_this_invocation']} s; results in {args.out}/results.json")
     return 0
 
 
