@@ -99,8 +99,19 @@ def inprocess_argv(model_dir, steps=2, save_period=1, extra=()):
 
 
 def main_inprocess(argv, capsys):
-    """(exit code, stderr) of `python -m medmt5.train ARGV`, run in this process."""
+    """(exit code, stderr + the "medmt5" log) of `python -m medmt5.train ARGV`, run in this
+    process (pytest's log capture would otherwise swallow the log lines)."""
+    import io
+    import logging
+
     from medmt5 import train
     capsys.readouterr()
-    rc = train.main(list(argv))
-    return rc, capsys.readouterr().err
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)
+    logger = logging.getLogger("medmt5")
+    logger.addHandler(handler)
+    try:
+        rc = train.main(list(argv))
+    finally:
+        logger.removeHandler(handler)
+    return rc, capsys.readouterr().err + buf.getvalue()
