@@ -54,8 +54,13 @@ def _run(program: str, argv: list[str]) -> None:
     print(f"[demo] medmt5.{program} done in {time.time() - t0:.0f}s", flush=True)
 
 
-def _first_last(curve):
-    values = [v for _, v in curve]
+def _first_last(logdir: str):
+    """Mean of the first and of the last few logged train losses (None if none logged)."""
+    from medmt5 import plotting
+
+    values = [v for _, v in plotting.read_scalars(logdir).get("loss", [])]
+    if not values:
+        return None
     k = max(1, min(3, len(values) // 3))
     return sum(values[:k]) / k, sum(values[-k:]) / k
 
@@ -108,8 +113,8 @@ def run(out_dir: str, pretrain_steps: int = 200, finetune_steps: int = 200,
     with open(os.path.join(best, "best.json")) as f:
         best_info = json.load(f)
     result = {
-        "pretrain_loss": _first_last(plotting.read_scalars(os.path.join(pre, "train"))["loss"]),
-        "finetune_loss": _first_last(plotting.read_scalars(os.path.join(ft, "train"))["loss"]),
+        "pretrain_loss": _first_last(os.path.join(pre, "train")),
+        "finetune_loss": _first_last(os.path.join(ft, "train")),
         "f1": {lang: metrics.get(f"abstrct_neoplasm_{lang}/f1") for lang in LANGUAGES},
         "metrics": metrics, "best": best_info, "predictions": predictions, "plot": plot,
         "seconds": time.time() - t0,
@@ -125,6 +130,9 @@ def print_report(result: dict, out_dir: str) -> None:
           "works,\nnot the quality of Medical mT5)")
     print("-" * 72)
     for name in ("pretrain", "finetune"):
+        if result[f"{name}_loss"] is None:
+            print(f"{name:>9} train loss: no steps run")
+            continue
         first, last = result[f"{name}_loss"]
         print(f"{name:>9} train loss: {first:.3f} -> {last:.3f}"
               f"  ({'falls' if last < first else 'DOES NOT FALL'})")

@@ -18,12 +18,15 @@ def _meta(model_dir, step):
         return json.load(f)
 
 
+@pytest.mark.timeout(900)  # ~1-2 CPU-minutes; more wall time on a loaded machine
 def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
     from medmt5 import demo, train
     from medmt5.plotting import read_scalars
 
     small = ["--gin.BATCH_SIZE=8"]  # one row per fake device (conftest: 8 CPU devices)
-    out = demo.run(str(tmp_path), pretrain_steps=2, finetune_steps=2, eval_period=2,
+    # pretraining with 0 steps still writes its config and a step-0 checkpoint that the
+    # fine-tuning starts from (the pretraining loop itself is covered by the resume below)
+    out = demo.run(str(tmp_path), pretrain_steps=0, finetune_steps=2, eval_period=2,
                    eval_examples=2, task_feature_lengths="{'inputs': 24, 'targets': 24}",
                    extra_pretrain=small,
                    extra_finetune=small + ["--gin.train.eval_max_examples=2"])
@@ -32,25 +35,29 @@ def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
     for path in (pre / "config.gin", pre / "model_config.json", ft / "best" / "best.json",
                  tmp_path / "eval_test" / "metrics.json", tmp_path / "loss_curves.png"):
         assert path.is_file(), path
-    assert "TRAIN_STEPS = 2" in (pre / "config.gin").read_text()
+    assert "TRAIN_STEPS = 0" in (pre / "config.gin").read_text()
+    assert _meta(str(pre), 0)["data_position"] == 0
     assert set(out["f1"]) == {"en", "es", "fr", "it"}
     assert all(v is not None and 0.0 <= v <= 100.0 for v in out["f1"].values())
     assert len(out["predictions"]) == len(demo.DEMO_SENTENCES)
     assert all(set(r) == {"inputs", "prediction", "target"} for r in out["predictions"])
     assert out["best"]["metric"] == "f1" and out["best"]["step"] == 2
     # TensorBoard: train scalars and the fine-tuning eval metrics per task
-    train_scalars = read_scalars(str(pre / "train"))
+    train_scalars = read_scalars(str(ft / "train"))
     for tag in ("loss", "z_loss", "accuracy", "learning_rate", "grad_norm", "tokens_per_sec"):
         assert [s for s, _ in train_scalars[tag]] == [1, 2], tag
     assert "f1" in read_scalars(str(ft / "eval" / "abstrct_neoplasm_es"))
     report = capsys.readouterr().out
     assert "span F1" in report and "loss curves:" in report
+    assert "pretrain train loss: no steps run" in report
 
-    # resume: two more steps continue from step 2 and its data position
-    assert _meta(str(pre), 2)["data_position"] == 2
-    rc = train.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{pre}'",
-                     "--gin.TRAIN_STEPS=4", "--gin.EVAL_PERIOD=4", *small])
+    # resume: the fine-tuning run continues from step 2 and its data position
+    assert _meta(str(ft), 2)["data_position"] == 2
+    rc = train.main(["--gin_file=finetune/abstrct_tiny.gin", f"--gin.MODEL_DIR='{ft}'",
+                     f"--gin.INITIAL_CHECKPOINT_PATH='{pre}'", "--gin.TRAIN_STEPS=4",
+                     "--gin.EVAL_PERIOD=0", "--gin.WARMUP_STEPS=1",
+                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 24, 'targets': 24}", *small])
     assert rc == 0
-    meta = _meta(str(pre), 4)
+    meta = _meta(str(ft), 4)
     assert meta["step"] == 4 and meta["data_position"] == 4
-    assert [s for s, _ in read_scalars(str(pre / "train"))["loss"]] == [1, 2, 3, 4]
+    assert [s for s, _ in read_scalars(str(ft / "train"))["loss"]] == [1, 2, 3, 4]
