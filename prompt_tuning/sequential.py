@@ -60,12 +60,6 @@ def _atomic_json(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _atomic_npy(array: np.ndarray, path: str) -> None:
-    tmp = path + ".tmp.npy"
-    np.save(tmp, array)
-    os.replace(tmp, path)
-
-
 def stage_plan(tasks: Sequence[str], method: str) -> List[tuple]:
     """[(task index, task, stage)] in execution order."""
     if method not in METHODS:
