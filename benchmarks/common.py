@@ -204,7 +204,9 @@ def _cpu_model() -> str:
 
 def time_calls(fn: Callable[[], Any], warmup: int, steps: int,
                sync: Callable[[Any], Any] = lambda x: x) -> dict:
-    """Runs fn warmup + steps times (sync(result) waits for it); per-call wall seconds."""
+    """Runs fn warmup + steps times (sync(result) waits for it); per-call wall seconds, and
+    the process CPU seconds (all threads) per call: on a shared machine the wall time
+    depends on the load, the CPU time much less."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"need steps >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
     first = None
@@ -213,13 +215,17 @@ def time_calls(fn: Callable[[], Any], warmup: int, steps: int,
         sync(fn())
         if i == 0:
             first = time.perf_counter() - t0
-    times = []
-    for _ in range(steps):
-        t0 = time.perf_counter()
+        log(f"  warmup {i + 1}/{warmup}: {time.perf_counter() - t0:.3f} s")
+    times, cpu = [], []
+    for i in range(steps):
+        c0, t0 = time.process_time(), time.perf_counter()
         sync(fn())
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+        log(f"  step {i + 1}/{steps}: {times[-1]:.3f} s wall, {cpu[-1]:.3f} s CPU")
     return {"first_call_s": first, "step_times_s": [round(x, 5) for x in times],
-            "median_step_s": statistics.median(times), "min_step_s": min(times)}
+            "median_step_s": statistics.median(times), "min_step_s": min(times),
+            "median_step_cpu_s": statistics.median(cpu)}
 
 
 def synthetic_batch(vocab_size: int, batch: int, inputs_length: int, targets_length: int,
@@ -245,6 +251,11 @@ def hf_config_kwargs(cfg) -> dict:
                 feed_forward_proj="gated-gelu", tie_word_embeddings=cfg.tie_word_embeddings,
                 pad_token_id=cfg.pad_id, eos_token_id=cfg.eos_id,
                 decoder_start_token_id=cfg.decoder_start_id)
+
+
+def log(message: str) -> None:
+    """Progress line on stderr (stdout carries only the JSON records)."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def emit(record: dict, out=None) -> None:

@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "like a trained model's (flat random ones make beams near-ties)")
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="activations on both sides (the peer: torch.autocast)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = all CPUs)")
     p.add_argument("--xla_flags", default="", help="appended to XLA_FLAGS before JAX starts")
     p.add_argument("--peer", default="eager", choices=("eager", "none"))
@@ -89,6 +90,7 @@ def run_ours(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
     from medmt5 import decoding
     from medmt5.model import Transformer
     common.reset_peak_rss()
+    common.log("ours: beam search")
     model = Transformer(cfg)
     dev_params = jax.device_put(params)
     batch = {"encoder_input_tokens": jnp.asarray(enc)}
@@ -113,18 +115,23 @@ def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
     import transformers
     from medmt5 import save_hf
     torch.set_num_threads(args.threads)
+    common.log(f"peer: HF generate, {args.threads} intra-op threads")
     common.reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         path = save_hf(cfg, params, os.path.join(tmp, "hf"))
         model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
-    model.eval()
-    input_ids = torch.as_tensor(enc).long()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model.to(device).eval()
+    input_ids = torch.as_tensor(enc, device=device).long()
     mask = (input_ids > 0).long()
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
     out = {}
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
     def call():
-        with torch.inference_mode(), torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        with torch.inference_mode(), torch.autocast(device, dtype=dtype,
+                                                    enabled=dtype is not None):
             out["r"] = model.generate(
                 input_ids=input_ids, attention_mask=mask, num_beams=args.beam_size,
                 max_new_tokens=args.max_decode_length, min_length=0,
@@ -133,12 +140,16 @@ def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
                 use_cache=True)
         return out["r"]
 
-    timing = common.time_calls(call, args.warmup, args.steps)
-    seqs = out["r"].numpy()[:, 1:]  # drop the decoder start token
+    sync = (lambda r: torch.cuda.synchronize()) if device == "cuda" else (lambda r: r)
+    timing = common.time_calls(call, args.warmup, args.steps, sync)
+    seqs = out["r"].cpu().numpy()[:, 1:]  # drop the decoder start token
     full = np.zeros((seqs.shape[0], args.max_decode_length), np.int32)
     full[:, :seqs.shape[1]] = seqs[:, :args.max_decode_length]
-    rec = dict(timing, peak_memory_bytes=common.peak_rss_bytes(),
-               memory_source="process peak RSS (VmHWM, reset before this measurement)",
+    memory = (dict(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
+                   memory_source="torch.cuda.max_memory_allocated()") if device == "cuda" else
+              dict(peak_memory_bytes=common.peak_rss_bytes(),
+                   memory_source="process peak RSS (VmHWM, reset before this measurement)"))
+    rec = dict(timing, **memory, device=device,
                torch=torch.__version__, transformers=transformers.__version__,
                torch_intra_op_threads=torch.get_num_threads())
     del model

@@ -43,9 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", default="small", choices=common.SIZES)
     p.add_argument("--vocab_size", type=int, default=32128,
                    help="vocabulary override (0 = the size's own, 250112 for mT5)")
+    p.add_argument("--layers", type=int, default=0,
+                   help="encoder and decoder layers each (0 = the size's own)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--inputs_length", type=int, default=256)
     p.add_argument("--targets_length", type=int, default=64)
+    p.add_argument("--num_devices", type=int, default=0,
+                   help="data parallel over the first N devices (0 = all)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per side")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile)")
     p.add_argument("--learning_rate", type=float, default=1e-3)
@@ -135,11 +139,14 @@ def run_ours(cfg, batch_np: dict, args) -> dict:
     from medmt5.model import Transformer
 
     common.reset_peak_rss()
-    n = jax.device_count()
+    n = args.num_devices or jax.device_count()
+    if n > jax.device_count():
+        raise SystemExit(f"error: --num_devices={n} but only {jax.device_count()} devices")
     if args.batch % n:
         raise SystemExit(f"error: --batch={args.batch} must be divisible by the {n} devices "
-                         "(data parallel over all of them)")
-    mesh = partitioning.create_mesh(mesh_shape=(n, 1))
+                         "(data parallel; see --num_devices)")
+    mesh = partitioning.create_mesh(mesh_shape=(n, 1), devices=jax.devices()[:n])
+    common.log(f"ours: {args.size} on {n} {jax.devices()[0].platform} device(s)")
     model = Transformer(cfg)
     opt = optimizers.create_optimizer("adafactor", optimizers.make_schedule(
         "constant", args.learning_rate))
@@ -199,6 +206,7 @@ def run_peer(cfg, batch_np: dict, args, mode: str) -> dict:
         print("warning: torch.compile on CPU needs a C++ toolchain and compiles for minutes; "
               "measured anyway because --peer asked for it", file=sys.stderr)
     torch.set_num_threads(args.threads)
+    common.log(f"peer ({mode}) on {device}, {args.threads} intra-op threads")
     common.reset_peak_rss()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -262,7 +270,9 @@ def run_config(args) -> dict:
     """Measures ours (and the peer modes asked for) in this process; returns the record."""
     apply_xla_flags(args.xla_flags)
     import jax
-    cfg = common.model_config(args.size, args.vocab_size or None, dtype=args.dtype,
+    layers = {"num_encoder_layers": args.layers, "num_decoder_layers": args.layers} \
+        if args.layers > 0 else {}
+    cfg = common.model_config(args.size, args.vocab_size or None, **layers, dtype=args.dtype,
                               scan_layers=args.scan_layers, remat_policy=args.remat_policy,
                               attention_impl=args.attention_impl)
     dev = common.device_info()
@@ -270,12 +280,14 @@ def run_config(args) -> dict:
                                    args.targets_length)
     tokens = args.batch * (args.inputs_length + args.targets_length)
     flops = common.matmul_flops(cfg, args.batch, args.inputs_length, args.targets_length)
-    peak = dev["peak_bf16_tflops"] and dev["peak_bf16_tflops"] * dev["num_devices"]
+    dev["num_devices_used"] = args.num_devices or dev["num_devices"]
+    peak = dev["peak_bf16_tflops"] and dev["peak_bf16_tflops"] * dev["num_devices_used"]
     cudnn_active = (cfg.attention_impl == "cudnn" and dev["platform"] == "gpu"
                     and cfg.dtype in ("bfloat16", "float16"))
     record = {
         "benchmark": "train_throughput", "size": args.size,
         "shape": {"batch": args.batch, "inputs_length": args.inputs_length,
+                  "layers": [cfg.num_encoder_layers, cfg.num_decoder_layers],
                   "targets_length": args.targets_length, "vocab_size": cfg.vocab_size},
         "levers": {"dtype": cfg.dtype, "param_dtype": cfg.param_dtype,
                    "scan_layers": cfg.scan_layers, "remat_policy": cfg.remat_policy,
@@ -324,8 +336,9 @@ def lever_configs(gpu: bool) -> list[tuple[str, list[str]]]:
         ("scan_remat_full", ["--scan_layers", "true", "--remat_policy", "full"]),
         ("vocab_chunk_8192", ["--vocab_chunk_size", "8192"]),
         ("no_donation", ["--donate", "false"]),
+        # One token "--xla_flags=..." (a separate value starting with "--" reads as a flag).
         ("xla_flags_off" if gpu else "xla_single_thread_eigen",
-         ["--xla_flags", "none" if gpu else "--xla_cpu_multi_thread_eigen=false"]),
+         ["--xla_flags=" + ("none" if gpu else "--xla_cpu_multi_thread_eigen=false")]),
     ]
     return configs
 

@@ -21,7 +21,8 @@ RATE_KEYS = ("median_step_s", "step_times_s", "first_call_s", "tokens_per_s", "p
 
 
 def _train_args(*extra):
-    argv = TINY + ["--batch", str(jax.device_count()), "--targets_length", "6", *extra]
+    argv = TINY + ["--batch", "2", "--num_devices", "1", "--targets_length", "6",
+                   "--layers", "1", *extra]
     return train_throughput.resolve(train_throughput.build_parser().parse_args(argv))
 
 
@@ -34,7 +35,7 @@ def test_train_benchmark_record_has_both_sides_and_ratio(capsys):
         assert math.isfinite(side["loss_first"]) and side["mfu"] is None  # CPU: no bf16 peak
     # Same architecture on both sides, and the closed-form count agrees with both.
     assert rec["ours"]["num_params"] == rec["peer"]["eager"]["num_params"] == rec["num_params"]
-    assert rec["tokens_per_step"] == jax.device_count() * (12 + 6)
+    assert rec["tokens_per_step"] == 2 * (12 + 6)
     assert set(rec["ratios"]) == {"tokens_per_s_ours_over_peer_eager"}
     assert rec["levers"]["donate"] is True and rec["levers"]["attention_impl"] == "xla"
     assert rec["peer"]["eager"]["torch_intra_op_threads"] == 1
@@ -56,6 +57,9 @@ def test_lever_sweep_configurations_and_child_arguments():
     assert names[0] == "baseline" and "no_donation" in names and "vocab_chunk_8192" in names
     gpu_names = [n for n, _ in train_throughput.lever_configs(gpu=True)]
     assert "xla_attention" in gpu_names and "xla_flags_off" in gpu_names
+    for gpu in (False, True):  # every configuration's flags parse
+        for _, extra in train_throughput.lever_configs(gpu):
+            train_throughput.build_parser().parse_args(TINY + extra)
     assert train_throughput.child_args(
         ["--levers", "--out", "x.jsonl", "--size", "tiny", "--out=y"]) == ["--size", "tiny"]
 
