@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-test.txt setup.py
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 demo: $(STAMP)
 	$(PY) -m medmt5.demo --out_dir=demo_out
