@@ -1,13 +1,6 @@
 """Tiny model, batches and run helpers shared by the trainer/checkpoint/multiprocess tests."""
-import os
-
-# Cheaper XLA CPU compiles (the train step otherwise takes tens of seconds to compile on a
-# loaded machine); applies only if no JAX backend has started yet in this process.
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0"
-                           " --xla_llvm_disable_expensive_passes=true")
-
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
 from medmt5 import optimizers, partitioning, train_state, trainer
 from medmt5.config import T5Config
