@@ -6,6 +6,10 @@ import subprocess
 import sys
 import time
 
+import gin
+import jax
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_MODEL = [
     "--gin.T5Config.num_encoder_layers=1", "--gin.T5Config.num_decoder_layers=1",
@@ -115,3 +119,19 @@ def main_inprocess(argv, capsys):
     finally:
         logger.removeHandler(handler)
     return rc, capsys.readouterr().err + buf.getvalue()
+
+
+@pytest.fixture(autouse=True)
+def clean_gin(monkeypatch):
+    """In-process CLI runs: a clean gin config and the one-line error form around each test."""
+    monkeypatch.delenv("MEDMT5_TRACEBACK", raising=False)
+    gin.clear_config()
+    yield
+    gin.clear_config()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_cache(tmp_path_factory):
+    """A persistent compilation cache per test module, so repeated CLI runs compile once."""
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)

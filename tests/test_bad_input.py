@@ -11,24 +11,12 @@ import numpy as np
 import pytest
 
 import cli_runs
+from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 from tasks import corpus_readers
 
 SAMPLE = corpus_readers.SAMPLE_DATA_DIR
 
 
-@pytest.fixture(autouse=True)
-def clean_gin(monkeypatch):
-    monkeypatch.delenv("MEDMT5_TRACEBACK", raising=False)
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-    yield
 
 
 def _run(tmp_path, capsys, *extra, model_dir=None, steps=2, **kw):
