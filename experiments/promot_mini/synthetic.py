@@ -39,7 +39,7 @@ WORDS: Tuple[str, ...] = tuple("""
 with patients placebo standard participants follow plus dose months care disease treatment
 long factor renal doctor control causa cause median compare study superior intervention
 cancer group point essai confirm participant hospital daily adults rare events trial limit
-previous event interaction impairment analys adolescents trouble jour tout effects improve
+previous event interaction impairment analys adolescents trouble jour tout effects effect
 medicine frequent primario seguimiento information graves activ media giorno seconda
 """.split())
 # Words the target tasks use as their fixed outputs; never used as ICL content.
