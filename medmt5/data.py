@@ -127,6 +127,9 @@ class DataConfig:
     shard_index: int = 0
     num_shards: int = 1
     use_cached: bool = False
+    # Multi-task (ProMoT stage 2): the mixture's tasks in task-id order; each example then
+    # carries int32 "task_ids" (its task's index here) and the batch gets task_ids [B].
+    task_id_tasks: tuple = ()
 
 
 class BatchIterator:
@@ -177,6 +180,8 @@ def build_dataset(config: DataConfig):
                          f"{sorted(missing)}; e.g. {{'inputs': 512, 'targets': 114}}")
     get_task_or_mixture(config.mixture_or_task_name)
     converter = seqio.EncDecFeatureConverter(pack=config.pack)
+    if config.task_id_tasks:
+        return task_id_mixture(config, converter).batch(config.batch_size, drop_remainder=True)
     ds = seqio.get_dataset(
         config.mixture_or_task_name,
         task_feature_lengths=dict(config.task_feature_lengths),
@@ -193,11 +198,53 @@ def build_dataset(config: DataConfig):
     return ds.batch(config.batch_size, drop_remainder=True)
 
 
+def mixture_rates(mixture_name: str, tasks: Sequence[str]) -> list[float]:
+    """The mixing rates of `tasks` in seqio mixture `mixture_name`, in the order given; the
+    tasks must be exactly the mixture's (clear error naming MULTITASK_TASKS otherwise)."""
+    mixture = get_task_or_mixture(mixture_name)
+    members = {t.name: t for t in getattr(mixture, "tasks", None) or []}
+    if not members or set(tasks) != set(members) or len(set(tasks)) != len(tasks):
+        raise ValueError(f"MULTITASK_TASKS={list(tasks)} must list each task of the mixture "
+                         f"MIXTURE_OR_TASK_NAME={mixture_name!r} exactly once (in task-id "
+                         f"order); the mixture has {sorted(members) or 'no tasks (a task)'}.")
+    return [float(mixture.get_rate(members[t])) for t in tasks]
+
+
+def task_id_mixture(config: DataConfig, converter):
+    """Unbatched model features of the mixture with "task_ids" (int32 []) on every example.
+
+    seqio's converters drop unknown features, so each task is converted on its own, tagged
+    with its index in config.task_id_tasks, and the tasks are mixed with
+    `tf.data.Dataset.sample_from_datasets` at the mixture's rates (seeded by config.seed, so
+    the stream is deterministic and resumes exactly).
+    """
+    import seqio
+
+    tf = _tf()
+    rates = mixture_rates(config.mixture_or_task_name, config.task_id_tasks)
+    datasets = []
+    for task_id, name in enumerate(config.task_id_tasks):
+        ds = seqio.get_dataset(
+            name, task_feature_lengths=dict(config.task_feature_lengths),
+            feature_converter=converter, dataset_split=config.split,
+            use_cached=config.use_cached, shuffle=config.shuffle,
+            num_epochs=config.num_epochs,
+            shard_info=seqio.ShardInfo(config.shard_index, config.num_shards),
+            verbose=False, seed=None if config.seed is None else config.seed + task_id,
+            batch_size=None)
+        datasets.append(ds.map(lambda ex, i=task_id: {**ex, "task_ids": tf.constant(i, tf.int32)},
+                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
+    total = sum(rates)
+    return tf.data.Dataset.sample_from_datasets(datasets, weights=[r / total for r in rates],
+                                                seed=config.seed)
+
+
 def get_batches(config: DataConfig, start_position: int = 0) -> BatchIterator:
     """Numpy batches of `config`, starting after `start_position` batches (exact resume).
 
     Each batch: encoder_input_tokens [B, S], decoder_input_tokens / decoder_target_tokens /
-    decoder_loss_weights [B, T] (+ *_segment_ids, *_positions when packed), int32.
+    decoder_loss_weights [B, T] (+ *_segment_ids, *_positions when packed), int32;
+    with config.task_id_tasks also task_ids [B].
     """
     ds = build_dataset(config)
     if start_position:

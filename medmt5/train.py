@@ -77,7 +77,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           model_factory: Optional[Callable] = None,
           checkpoint_hooks: Sequence[Callable] = (), nonfinite_policy: str = "raise",
           checkpoint_fallback: bool = False,
-          step_timeout_s: Optional[float] = None) -> TrainResult:
+          step_timeout_s: Optional[float] = None,
+          multitask_tasks: Sequence[str] = ()) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
     batch_size is global (all processes); schedule is an optax schedule (default: constant
@@ -92,6 +93,9 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     step_timeout_s: end the process (exit 3) when no step completes for this long, e.g. a
     peer process died (medmt5.watchdog); default 1800 s with several processes, else off.
     Per-step metrics go to MODEL_DIR/train/metrics.jsonl (medmt5.metrics_history).
+    multitask_tasks: the tasks of mixture `mixture_or_task_name` in task-id order; batches
+    then carry task_ids [B] (medmt5.data.task_id_mixture) for a model with a per-task prompt
+    table (multi-task ProMoT, gin/promot/multitask_stage2.gin).
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
@@ -114,6 +118,17 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
              shard.index, shard.num_shards, host_batch_size)
 
     data_lib.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
+    multitask_tasks = tuple(multitask_tasks or ())
+    if multitask_tasks:
+        data_lib.mixture_rates(mixture_or_task_name, multitask_tasks)  # checks the task list
+        if getattr(model, "num_prompts", 0) != len(multitask_tasks):
+            raise ValueError(f"MULTITASK_TASKS has {len(multitask_tasks)} tasks but the model "
+                             f"has num_prompts={getattr(model, 'num_prompts', 0)}: multi-task "
+                             "training needs one prompt per task (PROMPT_FILES).")
+        if eval_period:
+            raise ValueError("EVAL_PERIOD must be 0 with MULTITASK_TASKS: the train-time "
+                             "evaluator decodes with a single prompt; evaluate each task "
+                             "afterwards with its row of the prompt table (docs/promot.md).")
     schedule = schedule or optimizers.make_schedule("constant", 1e-3)
     example = _example_batch(task_feature_lengths, host_batch_size, pack)
     init_rng = jax.random.PRNGKey(seed)
@@ -168,7 +183,7 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     data_config = data_lib.DataConfig(
         mixture_or_task_name=mixture_or_task_name, task_feature_lengths=task_feature_lengths,
         batch_size=host_batch_size, seed=seed, pack=pack, shard_index=shard.index,
-        num_shards=shard.num_shards, use_cached=use_cached)
+        num_shards=shard.num_shards, use_cached=use_cached, task_id_tasks=multitask_tasks)
     batches = data_lib.get_batches(data_config, start_position=data_position)
 
     evaluator = None

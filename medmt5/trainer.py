@@ -23,7 +23,8 @@ from medmt5.train_state import TrainState
 
 MODEL_INPUTS = ("encoder_input_tokens", "decoder_input_tokens", "decoder_target_tokens",
                 "encoder_segment_ids", "decoder_segment_ids", "encoder_positions",
-                "decoder_positions")
+                "decoder_positions",
+                "task_ids")  # [B], multi-task ProMoT batches only (a per-task prompt table)
 Batch = Mapping[str, jax.Array]
 
 

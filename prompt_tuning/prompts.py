@@ -52,6 +52,8 @@ class Prompt(nn.Module):
                 raise ValueError("task_ids given but the model has a single prompt; build it "
                                  "with num_prompts=N for a per-task prompt table.")
             return jnp.broadcast_to(table[None], (batch_size,) + shape)
+        if task_ids is None and self.is_initializing():
+            task_ids = jnp.zeros((batch_size,), jnp.int32)  # init: params only need shapes
         if task_ids is None:
             raise ValueError(f"this model has a table of {self.num_prompts} prompts: pass "
                              "task_ids [B] (int, one per example) to pick each example's.")
