@@ -8,6 +8,8 @@ gin/promot/*.gin start with `import prompt_tuning.configurables`, which register
   prompt_length_of      P read from PROMPT_FILE (stage 2)
   PromptWriter          train.checkpoint_hooks = [@PromptWriter()]
   promot_evaluate       `python -m prompt_tuning.evaluate` (prompt attached / removed)
+  prompt_table_initializer, num_prompts_of, prompt_length_of_files
+                        multi-task stage 2: the [N, P, H] table from PROMPT_FILES
 """
 import gin
 
@@ -24,3 +26,12 @@ prompt_length_of = gin.external_configurable(stages.prompt_length_of, name="prom
 PromptWriter = gin.external_configurable(stages.PromptWriter, name="PromptWriter")
 
 promot_evaluate = gin.external_configurable(evaluate.promot_evaluate, name="promot_evaluate")
+
+# Multi-task ProMoT stage 2 (gin/promot/multitask_stage2.gin).
+from prompt_tuning import multitask  # noqa: E402
+
+prompt_table_initializer = gin.external_configurable(multitask.table_initializer,
+                                                     name="prompt_table_initializer")
+num_prompts_of = gin.external_configurable(multitask.num_prompts_of, name="num_prompts_of")
+prompt_length_of_files = gin.external_configurable(multitask.prompt_length_of_files,
+                                                   name="prompt_length_of_files")
