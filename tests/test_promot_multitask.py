@@ -121,6 +121,7 @@ def test_prompt_files_stack_in_order(tmp_path):
     np.testing.assert_array_equal(np.asarray(params["prompt"]["embedding"].unbox()), table)
 
 
+@pytest.mark.slow
 def test_cli_multitask_stage2_from_gin(tmp_path):
     from medmt5 import train
 
