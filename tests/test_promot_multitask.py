@@ -49,6 +49,16 @@ def test_mixed_batches_carry_each_examples_task_id():
         assert tuple(row) in per_task[1 - task_id]
 
 
+def test_mixed_stream_is_seeded_and_resumes_exactly():
+    data.setup_tasks()
+    config = data.DataConfig("promot_multitask", LENGTHS, batch_size=4, seed=3, pack=False,
+                             task_id_tasks=TASKS)
+    first = [next(it) for it in [data.get_batches(config)] for _ in range(3)]
+    resumed = next(data.get_batches(config, start_position=2))
+    for key in first[2]:
+        np.testing.assert_array_equal(resumed[key], first[2][key], err_msg=key)
+
+
 def test_task_list_must_match_the_mixture():
     data.setup_tasks()
     assert data.mixture_rates("promot_multitask", TASKS) == [1.0, 1.0]
