@@ -62,11 +62,7 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
     for td in evaluator.data:
         metrics, records = evaluator.evaluate_task(model, params, td)
         results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
-        if jax.process_index() == 0:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, f"{td.name}-predictions.jsonl"), "w") as f:
-                for r in records:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        evaluation.write_predictions(output_dir, td.name, records)
         if evaluator.summary_dir:
             from medmt5 import progress
             writer = progress.SummaryLogger(os.path.join(output_dir, td.name))

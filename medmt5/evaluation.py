@@ -263,6 +263,18 @@ class Evaluator:
             w.close()
 
 
+def write_predictions(output_dir: str, task_name: str, records) -> str:
+    """Writes one task's prediction records (dicts) to OUTPUT_DIR/<task>-predictions.jsonl
+    on process 0; returns the path."""
+    path = os.path.join(output_dir, f"{task_name}-predictions.jsonl")
+    if jax.process_index() == 0:
+        os.makedirs(output_dir, exist_ok=True)
+        with open(path, "w") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    return path
+
+
 def _float_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     out = {}
     for name, value in dict(result).items():

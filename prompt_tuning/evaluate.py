@@ -67,11 +67,7 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
         metrics, records = evaluator.evaluate_task(model, params, td)
         per_task[td.name] = metrics
         results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
-        if jax.process_index() == 0:
-            os.makedirs(output_dir, exist_ok=True)
-            with open(os.path.join(output_dir, f"{td.name}-predictions.jsonl"), "w") as f:
-                for r in records:
-                    f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        evaluation.write_predictions(output_dir, td.name, records)
     try:
         results["all/norm_avg"] = promot_metrics.normalized_average_of_results(per_task)
     except (KeyError, ValueError) as e:  # tasks without a 0-100 headline metric

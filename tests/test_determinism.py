@@ -2,27 +2,14 @@
 across separate runs and across a stop/restart (with dropout on, so the rng is exercised);
 another seed gives other losses. Runs the train CLI in-process on 8 CPU devices.
 (kill -9 restarts of the subprocess CLI: tests/test_kill_resume.py; docs/determinism.md.)"""
-import gin
 import jax
 import numpy as np
 import pytest
 
 import cli_runs
+from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 
 EXTRA = ("--gin.DROPOUT_RATE=0.1",)
-
-
-@pytest.fixture(autouse=True)
-def clean_gin():
-    gin.clear_config()
-    yield
-    gin.clear_config()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_cache(tmp_path_factory):
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
 def _train(model_dir, capsys, steps, *extra):
