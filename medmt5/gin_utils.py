@@ -178,7 +178,8 @@ def register_configurables() -> dict:
                      ("make_schedule", optimizers.make_schedule),
                      ("create_optimizer", optimizers.create_optimizer),
                      ("setup_tasks", data_lib.setup_tasks)):
-        _REGISTERED[name] = gin.external_configurable(fn, name=name)
+        with gin.unlock_config():  # a config locked by an earlier in-process run is no bar
+            _REGISTERED[name] = gin.external_configurable(fn, name=name)
     return _REGISTERED
 
 

@@ -338,10 +338,11 @@ def main(argv: Sequence[str]) -> int:
 
     from medmt5 import gin_utils
 
-    if not _GIN_REGISTERED:  # once per process (gin refuses it after a config is locked)
-        _GIN_REGISTERED["run_sequential"] = gin.external_configurable(
-            run_sequential, name="run_sequential")
-        gin.external_configurable(StageSettings, name="StageSettings")
+    if not _GIN_REGISTERED:  # once per process; a config locked by an earlier run is no bar
+        with gin.unlock_config():
+            _GIN_REGISTERED["run_sequential"] = gin.external_configurable(
+                run_sequential, name="run_sequential")
+            gin.external_configurable(StageSettings, name="StageSettings")
 
     def run(flags):
         del flags
