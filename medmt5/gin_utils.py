@@ -270,10 +270,19 @@ def parse_gin(flags: Flags, program: str) -> None:
     if not files:
         raise UsageError(f"No --gin_file given. Example: python -m {program} "
                          f"--gin_file=medmt5_tiny.gin --gin.MODEL_DIR=\"'/tmp/run'\"")
-    try:
-        gin.parse_config_files_and_bindings(files, flags.gin_bindings, finalize_config=False)
-    except (ValueError, TypeError, SyntaxError, IOError) as e:
-        raise UsageError(_hint_for(e, program)) from e
+    for attempt in range(3):
+        try:
+            gin.parse_config_files_and_bindings(files, flags.gin_bindings,
+                                                finalize_config=False)
+            break
+        except (ValueError, TypeError, SyntaxError, IOError) as e:
+            # CPython 3.11 < 3.11.8 (gh-106905): ast/compile in one thread while another
+            # thread (orbax's async save, tf.data) also builds ASTs can fail spuriously with
+            # this message. It is not the user's config: parse again.
+            if "AST constructor recursion depth mismatch" in str(e) and attempt < 2:
+                gin.clear_config()
+                continue
+            raise UsageError(_hint_for(e, program)) from e
     missing = _missing_required_macros()
     if missing:
         raise UsageError(missing_macro_message(missing, program))
