@@ -12,7 +12,6 @@ Tokens/s counts the returned best sequences' tokens up to and including EOS.
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
@@ -31,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--inputs_length", type=int, default=256)
     p.add_argument("--max_decode_length", type=int, default=64)
+    p.add_argument("--method", default="beam", choices=("beam", "greedy"),
+                   help="beam search (--beam_size) or greedy on both sides")
     p.add_argument("--beam_size", type=int, default=4)
     p.add_argument("--alpha", type=float, default=0.0,
                    help="ours: T5X brevity penalty exponent; the peer gets length_penalty=alpha "
@@ -38,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--head_scale", type=float, default=4.0,
                    help="multiplies the random LM head so next-token distributions are peaked "
                         "like a trained model's (flat random ones make beams near-ties)")
-    p.add_argument("--steps", type=int, default=3)
-    p.add_argument("--warmup", type=int, default=1)
+    common.add_protocol_args(p, rounds=5, warmup=1)
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                    help="activations on both sides (the peer: torch.autocast)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = all CPUs)")
@@ -84,39 +84,38 @@ def seq_lengths(seqs: np.ndarray, eos_id: int) -> np.ndarray:
     return first
 
 
-def run_ours(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
+def setup_ours(cfg, params, enc: np.ndarray, args) -> tuple:
+    """medmt5.decoding.generate as a protocol Side; done() -> (extra fields, sequences)."""
     import jax
     import jax.numpy as jnp
     from medmt5 import decoding
     from medmt5.model import Transformer
-    common.reset_peak_rss()
-    common.log("ours: beam search")
+    common.log(f"ours: {args.method}")
     model = Transformer(cfg)
     dev_params = jax.device_put(params)
     batch = {"encoder_input_tokens": jnp.asarray(enc)}
     out = {}
 
     def call():
-        out["r"] = decoding.generate(model, dev_params, batch, method="beam",
+        out["r"] = decoding.generate(model, dev_params, batch, method=args.method,
                                      beam_size=args.beam_size, alpha=args.alpha,
                                      max_decode_length=args.max_decode_length)
         return out["r"]
 
-    timing = common.time_calls(call, args.warmup, args.steps, jax.block_until_ready)
-    seqs = np.asarray(out["r"][0])
-    rec = dict(timing, **common.jax_peak_memory())
-    del dev_params
-    gc.collect()
-    return rec, seqs
+    def done():
+        return {}, np.asarray(out["r"][0])
+
+    return common.Side("ours", call, jax.block_until_ready, memory=common.jax_peak_memory,
+                       reset_memory=common.reset_peak_rss), done
 
 
-def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
+def setup_peer(cfg, params, enc: np.ndarray, args) -> tuple:
+    """HF generate on the same weights as a protocol Side; done() -> (fields, sequences)."""
     import torch
     import transformers
     from medmt5 import save_hf
     torch.set_num_threads(args.threads)
     common.log(f"peer: HF generate, {args.threads} intra-op threads")
-    common.reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp:
         path = save_hf(cfg, params, os.path.join(tmp, "hf"))
         model = transformers.AutoModelForSeq2SeqLM.from_pretrained(path)
@@ -126,14 +125,13 @@ def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
     mask = (input_ids > 0).long()
     dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else None
     out = {}
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    beams = args.beam_size if args.method == "beam" else 1
 
     def call():
         with torch.inference_mode(), torch.autocast(device, dtype=dtype,
                                                     enabled=dtype is not None):
             out["r"] = model.generate(
-                input_ids=input_ids, attention_mask=mask, num_beams=args.beam_size,
+                input_ids=input_ids, attention_mask=mask, num_beams=beams,
                 max_new_tokens=args.max_decode_length, min_length=0,
                 length_penalty=args.alpha, early_stopping="never", do_sample=False,
                 num_return_sequences=1, no_repeat_ngram_size=0, repetition_penalty=1.0,
@@ -141,20 +139,28 @@ def run_peer(cfg, params, enc: np.ndarray, args) -> tuple[dict, np.ndarray]:
         return out["r"]
 
     sync = (lambda r: torch.cuda.synchronize()) if device == "cuda" else (lambda r: r)
-    timing = common.time_calls(call, args.warmup, args.steps, sync)
-    seqs = out["r"].cpu().numpy()[:, 1:]  # drop the decoder start token
-    full = np.zeros((seqs.shape[0], args.max_decode_length), np.int32)
-    full[:, :seqs.shape[1]] = seqs[:, :args.max_decode_length]
-    memory = (dict(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
-                   memory_source="torch.cuda.max_memory_allocated()") if device == "cuda" else
-              dict(peak_memory_bytes=common.peak_rss_bytes(),
-                   memory_source="process peak RSS (VmHWM, reset before this measurement)"))
-    rec = dict(timing, **memory, device=device,
-               torch=torch.__version__, transformers=transformers.__version__,
-               torch_intra_op_threads=torch.get_num_threads())
-    del model
-    gc.collect()
-    return rec, full
+    def reset_memory():
+        common.reset_peak_rss()
+        if device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+
+    def memory():
+        if device == "cuda":
+            return dict(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
+                        memory_source="torch.cuda.max_memory_allocated()")
+        return dict(peak_memory_bytes=common.peak_rss_bytes(),
+                    memory_source="process peak RSS (VmHWM) reset before this side's warm-up; "
+                                  "includes the other side's resident state")
+
+    def done():
+        seqs = out["r"].cpu().numpy()[:, 1:]  # drop the decoder start token
+        full = np.zeros((seqs.shape[0], args.max_decode_length), np.int32)
+        full[:, :seqs.shape[1]] = seqs[:, :args.max_decode_length]
+        rec = dict(device=device, torch=torch.__version__, transformers=transformers.__version__,
+                   torch_intra_op_threads=torch.get_num_threads())
+        return rec, full
+
+    return common.Side("peer_eager", call, sync, memory=memory, reset_memory=reset_memory), done
 
 
 def agreement(ours: np.ndarray, peer: np.ndarray, eos_id: int) -> dict:
@@ -168,8 +174,11 @@ def agreement(ours: np.ndarray, peer: np.ndarray, eos_id: int) -> dict:
 
 
 def run(args) -> dict:
+    """Ours and HF generate interleaved under the measurement protocol; returns the record."""
+    proto = common.check_protocol(args)
     apply_xla_flags(args.xla_flags)
-    for name in ("batch", "inputs_length", "max_decode_length", "beam_size", "steps"):
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # torch shares the GPU
+    for name in ("batch", "inputs_length", "max_decode_length", "beam_size", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name}={getattr(args, name)} must be >= 1")
     if args.threads <= 0:
@@ -181,8 +190,12 @@ def run(args) -> dict:
         "benchmark": "decode_throughput", "size": args.size,
         "shape": {"batch": args.batch, "inputs_length": args.inputs_length,
                   "max_decode_length": args.max_decode_length, "vocab_size": cfg.vocab_size},
-        "search": {"beam_size": args.beam_size, "alpha": args.alpha,
-                   "peer": f"generate(num_beams={args.beam_size}, length_penalty={args.alpha}, "
+        "search": {"method": args.method,
+                   "beam_size": args.beam_size if args.method == "beam" else 1,
+                   "alpha": args.alpha,
+                   "peer": f"generate(num_beams="
+                           f"{args.beam_size if args.method == 'beam' else 1}, "
+                           f"length_penalty={args.alpha}, "
                            "early_stopping='never', max_new_tokens=max_decode_length)",
                    "head_scale": args.head_scale},
         "dtype": args.dtype, "num_params": common.param_count(cfg),
@@ -192,21 +205,33 @@ def run(args) -> dict:
                     "torch_intra_op": args.threads},
         "environment": common.environment(),
     }
-    ours, ours_seqs = run_ours(cfg, params, enc, args)
-    ours["generated_tokens"] = int(seq_lengths(ours_seqs, cfg.eos_id).sum())
-    ours["tokens_per_s"] = ours["generated_tokens"] / ours["median_step_s"]
-    record["ours"] = ours
-    record["peer"], record["ratios"] = {}, {}
+    proto["allocator"] = common.allocator_info()
+    proto["matmul_rate"] = (common.matmul_rate() if record["device"]["platform"] == "cpu"
+                            else None)
+    sides = [setup_ours(cfg, params, enc, args)]
     if args.peer != "none":
-        peer, peer_seqs = run_peer(cfg, params, enc, args)
-        peer["generated_tokens"] = int(seq_lengths(peer_seqs, cfg.eos_id).sum())
-        peer["tokens_per_s"] = peer["generated_tokens"] / peer["median_step_s"]
-        record["peer"]["eager"] = peer
+        sides.append(setup_peer(cfg, params, enc, args))
+    timings = common.interleave([s for s, _ in sides], args.rounds, args.warmup)
+    proto["order"] = timings.pop("order")
+    seqs = {}
+    for side, done in sides:
+        extra, seqs[side.name] = done()
+        rec = dict(timings[side.name], **extra)
+        rec["generated_tokens"] = int(seq_lengths(seqs[side.name], cfg.eos_id).sum())
+        rec["tokens_per_s"] = rec["generated_tokens"] / rec["median_step_s"]
+        record["ours" if side.name == "ours" else "peer"] = (
+            rec if side.name == "ours" else {"eager": rec})
+    record.setdefault("peer", {})
+    record["ratios"] = {}
+    if args.peer != "none":
+        ours, peer = record["ours"], record["peer"]["eager"]
         record["ratios"] = {
             "tokens_per_s_ours_over_peer_eager": ours["tokens_per_s"] / peer["tokens_per_s"],
-            "time_peer_over_ours": peer["median_step_s"] / ours["median_step_s"]}
-        record["agreement"] = agreement(ours_seqs, peer_seqs, cfg.eos_id)
+            "time_peer_over_ours": peer["median_step_s"] / ours["median_step_s"],
+            "best_round_time_peer_over_ours": peer["min_step_s"] / ours["min_step_s"]}
+        record["agreement"] = agreement(seqs["ours"], seqs["peer_eager"], cfg.eos_id)
     record["environment"]["load_average_after"] = common.load_average()
+    record["protocol"] = common.finish_protocol(proto)
     return record
 
 

@@ -50,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--targets_length", type=int, default=64)
     p.add_argument("--num_devices", type=int, default=0,
                    help="data parallel over the first N devices (0 = all)")
-    p.add_argument("--steps", type=int, default=5, help="timed steps per side")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile)")
+    common.add_protocol_args(p, rounds=5, warmup=1)
     p.add_argument("--learning_rate", type=float, default=1e-3)
     p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                    help="activations (params and logits stay float32); auto: bfloat16 on "
@@ -81,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve(args) -> argparse.Namespace:
     """Fills the 'auto' choices (before JAX starts) and validates the shape."""
     gpu = _gpu_present()
-    for name in ("batch", "inputs_length", "targets_length", "steps"):
+    for name in ("batch", "inputs_length", "targets_length", "rounds"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name}={getattr(args, name)} must be >= 1")
     if args.vocab_chunk_size < 0:
@@ -131,14 +130,13 @@ def _jit_without_donation(step_config, mesh, shardings):
     return wrapped
 
 
-def run_ours(cfg, batch_np: dict, args) -> dict:
-    """Times our train step; returns the 'ours' record."""
+def setup_ours(cfg, batch_np: dict, args) -> tuple:
+    """Our jitted train step as a protocol Side, and done() -> the side's extra fields."""
     import jax
     import jax.numpy as jnp
     from medmt5 import optimizers, partitioning, train_state, trainer
     from medmt5.model import Transformer
 
-    common.reset_peak_rss()
     n = args.num_devices or jax.device_count()
     if n > jax.device_count():
         raise SystemExit(f"error: --num_devices={n} but only {jax.device_count()} devices")
@@ -169,13 +167,16 @@ def run_ours(cfg, batch_np: dict, args) -> dict:
         jax.block_until_ready((holder["state"], metrics))
         losses.append(float(metrics["loss"]))
 
-    timing = common.time_calls(call, args.warmup, args.steps, sync)
-    rec = dict(timing, loss_first=losses[0], loss_last=losses[-1],
-               num_params=train_state.param_count(holder["state"].params))
-    rec.update(common.jax_peak_memory())
-    del holder, state, batch
-    gc.collect()
-    return rec
+    def done() -> dict:
+        rec = dict(loss_first=losses[0], loss_last=losses[-1],
+                   num_params=train_state.param_count(holder["state"].params))
+        holder.clear()
+        gc.collect()
+        return rec
+
+    side = common.Side("ours", call, sync, memory=common.jax_peak_memory,
+                       reset_memory=common.reset_peak_rss)
+    return side, done
 
 
 # ---- peer ------------------------------------------------------------------------------------
@@ -194,8 +195,8 @@ def build_peer_model(cfg, device: str, seed: int = 0):
     return model.to(device)
 
 
-def run_peer(cfg, batch_np: dict, args, mode: str) -> dict:
-    """Times the HF train step (forward with labels, backward, Adafactor step)."""
+def setup_peer(cfg, batch_np: dict, args, mode: str) -> tuple:
+    """The HF train step (forward with labels, backward, Adafactor step) as a protocol Side."""
     import contextlib
     import torch
     from transformers.optimization import Adafactor
@@ -207,9 +208,6 @@ def run_peer(cfg, batch_np: dict, args, mode: str) -> dict:
               "measured anyway because --peer asked for it", file=sys.stderr)
     torch.set_num_threads(args.threads)
     common.log(f"peer ({mode}) on {device}, {args.threads} intra-op threads")
-    common.reset_peak_rss()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
     model = build_peer_model(cfg, device)
     model.train()
     opt = Adafactor(model.parameters(), lr=args.learning_rate, scale_parameter=True,
@@ -238,37 +236,52 @@ def run_peer(cfg, batch_np: dict, args, mode: str) -> dict:
             torch.cuda.synchronize()
         losses.append(float(loss.detach()))
 
-    timing = common.time_calls(call, args.warmup, args.steps, sync)
-    rec = dict(timing, mode=mode, loss_first=losses[0], loss_last=losses[-1],
-               num_params=sum(p.numel() for p in model.parameters()),
-               precision="autocast bfloat16, float32 params" if bf16 else "float32",
-               torch=torch.__version__, torch_intra_op_threads=torch.get_num_threads(),
-               torch_inter_op_threads=torch.get_num_interop_threads())
-    if cuda:
-        rec.update(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
-                   memory_source="torch.cuda.max_memory_allocated()")
-    else:
-        rec.update(peak_memory_bytes=common.peak_rss_bytes(),
-                   memory_source="process peak RSS (VmHWM, reset before this measurement)")
-    import transformers
-    rec["transformers"] = transformers.__version__
-    del model, opt, forward
-    gc.collect()
-    return rec
+    def reset_memory():
+        common.reset_peak_rss()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+
+    def memory() -> dict:
+        if cuda:
+            return dict(peak_memory_bytes=int(torch.cuda.max_memory_allocated()),
+                        memory_source="torch.cuda.max_memory_allocated()")
+        return dict(peak_memory_bytes=common.peak_rss_bytes(),
+                    memory_source="process peak RSS (VmHWM) reset before this side's warm-up; "
+                                  "includes the other sides' resident state")
+
+    def done() -> dict:
+        import transformers
+        rec = dict(mode=mode, loss_first=losses[0], loss_last=losses[-1],
+                   num_params=sum(p.numel() for p in model.parameters()),
+                   precision="autocast bfloat16, float32 params" if bf16 else "float32",
+                   torch=torch.__version__, torch_intra_op_threads=torch.get_num_threads(),
+                   torch_inter_op_threads=torch.get_num_interop_threads(),
+                   transformers=transformers.__version__)
+        return rec
+
+    return common.Side(f"peer_{mode}", call, sync, memory=memory, reset_memory=reset_memory), done
 
 
 # ---- one configuration -------------------------------------------------------------------------
 
-def _rates(rec: dict, tokens: int, flops: float, peak_total: Optional[float]) -> dict:
+def _rates(rec: dict, tokens: int, flops: float, peak_total: Optional[float],
+           ceiling_gflops: Optional[float] = None) -> dict:
+    """Rates at the median round; the fraction of the same run's fp32 matmul rate on CPU."""
     s = rec["median_step_s"]
     tflops = flops / s / 1e12
-    return dict(rec, tokens_per_s=tokens / s, model_tflops_per_s=tflops,
-                mfu=common.mfu(tflops, peak_total))
+    frac = tflops * 1e3 / ceiling_gflops if ceiling_gflops else None
+    return dict(rec, tokens_per_s=tokens / s, tokens_per_s_best=tokens / rec["min_step_s"],
+                model_tflops_per_s=tflops, mfu=common.mfu(tflops, peak_total),
+                fraction_of_fp32_matmul_rate=frac)
 
 
 def run_config(args) -> dict:
-    """Measures ours (and the peer modes asked for) in this process; returns the record."""
+    """Measures ours and the peer modes asked for, interleaved in this process (the
+    measurement protocol, benchmarks/common.py); returns the record."""
+    proto = common.check_protocol(args)
     apply_xla_flags(args.xla_flags)
+    # Both sides share the process: JAX must not grab 75% of the GPU before torch runs.
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     import jax
     layers = {"num_encoder_layers": args.layers, "num_decoder_layers": args.layers} \
         if args.layers > 0 else {}
@@ -301,22 +314,34 @@ def run_config(args) -> dict:
                       "learning_rate": args.learning_rate},
         "tokens_definition": common.TOKENS_DEFINITION, "tokens_per_step": tokens,
         "flop_formula": common.FLOP_FORMULA, "flops_per_step": flops["train_step"],
-        "num_params": common.param_count(cfg), "steps": args.steps, "warmup": args.warmup,
+        "num_params": common.param_count(cfg), "rounds": args.rounds, "warmup": args.warmup,
         "device": dev,
         "threads": {"jax": "XLA CPU runtime: Eigen intra-op pool over all affinity CPUs "
                            f"({len(os.sched_getaffinity(0))}); XLA_FLAGS as recorded",
                     "torch_intra_op": args.threads},
         "environment": common.environment(),
     }
-    record["ours"] = _rates(run_ours(cfg, batch, args), tokens, flops["train_step"], peak)
-    record["peer"] = {}
+    proto["allocator"] = common.allocator_info()
+    proto["matmul_rate"] = common.matmul_rate() if dev["platform"] == "cpu" else None
+    ceiling = proto["matmul_rate"] and proto["matmul_rate"]["ceiling_gflops"]
+    sides = [setup_ours(cfg, batch, args)]
+    sides += [setup_peer(cfg, batch, args, mode) for mode in args.peer_modes]
+    timings = common.interleave([s for s, _ in sides], args.rounds, args.warmup)
+    proto["order"] = timings.pop("order")
+    results = {}
+    for side, done in sides:
+        results[side.name] = _rates(dict(timings[side.name], **done()), tokens,
+                                    flops["train_step"], peak, ceiling)
+    record["ours"] = results.pop("ours")
+    record["peer"] = {name[len("peer_"):]: rec for name, rec in results.items()}
     record["ratios"] = {}
-    for mode in args.peer_modes:
-        peer = _rates(run_peer(cfg, batch, args, mode), tokens, flops["train_step"], peak)
-        record["peer"][mode] = peer
+    for mode, peer in record["peer"].items():
         record["ratios"][f"tokens_per_s_ours_over_peer_{mode}"] = (
             record["ours"]["tokens_per_s"] / peer["tokens_per_s"])
+        record["ratios"][f"best_round_ours_over_peer_{mode}"] = (
+            peer["min_step_s"] / record["ours"]["min_step_s"])
     record["environment"]["load_average_after"] = common.load_average()
+    record["protocol"] = common.finish_protocol(proto)
     return record
 
 

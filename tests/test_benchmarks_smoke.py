@@ -15,7 +15,7 @@ from benchmarks import common, decode_throughput, train_throughput  # noqa: E402
 from medmt5.model import Transformer  # noqa: E402
 
 TINY = ["--size", "tiny", "--vocab_size", "256", "--inputs_length", "12",
-        "--steps", "1", "--warmup", "1", "--threads", "1"]
+        "--steps", "1", "--warmup", "1", "--threads", "1", "--force"]
 RATE_KEYS = ("median_step_s", "step_times_s", "first_call_s", "tokens_per_s", "peak_memory_bytes",
              "memory_source", "loss_first", "loss_last", "num_params")
 
@@ -36,7 +36,13 @@ def test_train_benchmark_record_has_both_sides_and_ratio(capsys):
     # Same architecture on both sides, and the closed-form count agrees with both.
     assert rec["ours"]["num_params"] == rec["peer"]["eager"]["num_params"] == rec["num_params"]
     assert rec["tokens_per_step"] == 2 * (12 + 6)
-    assert set(rec["ratios"]) == {"tokens_per_s_ours_over_peer_eager"}
+    assert set(rec["ratios"]) == {"tokens_per_s_ours_over_peer_eager",
+                                  "best_round_ours_over_peer_eager"}
+    proto = rec["protocol"]  # forced: one round, and the test machine is not idle
+    assert proto["forced"] and proto["order"] == ["warmup:ours", "warmup:peer_eager", "ours",
+                                                  "peer_eager"]
+    assert proto["matmul_rate"]["ceiling_gflops"] > 0 and proto["allocator"]["allocator"]
+    assert rec["ours"]["fraction_of_fp32_matmul_rate"] > 0
     assert rec["levers"]["donate"] is True and rec["levers"]["attention_impl"] == "xla"
     assert rec["peer"]["eager"]["torch_intra_op_threads"] == 1
     assert "load_average_1_5_15" in rec["environment"] and rec["flop_formula"]
@@ -98,12 +104,23 @@ def test_peak_table_and_mfu():
 def test_decode_benchmark_agrees_with_hf_beam_search():
     args = decode_throughput.build_parser().parse_args(
         TINY[:4] + ["--batch", "2", "--inputs_length", "10", "--max_decode_length", "5",
-                    "--steps", "1", "--warmup", "0", "--threads", "1"])
+                    "--steps", "1", "--warmup", "1", "--threads", "1", "--force"])
     rec = decode_throughput.run(args)
     json.dumps(rec)
     for side in (rec["ours"], rec["peer"]["eager"]):
         for key in ("median_step_s", "tokens_per_s", "generated_tokens", "peak_memory_bytes"):
             assert key in side, key
-    assert set(rec["ratios"]) == {"tokens_per_s_ours_over_peer_eager", "time_peer_over_ours"}
+    assert set(rec["ratios"]) == {"tokens_per_s_ours_over_peer_eager", "time_peer_over_ours",
+                                  "best_round_time_peer_over_ours"}
+    assert rec["protocol"]["order"][-2:] == ["ours", "peer_eager"]
     # Same weights, same inputs, same algorithm (no length penalty): same best sequences.
+    assert rec["agreement"]["sequence_agreement_rate"] == 1.0
+
+
+def test_greedy_decode_benchmark_agrees_with_hf_greedy():
+    args = decode_throughput.build_parser().parse_args(
+        TINY[:4] + ["--batch", "2", "--inputs_length", "10", "--max_decode_length", "5",
+                    "--method", "greedy", "--steps", "1", "--threads", "1", "--force"])
+    rec = decode_throughput.run(args)
+    assert rec["search"]["method"] == "greedy" and rec["search"]["beam_size"] == 1
     assert rec["agreement"]["sequence_agreement_rate"] == 1.0
