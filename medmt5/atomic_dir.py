@@ -11,10 +11,13 @@ from medmt5.param_tree import CheckpointError
 
 
 def check_destination(dst: str, overwrite: bool) -> None:
-    """Refuse a destination that is a file, or a non-empty directory unless `overwrite`."""
-    if os.path.isfile(dst):
+    """Refuse a destination that is a file, or a non-empty directory unless `overwrite`.
+    `dst` may be a URL (gs://...; medmt5.paths)."""
+    from medmt5 import paths
+
+    if paths.isfile(dst):
         raise CheckpointError(f"{dst}: destination is an existing file; give a directory path.")
-    if os.path.isdir(dst) and os.listdir(dst) and not overwrite:
+    if paths.isdir(dst) and paths.listdir(dst) and not overwrite:
         raise CheckpointError(
             f"{dst}: destination directory is not empty; choose a new path or pass --overwrite "
             "(overwrite=True) to replace it."

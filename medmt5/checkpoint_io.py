@@ -14,7 +14,8 @@ from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from medmt5.atomic_dir import atomic_directory
+from medmt5 import paths
+from medmt5.atomic_dir import atomic_directory, check_destination
 from medmt5.hf_io import CONFIG_FILE as HF_CONFIG_FILE
 from medmt5.hf_io import is_hf_dir, load_hf
 from medmt5.param_tree import CheckpointError, to_numpy, unflatten, validate
@@ -24,6 +25,7 @@ MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINTS_SUBDIR = "checkpoints"
 PARAMS_ITEM = "params"
 _STEP_RE = re.compile(r"^\d+$")
+COMMIT_SUCCESS_FILE = "commit_success.txt"  # orbax's finished-step marker on object stores
 
 
 def _load_config(path: str):
@@ -37,23 +39,31 @@ def _load_config(path: str):
 
 def _our_model_dir(path: str) -> Optional[Tuple[str, Optional[int]]]:
     """(MODEL_DIR, step or None) when `path` is MODEL_DIR or MODEL_DIR/checkpoints/<step>."""
-    if os.path.isfile(os.path.join(path, MODEL_CONFIG_FILE)):
+    if paths.isfile(paths.join(path, MODEL_CONFIG_FILE)):
         return path, None
-    parent = os.path.dirname(path)
-    base = os.path.basename(path)
-    if (_STEP_RE.match(base) and os.path.basename(parent) == CHECKPOINTS_SUBDIR
-            and os.path.isfile(os.path.join(os.path.dirname(parent), MODEL_CONFIG_FILE))):
-        return os.path.dirname(parent), int(base)
+    parent = paths.dirname(path)
+    base = paths.basename(path)
+    if (_STEP_RE.match(base) and paths.basename(parent) == CHECKPOINTS_SUBDIR
+            and paths.isfile(paths.join(paths.dirname(parent), MODEL_CONFIG_FILE))):
+        return paths.dirname(parent), int(base)
     return None
 
 
 def orbax_steps(model_dir: str) -> list:
-    """Finished orbax steps (plain integer directory names) under MODEL_DIR/checkpoints."""
-    root = os.path.join(model_dir, CHECKPOINTS_SUBDIR)
-    if not os.path.isdir(root):
-        return []
-    return sorted(int(d) for d in os.listdir(root)
-                  if _STEP_RE.match(d) and os.path.isdir(os.path.join(root, d)))
+    """Finished orbax steps (plain integer directory names) under MODEL_DIR/checkpoints.
+
+    Locally orbax renames a finished step into place; on an object store (gs://) it writes
+    the step folder in place and marks it finished with commit_success.txt."""
+    root = paths.join(model_dir, CHECKPOINTS_SUBDIR)
+    remote = paths.is_remote(root)
+    steps = []
+    for d in paths.listdir(root):
+        if not _STEP_RE.match(d) or not paths.isdir(paths.join(root, d)):
+            continue
+        if remote and not paths.isfile(paths.join(root, d, COMMIT_SUCCESS_FILE)):
+            continue
+        steps.append(int(d))
+    return sorted(steps)
 
 
 def restore_params_item(item_dir: str) -> Dict[str, Any]:
@@ -76,17 +86,17 @@ def restore_params_item(item_dir: str) -> Dict[str, Any]:
 
 def load_medmt5(model_dir: str, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
     """Read our MODEL_DIR (latest step, or `step`) -> (config with scan_layers=False, params)."""
-    cfg_path = os.path.join(model_dir, MODEL_CONFIG_FILE)
+    cfg_path = paths.join(model_dir, MODEL_CONFIG_FILE)
     cfg = _load_config(cfg_path)
     steps = orbax_steps(model_dir)
-    root = os.path.join(model_dir, CHECKPOINTS_SUBDIR)
+    root = paths.join(model_dir, CHECKPOINTS_SUBDIR)
     if not steps:
         raise CheckpointError(f"{root}: no finished checkpoint steps (looked for {root}/<step>/{PARAMS_ITEM}).")
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise CheckpointError(f"{root}: no checkpoint for step {step}; available steps: {steps}.")
-    item_dir = os.path.join(root, str(step), PARAMS_ITEM)
-    if not os.path.isdir(item_dir):
+    item_dir = paths.join(root, str(step), PARAMS_ITEM)
+    if not paths.isdir(item_dir):
         raise CheckpointError(f"{item_dir}: step {step} has no {PARAMS_ITEM!r} item.")
     params = restore_params_item(item_dir)
     if cfg.scan_layers:
@@ -108,17 +118,26 @@ def load_checkpoint(path, step: Optional[int] = None, config=None,
 
     Params are host numpy arrays in the unscanned canonical tree; a prompt-tuning checkpoint
     keeps its params["prompt"]. `config` and `relative_attention_max_distance` apply to T5X
-    checkpoints only (they carry no config)."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    if not os.path.exists(path):
+    checkpoints only (they carry no config).
+
+    `path` may be local, a URL (gs://bucket/dir, see medmt5.paths) or a Hugging Face hub id
+    (google/mt5-small, hf://google/mt5-small@<revision>, see medmt5.hub)."""
+    from medmt5.hub import HubError, resolve_checkpoint
+
+    try:
+        path = resolve_checkpoint(path)
+    except HubError as e:
+        raise CheckpointError(str(e)) from None
+    if not paths.exists(path):
         raise CheckpointError(f"{path}: does not exist.")
-    ours = _our_model_dir(path) if os.path.isdir(path) else None
+    is_dir = paths.isdir(path)
+    ours = _our_model_dir(path) if is_dir else None
     if ours is not None:
         model_dir, dir_step = ours
         if dir_step is not None and step is not None and step != dir_step:
             raise CheckpointError(f"{path}: is step {dir_step} but step={step} was requested.")
         return load_medmt5(model_dir, dir_step if dir_step is not None else step)
-    if os.path.isdir(path) and is_hf_dir(path):
+    if is_dir and is_hf_dir(path):
         if step is not None:
             raise CheckpointError(f"{path}: a Hugging Face model directory has no steps; drop step={step}.")
         return load_hf(path)
@@ -144,6 +163,18 @@ def save_params_checkpoint(cfg, params, model_dir: str, step: int = 0, overwrite
 
         tree = to_numpy(scan_params(tree))
         tree = unflatten(tree)
+    if paths.is_remote(model_dir):
+        # Object stores have no rename: orbax writes the step in place and marks it finished
+        # (commit_success.txt); model_config.json, which makes the folder a checkpoint for
+        # load_checkpoint, is written last.
+        check_destination(model_dir, overwrite)
+        if overwrite:
+            paths.rmtree(model_dir)
+        with ocp.CheckpointManager(paths.join(model_dir, CHECKPOINTS_SUBDIR)) as manager:
+            manager.save(int(step), args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
+            manager.wait_until_finished()
+        cfg.save(paths.join(model_dir, MODEL_CONFIG_FILE))
+        return model_dir
     with atomic_directory(model_dir, overwrite=overwrite) as tmp:
         cfg.save(os.path.join(tmp, MODEL_CONFIG_FILE))
         with ocp.CheckpointManager(os.path.join(tmp, CHECKPOINTS_SUBDIR)) as manager:

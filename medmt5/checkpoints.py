@@ -37,16 +37,18 @@ def make_checkpoint_manager(model_dir: str, save_period: int = 1000, keep: Optio
         raise ValueError(f"checkpoint save_period={save_period} must be >= 1")
     if keep is not None and keep < 1:
         raise ValueError(f"checkpoint keep={keep} must be >= 1 or None (keep all)")
+    from medmt5 import paths
+
     model_dir = os.fspath(model_dir)
     if config is not None and jax.process_index() == 0:
-        os.makedirs(model_dir, exist_ok=True)
-        config.save(os.path.join(model_dir, MODEL_CONFIG_FILE))
+        paths.makedirs(model_dir)
+        config.save(paths.join(model_dir, MODEL_CONFIG_FILE))
     policies = ocp.checkpoint_managers
     options = ocp.CheckpointManagerOptions(
         save_decision_policy=policies.FixedIntervalPolicy(int(save_period)),
         preservation_policy=policies.LatestN(keep),
         enable_async_checkpointing=async_save, create=True)
-    return ocp.CheckpointManager(os.path.join(model_dir, CHECKPOINTS_SUBDIR), options=options,
+    return ocp.CheckpointManager(paths.join(model_dir, CHECKPOINTS_SUBDIR), options=options,
                                  item_names=ITEMS)
 
 

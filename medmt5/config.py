@@ -136,10 +136,13 @@ class T5Config:
         return cls.from_dict(data, source=source)
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            f.write(self.to_json() + "\n")
+        """Local path or URL (gs://..., through medmt5.paths)."""
+        from medmt5 import paths
+
+        paths.write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str) -> "T5Config":
-        with open(path) as f:
-            return cls.from_json(f.read(), source=path)
+        from medmt5 import paths
+
+        return cls.from_json(paths.read_text(path), source=path)

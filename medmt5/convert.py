@@ -6,6 +6,9 @@
 
 DST is written under DST.tmp-XXXX and renamed only when complete; a non-empty DST is refused
 unless --overwrite. Errors print one line naming the file/parameter and exit with status 1.
+SRC and DST may be gs:// URLs (medmt5.paths; an object store has no rename, so there DST is
+written in place with the file that marks it complete last); an HF SRC may be a hub id
+(google/mt5-small, hf://google/mt5-small@<revision>; medmt5.hub).
 """
 from __future__ import annotations
 
@@ -45,13 +48,18 @@ def run(args: argparse.Namespace) -> str:
     """Perform one conversion; returns a one-line summary. Raises CheckpointError."""
     from medmt5.checkpoint_io import load_checkpoint, save_params_checkpoint
     from medmt5.hf_io import is_hf_dir, load_hf, save_hf
+    from medmt5.hub import HubError, resolve_checkpoint
     from medmt5.t5x_io import load_t5x
 
     check_destination(args.dst, args.overwrite)  # fail before the (slow) read
     if args.command == "hf-to-medmt5":
-        if not is_hf_dir(args.src):
+        try:
+            src = resolve_checkpoint(args.src)
+        except HubError as e:
+            raise CheckpointError(str(e)) from None
+        if not is_hf_dir(src):
             raise CheckpointError(f"{args.src}: not a Hugging Face model directory (no config.json).")
-        cfg, params = load_hf(args.src)
+        cfg, params = load_hf(src)
         save_params_checkpoint(cfg, params, args.dst, overwrite=args.overwrite)
     elif args.command == "t5x-to-medmt5":
         cfg, params = load_t5x(args.src, args.step,

@@ -20,7 +20,8 @@ from typing import Any, Dict, Mapping, Tuple
 
 import numpy as np
 
-from medmt5.atomic_dir import atomic_directory
+from medmt5 import paths
+from medmt5.atomic_dir import atomic_directory, check_destination
 from medmt5.param_tree import CheckpointError, expected_shapes, to_numpy, unflatten, validate
 
 CONFIG_FILE = "config.json"
@@ -35,7 +36,7 @@ _IGNORED = ("decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.wei
 
 
 def is_hf_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, CONFIG_FILE))
+    return paths.isfile(paths.join(path, CONFIG_FILE))
 
 
 # ----------------------------------------------------------------------------- names
@@ -343,7 +344,16 @@ def _major_version(version: Any) -> int:
 
 
 def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
-    """Read a HF MT5/T5 directory -> (T5Config, nested numpy params)."""
+    """Read a HF MT5/T5 directory -> (T5Config, nested numpy params). A remote directory
+    (gs://...) is downloaded to a temporary folder first (config + weight files only)."""
+    if paths.is_remote(model_dir):
+        names = [n for n in paths.listdir(model_dir) if n == CONFIG_FILE
+                 or n.endswith((".safetensors", ".bin", ".index.json"))]
+        with paths.local_copy(model_dir, names) as local:
+            try:
+                return load_hf(local)
+            except CheckpointError as e:
+                raise CheckpointError(str(e).replace(local, model_dir)) from None
     cfg_path = os.path.join(model_dir, CONFIG_FILE)
     try:
         with open(cfg_path) as f:
@@ -382,9 +392,20 @@ def hf_state_from_params(cfg, params: Mapping[str, Any]) -> Dict[str, np.ndarray
 
 
 def save_hf(cfg, params: Mapping[str, Any], out_dir: str, overwrite: bool = False) -> str:
-    """Write config.json + model.safetensors that transformers loads; all or nothing."""
+    """Write config.json + model.safetensors that transformers loads; all or nothing.
+    A remote out_dir (gs://...) is built locally and uploaded with config.json last."""
     from safetensors.numpy import save_file
 
+    if paths.is_remote(out_dir):
+        import tempfile
+
+        check_destination(out_dir, overwrite)
+        with tempfile.TemporaryDirectory(prefix="medmt5-hf-") as tmp:
+            local = save_hf(cfg, params, os.path.join(tmp, "hf"))
+            if overwrite:
+                paths.rmtree(out_dir)
+            paths.copy_tree(local, out_dir, last=(CONFIG_FILE,))
+        return out_dir
     state = hf_state_from_params(cfg, params)
     with atomic_directory(out_dir, overwrite=overwrite) as tmp:
         hf_config = dict(config_to_hf(cfg), dtype=str(state["shared.weight"].dtype))

@@ -27,6 +27,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
+from medmt5 import paths
 from medmt5.atomic_dir import atomic_directory
 from medmt5.param_tree import CheckpointError, flatten, infer_config_fields, unflatten, validate
 
@@ -42,30 +43,28 @@ _CHUNK_BYTES = 64 * 1024 * 1024  # t5x's target chunk size
 
 def t5x_steps(model_dir: str) -> list:
     """Sorted steps of the finished checkpoint_<step>/checkpoint files in `model_dir`."""
-    if not os.path.isdir(model_dir):
-        return []
     steps = []
-    for entry in os.listdir(model_dir):
+    for entry in paths.listdir(model_dir):
         m = _STEP_DIR_RE.match(entry)
-        if m and os.path.isfile(os.path.join(model_dir, entry, CHECKPOINT_FILE)):
+        if m and paths.isfile(paths.join(model_dir, entry, CHECKPOINT_FILE)):
             steps.append(int(m.group(1)))
     return sorted(steps)
 
 
 def is_t5x_path(path: str) -> bool:
-    if os.path.isfile(path):
-        return os.path.basename(path) == CHECKPOINT_FILE
-    return os.path.isfile(os.path.join(path, CHECKPOINT_FILE)) or bool(t5x_steps(path))
+    if paths.isfile(path):
+        return paths.basename(path) == CHECKPOINT_FILE
+    return paths.isfile(paths.join(path, CHECKPOINT_FILE)) or bool(t5x_steps(path))
 
 
 def find_t5x_checkpoint(path: str, step: Optional[int] = None) -> str:
     """The msgpack file for `path` (a model dir, a checkpoint_<step> dir, or the file)."""
-    if os.path.isfile(path):
+    if paths.isfile(path):
         if step is not None:
             raise CheckpointError(f"{path}: step={step} given, but the path is already one checkpoint file.")
         return path
-    direct = os.path.join(path, CHECKPOINT_FILE)
-    if os.path.isfile(direct):
+    direct = paths.join(path, CHECKPOINT_FILE)
+    if paths.isfile(direct):
         if step is not None:
             raise CheckpointError(f"{path}: step={step} given, but the path is already one checkpoint step directory.")
         return direct
@@ -77,7 +76,7 @@ def find_t5x_checkpoint(path: str, step: Optional[int] = None) -> str:
         step = steps[-1]
     if step not in steps:
         raise CheckpointError(f"{path}: no T5X checkpoint for step {step}; available steps: {steps}.")
-    return os.path.join(path, f"{STEP_DIR_PREFIX}{step}", CHECKPOINT_FILE)
+    return paths.join(path, f"{STEP_DIR_PREFIX}{step}", CHECKPOINT_FILE)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -98,7 +97,8 @@ def _flatten_with_specs(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, 
     return out
 
 
-def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str, ckpt_file: str) -> Tuple[dict, tuple]:
+def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str,
+               ckpt_file: str) -> Tuple[dict, Optional[tuple], str]:
     kvstore = dict(spec.get("kvstore") or {})
     rel = kvstore.get("path") or spec.get("path")
     if not rel:
@@ -108,9 +108,14 @@ def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str, ckpt_file: str
     dtype = spec.get("dtype") or meta.get("dtype")
     if dtype in ("uint16", "<u2"):
         raise CheckpointError(f"{ckpt_file}: parameter {name!r} is stored as uint16; re-save it as bfloat16.")
-    # gcs / gfile / file all resolve to a directory next to the msgpack file.
-    return ({"driver": spec.get("driver", "zarr"),
-             "kvstore": {"driver": "file", "path": os.path.normpath(os.path.join(ckpt_dir, str(rel)))}}, shape)
+    # gcs / gfile / file all resolve to a directory next to the msgpack file (local, or
+    # tensorstore's gcs driver when the checkpoint is on gs://).
+    if paths.is_remote(ckpt_dir):
+        where = paths.normalize(paths.join(ckpt_dir, str(rel)))
+    else:
+        where = os.path.normpath(os.path.join(ckpt_dir, str(rel)))
+    return ({"driver": spec.get("driver", "zarr"), "kvstore": paths.tensorstore_kvstore(where)},
+            shape, where)
 
 
 def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
@@ -118,10 +123,9 @@ def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
     import itertools
     import json
 
-    meta_path = os.path.join(zarr_dir, ".zarray")
+    meta_path = paths.join(zarr_dir, ".zarray")
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = json.loads(paths.read_text(meta_path))
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{meta_path}: parameter {name}: missing or corrupt zarr metadata: {e}") from None
     shape, chunks = meta.get("shape") or [], meta.get("chunks") or []
@@ -129,9 +133,10 @@ def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
         return
     sep = meta.get("dimension_separator") or "."
     counts = [-(-int(n) // max(int(c), 1)) for n, c in zip(shape, chunks)]
+    present = set(paths.listdir(zarr_dir)) if paths.is_remote(zarr_dir) else None
     for idx in itertools.product(*(range(c) for c in counts)):
         key = sep.join(str(i) for i in idx)
-        if not os.path.isfile(os.path.join(zarr_dir, key)):
+        if (key not in present) if present is not None else not os.path.isfile(os.path.join(zarr_dir, key)):
             raise CheckpointError(
                 f"{zarr_dir}: parameter {name}: chunk file {key!r} is missing (the checkpoint copy is "
                 "incomplete); re-copy the checkpoint.")
@@ -145,10 +150,9 @@ def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target"
     from flax import serialization
 
     ckpt_file = find_t5x_checkpoint(path, step)
-    ckpt_dir = os.path.dirname(os.path.abspath(ckpt_file))
+    ckpt_dir = paths.dirname(paths.normalize(ckpt_file))
     try:
-        with open(ckpt_file, "rb") as f:
-            contents = serialization.msgpack_restore(f.read())
+        contents = serialization.msgpack_restore(paths.read_bytes(ckpt_file))
     except Exception as e:
         raise CheckpointError(f"{ckpt_file}: not a readable T5X msgpack checkpoint: {e}") from None
     if not isinstance(contents, Mapping):
@@ -162,13 +166,13 @@ def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target"
     pending, out = {}, {}
     for name, leaf in leaves.items():
         if _is_spec(leaf):
-            spec, shape = _open_spec(leaf, ckpt_dir, f"{prefix}/{name}", ckpt_file)
-            if not os.path.isdir(spec["kvstore"]["path"]):
+            spec, shape, where = _open_spec(leaf, ckpt_dir, f"{prefix}/{name}", ckpt_file)
+            if not paths.isdir(where):
                 raise CheckpointError(
-                    f"{ckpt_file}: parameter {prefix}/{name!s} refers to {spec['kvstore']['path']}, "
+                    f"{ckpt_file}: parameter {prefix}/{name!s} refers to {where}, "
                     "which does not exist; the checkpoint directory is incomplete.")
-            _check_zarr_chunks(spec["kvstore"]["path"], f"{prefix}/{name}")
-            pending[name] = (ts.open(spec, open=True, read=True), shape, spec["kvstore"]["path"])
+            _check_zarr_chunks(where, f"{prefix}/{name}")
+            pending[name] = (ts.open(spec, open=True, read=True), shape, where)
         elif leaf is None:
             continue
         else:
