@@ -8,6 +8,11 @@ drugs, diseases and plausible figures. Templates mark spans with `[Label ... ]` 
 parsed here by a few lines of code independent of tasks/seqlabel.py, so the tests that
 round-trip these files through seqlabel check it against an independent encoder.
 QA samples come from scripts/bioasq_sample_content.py.
+
+Files are written in the real releases' layouts (docs/data.md): AbstRCT as the hub's
+parquet shards `abstrct/{lang}/{split}-00000-of-00001.parquet` (columns id, tokens,
+labels_txt, labels), NER as the authors' tree `ner/{lang}/{lang}-{dataset}-{split}.tsv`
+with their dataset ids and raw E3C/DIANN tags (`ety`, `dis`).
 """
 
 from __future__ import annotations
@@ -199,9 +204,36 @@ def _write_jsonl(path: str, rows) -> None:
 
 ABSTRCT_SIZES = {"neoplasm_train": 66, "neoplasm_dev": 12, "neoplasm_test": 22,
                  "glaucoma_test": 15, "mixed_test": 15}
+# HiTZ/multilingual-abstrct's integer `labels` order (no ClassLabel names in the files).
+ABSTRCT_ID_ORDER = ("O", "B-Claim", "I-Claim", "B-Premise", "I-Premise")
+# The `huggingface` schema metadata `datasets` writes into a parquet shard (features only).
+_HF_FEATURES = {
+    "id": {"dtype": "string", "_type": "Value"},
+    "tokens": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+    "labels_txt": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+    "labels": {"feature": {"dtype": "int64", "_type": "Value"}, "_type": "Sequence"},
+}
+
+
+def write_abstrct_parquet(path: str, rows) -> None:
+    """One hub-layout shard: id, tokens, labels_txt (IOB strings), labels (int ids)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    table = pa.table({
+        "id": pa.array([r["id"] for r in rows], pa.string()),
+        "tokens": pa.array([r["tokens"] for r in rows], pa.list_(pa.string())),
+        "labels_txt": pa.array([r["labels"] for r in rows], pa.list_(pa.string())),
+        "labels": pa.array([[ABSTRCT_ID_ORDER.index(t) for t in r["labels"]] for r in rows],
+                           pa.list_(pa.int64())),
+    })
+    table = table.replace_schema_metadata(
+        {"huggingface": json.dumps({"info": {"features": _HF_FEATURES}})})
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table, path)
 
 
 def write_abstrct(out: str, seed: int = 0) -> None:
+    """abstrct/{lang}/{split}-00000-of-00001.parquet, as HiTZ/multilingual-abstrct on the hub."""
     rng = random.Random(seed)
     for split, size in ABSTRCT_SIZES.items():
         rows = {lang: [] for lang in LANGS}
@@ -218,7 +250,8 @@ def write_abstrct(out: str, seed: int = 0) -> None:
                 tokens, tags = render(template[lang], slots, lang)
                 rows[lang].append({"id": f"{split}_{i:03d}", "tokens": tokens, "labels": tags})
         for lang in LANGS:
-            _write_jsonl(os.path.join(out, "abstrct", lang, f"{split}.jsonl"), rows[lang])
+            write_abstrct_parquet(os.path.join(out, "abstrct", lang,
+                                               f"{split}-00000-of-00001.parquet"), rows[lang])
 
 
 # ---------------------------------------------------------------- NER TSV files
@@ -242,7 +275,8 @@ def write_ner(out: str, seed: int = 1) -> None:
                     tags = [t if t == "O" or t[2:] in keep else "O" for t in tags]
                     sents[lang].append((tokens, tags))
             for lang in langs:
-                path = os.path.join(out, "ner", f"{lang}-{dataset}-{split}.tsv")
+                # the authors' release: a folder per language
+                path = os.path.join(out, "ner", lang, f"{lang}-{dataset}-{split}.tsv")
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with open(path, "w", encoding="utf-8") as f:
                     f.write("\n\n".join("\n".join(f"{w}\t{t}" for w, t in zip(*s))

@@ -55,14 +55,14 @@ CDR_FILLERS = {"_pairs": [
 ]}
 
 DIANN_TEMPLATES = [
-    _l("The most frequent sequela in patients with {cond} was [Disability {dis} ] .",
-       "La secuela más frecuente en los pacientes con {cond} fue [Disability {dis} ] ."),
-    _l("About {n} % of patients with {cond} developed [Disability {dis} ] within five years .",
-       "Alrededor del {n} % de los pacientes con {cond} desarrolló [Disability {dis} ] en cinco años ."),
-    _l("The scale measures the severity of [Disability {dis} ] in adults with {cond} .",
-       "La escala mide la gravedad de [Disability {dis} ] en adultos con {cond} ."),
-    _l("Rehabilitation reduced [Disability {dis} ] in patients with {cond} .",
-       "La rehabilitación redujo [Disability {dis} ] en pacientes con {cond} ."),
+    _l("The most frequent sequela in patients with {cond} was [dis {dis} ] .",
+       "La secuela más frecuente en los pacientes con {cond} fue [dis {dis} ] ."),
+    _l("About {n} % of patients with {cond} developed [dis {dis} ] within five years .",
+       "Alrededor del {n} % de los pacientes con {cond} desarrolló [dis {dis} ] en cinco años ."),
+    _l("The scale measures the severity of [dis {dis} ] in adults with {cond} .",
+       "La escala mide la gravedad de [dis {dis} ] en adultos con {cond} ."),
+    _l("Rehabilitation reduced [dis {dis} ] in patients with {cond} .",
+       "La rehabilitación redujo [dis {dis} ] en pacientes con {cond} ."),
     _l("Functional status was assessed at admission and at discharge .",
        "La situación funcional se evaluó al ingreso y al alta ."),
 ]
@@ -110,18 +110,18 @@ PHARMA_FILLERS = {
 }
 
 E3C_TEMPLATES = [
-    _l("A {age}-year-old man was admitted with [CLINENTITY {sym} ] and [CLINENTITY {sym2} ] .",
-       "Varón de {age} años que ingresó por [CLINENTITY {sym} ] y [CLINENTITY {sym2} ] .",
-       "Homme de {age} ans admis pour [CLINENTITY {sym} ] et [CLINENTITY {sym2} ] .",
-       "Uomo di {age} anni ricoverato per [CLINENTITY {sym} ] e [CLINENTITY {sym2} ] ."),
-    _l("Physical examination revealed {sign_art} [CLINENTITY {sign} ] .",
-       "La exploración física reveló {sign_art} [CLINENTITY {sign} ] .",
-       "L'examen clinique a révélé {sign_art} [CLINENTITY {sign} ] .",
-       "L'esame obiettivo ha evidenziato {sign_art} [CLINENTITY {sign} ] ."),
-    _l("The patient had a history of [CLINENTITY {hist} ] .",
-       "El paciente tenía antecedentes de [CLINENTITY {hist} ] .",
-       "Le patient avait des antécédents de [CLINENTITY {hist} ] .",
-       "Il paziente aveva una storia di [CLINENTITY {hist} ] ."),
+    _l("A {age}-year-old man was admitted with [ety {sym} ] and [ety {sym2} ] .",
+       "Varón de {age} años que ingresó por [ety {sym} ] y [ety {sym2} ] .",
+       "Homme de {age} ans admis pour [ety {sym} ] et [ety {sym2} ] .",
+       "Uomo di {age} anni ricoverato per [ety {sym} ] e [ety {sym2} ] ."),
+    _l("Physical examination revealed {sign_art} [ety {sign} ] .",
+       "La exploración física reveló {sign_art} [ety {sign} ] .",
+       "L'examen clinique a révélé {sign_art} [ety {sign} ] .",
+       "L'esame obiettivo ha evidenziato {sign_art} [ety {sign} ] ."),
+    _l("The patient had a history of [ety {hist} ] .",
+       "El paciente tenía antecedentes de [ety {hist} ] .",
+       "Le patient avait des antécédents de [ety {hist} ] .",
+       "Il paziente aveva una storia di [ety {hist} ] ."),
     _l("Symptoms resolved after treatment and the patient was discharged .",
        "Los síntomas se resolvieron tras el tratamiento y el paciente fue dado de alta .",
        "Les symptômes ont disparu après le traitement et le patient est sorti .",
@@ -159,15 +159,18 @@ E3C_FILLERS = {
     ],
 }
 
-# (dataset id in file names, languages, templates, fillers, labels kept)
+# (dataset id in the authors' file names, languages, templates, fillers, raw tags kept).
+# Ids as in the authors' Medical-MT5/multitask.sh (Sequence-Labeling-LLMs); E3C and DIANN
+# carry their raw tags `ety` / `dis`, which the reader verbalises (ClinicalEntity,
+# Disability) as the authors' label_names.py does.
 DATASETS = [
     ("ncbi-disease", ("en",), NCBI_TEMPLATES, NCBI_FILLERS, {"Disease"}),
-    ("bc5cdr-disease", ("en",), CDR_TEMPLATES, CDR_FILLERS, {"Disease"}),
-    ("bc5cdr-chemical", ("en",), CDR_TEMPLATES, CDR_FILLERS, {"Chemical"}),
-    ("diann", ("en", "es"), DIANN_TEMPLATES, DIANN_FILLERS, {"Disability"}),
-    ("pharmaconer", ("es",), PHARMA_TEMPLATES, PHARMA_FILLERS,
+    ("bc5cdr_disease", ("en",), CDR_TEMPLATES, CDR_FILLERS, {"Disease"}),
+    ("bc5cdr_chemical", ("en",), CDR_TEMPLATES, CDR_FILLERS, {"Chemical"}),
+    ("diann", ("en", "es"), DIANN_TEMPLATES, DIANN_FILLERS, {"dis"}),
+    ("pharmaconer-bsc", ("es",), PHARMA_TEMPLATES, PHARMA_FILLERS,
      {"NORMALIZABLES", "NO_NORMALIZABLES", "PROTEINAS", "UNCLEAR"}),
-    ("e3c", ("en", "es", "fr", "it"), E3C_TEMPLATES, E3C_FILLERS, {"CLINENTITY"}),
+    ("e3c", ("en", "es", "fr", "it"), E3C_TEMPLATES, E3C_FILLERS, {"ety"}),
 ]
 
 

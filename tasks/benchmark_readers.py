@@ -1,22 +1,36 @@
-"""Strict readers for the sequence-labelling benchmark files.
+"""Strict readers for the sequence-labelling benchmark files, in the releases' own layouts.
 
-Two layouts:
-  * Hugging Face token-classification rows (multilingual AbstRCT): `.jsonl` (one JSON
-    object per line) or `.parquet`, each row with `tokens` (list of str) and `labels`
-    (IOB strings, or class ids with the names from `label_names=` or from the parquet
-    file's Hugging Face `ClassLabel` metadata). Directory layout
-    `{root}/{lang}/{split}.jsonl` or `{root}/{lang}/{split}-00000-of-00001.parquet`
-    (as downloaded from the hub), splits neoplasm_train, neoplasm_dev, neoplasm_test,
-    glaucoma_test, mixed_test.
-  * IOB TSV files `{lang}-{dataset}-{split}.tsv`: one `token<TAB>tag` per line, a blank
-    line between sentences, `-DOCSTART-` lines ignored. Tags IOB1 or BIO.
+Three layouts (every reader returns `Sentence`s with BIO tags and verbalised labels):
 
-Every reader returns `Sentence`s with BIO tags. Errors name the file and line (or row)
-and say what is wrong: different numbers of tokens and labels, a label outside the
-dataset's label set, a malformed line, an empty file, invalid UTF-8, a token with
-whitespace inside. Two things are skipped, counted in `ReadStats` and logged: rows
-with no tokens, and whitespace-only tokens tagged `O` (spaCy emits them for double
-spaces; a whitespace token inside an entity is an error).
+  * Hugging Face `HiTZ/multilingual-abstrct` as downloaded from the hub (dataset viewer and
+    file tree: https://huggingface.co/datasets/HiTZ/multilingual-abstrct, configs en/es/fr/it,
+    splits neoplasm_train, neoplasm_dev, neoplasm_test, glaucoma_test, mixed_test):
+    `{root}/{lang}/{split}-00000-of-00001.parquet` (also the auto-converted
+    `{lang}/{split}/0000.parquet` and a JSONL export `{lang}/{split}.jsonl`). Current schema:
+    `id`, `tokens` (list of str), `labels_txt` (IOB strings such as "B-Claim") and `labels`
+    (plain integers without ClassLabel names, order O, B-Claim, I-Claim, B-Premise,
+    I-Premise: `ABSTRCT_ID_ORDER`). Older revisions: `words` / `ner_tags`. String labels
+    are preferred (`labels_txt`, or string `labels`); integer labels are named by, in order,
+    the `label_names=` argument, the parquet file's HF ClassLabel metadata, the documented
+    order.
+  * The authors' IOB TSV release (Sequence-Labeling-LLMs, Medical-MT5/multitask.sh and
+    get_results.py, github.com/ikergarcia1996/Sequence-Labeling-LLMs): a folder per language,
+    `{root}/{lang}/{lang}-{dataset}-{split}.tsv` with dataset ids ncbi-disease,
+    bc5cdr_disease, bc5cdr_chemical, diann, e3c, pharmaconer-bsc and, for AbstRCT,
+    `{lang}-neoplasm-{train,dev,test}.tsv`, `{lang}-glaucoma-test.tsv`,
+    `{lang}-mixed-test.tsv`. As the authors' `dataset.read_tsv` reads them: each line is
+    stripped and split on whitespace into `token tag` or `token tag extra` (a third column
+    is ignored); a blank line or a `-DOCSTART-` line ends a sentence; tags IOB1 or BIO.
+    Raw tags are verbalised as the authors' `label_names.py` `_label2name` does (`ety` ->
+    ClinicalEntity for E3C, `dis` -> Disability for DIANN), so the targets carry the tag
+    names the released fine-tuned models produce. A flat `{root}/{lang}-{dataset}-{split}.tsv`
+    is accepted too.
+
+Errors name the file and line (or row) and say what is wrong: different numbers of tokens
+and labels, a label outside the dataset's label set, a malformed line, an empty file,
+invalid UTF-8, a token with whitespace inside, a missing column. Two things are skipped,
+counted in `ReadStats` and logged: rows with no tokens, and whitespace-only tokens tagged
+`O` (spaCy emits them; a whitespace token inside an entity is an error).
 """
 
 from __future__ import annotations
@@ -26,7 +40,7 @@ import glob
 import json
 import logging
 import os
-from typing import Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from tasks import seqlabel
 
@@ -35,8 +49,21 @@ ABSTRCT_SPLITS = ("neoplasm_train", "neoplasm_dev", "neoplasm_test", "glaucoma_t
                   "mixed_test")
 TSV_SPLITS = ("train", "dev", "test")
 
-# Label sets (tag names in the text) and languages of each dataset, by the dataset id
-# used in the file names.
+# Integer `labels` of HiTZ/multilingual-abstrct carry no ClassLabel names; this is their
+# documented order (the dataset card's label list).
+ABSTRCT_ID_ORDER = ("O", "B-Claim", "I-Claim", "B-Premise", "I-Premise")
+# The authors' TSV file name of each AbstRCT split: {lang}-{name}.tsv
+ABSTRCT_TSV_NAMES = {"neoplasm_train": "neoplasm-train", "neoplasm_dev": "neoplasm-dev",
+                     "neoplasm_test": "neoplasm-test", "glaucoma_test": "glaucoma-test",
+                     "mixed_test": "mixed-test"}
+
+# Raw tag -> tag name in the targets, as the authors' Sequence-Labeling-LLMs
+# `label_names.py` (`_label2name`, used by `dataset.format_target_sentence`) verbalises the
+# medical datasets' tags. Tags not in the table are kept as they are.
+LABEL_VERBALISATION: Dict[str, str] = {"ety": "ClinicalEntity", "dis": "Disability"}
+
+# Label sets (verbalised tag names, as in the targets) and languages of each dataset, by
+# this project's dataset key (the seqio task names use it).
 DATASET_LABELS = {
     "abstrct": ("Claim", "Premise"),
     "ncbi-disease": ("Disease",),
@@ -44,7 +71,7 @@ DATASET_LABELS = {
     "bc5cdr-chemical": ("Chemical",),
     "diann": ("Disability",),
     "pharmaconer": ("NORMALIZABLES", "NO_NORMALIZABLES", "PROTEINAS", "UNCLEAR"),
-    "e3c": ("CLINENTITY",),
+    "e3c": ("ClinicalEntity",),
 }
 DATASET_LANGUAGES = {
     "abstrct": ("en", "es", "fr", "it"),
@@ -55,6 +82,15 @@ DATASET_LANGUAGES = {
     "pharmaconer": ("es",),
     "e3c": ("en", "es", "fr", "it"),
 }
+# Dataset key -> the dataset id in the authors' file names (Medical-MT5/multitask.sh).
+FILE_IDS = {
+    "ncbi-disease": "ncbi-disease",
+    "bc5cdr-disease": "bc5cdr_disease",
+    "bc5cdr-chemical": "bc5cdr_chemical",
+    "diann": "diann",
+    "pharmaconer": "pharmaconer-bsc",
+    "e3c": "e3c",
+}
 
 
 class BenchmarkDataError(ValueError):
@@ -64,7 +100,7 @@ class BenchmarkDataError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Sentence:
     words: Tuple[str, ...]
-    tags: Tuple[str, ...]      # BIO, one per word
+    tags: Tuple[str, ...]      # BIO, one per word, verbalised labels
     source: str                # "file:line" (TSV, JSONL) or "file:row N" (parquet)
 
 
@@ -87,6 +123,16 @@ def _check_split(split: str, allowed: Sequence[str]) -> str:
     return split
 
 
+def verbalise(tag: str) -> str:
+    """'B-ety' -> 'B-ClinicalEntity' (LABEL_VERBALISATION); 'O' and other tags unchanged.
+
+    Raises ValueError on a string that is not an IOB tag."""
+    prefix, label = seqlabel.split_tag(tag)
+    if label is None:
+        return tag
+    return f"{prefix}-{LABEL_VERBALISATION.get(label, label)}"
+
+
 def _finish(where: str, tokens: Sequence[str], tags: Sequence[str], labels: Sequence[str],
             stats: ReadStats) -> Optional[Sentence]:
     """Validate one sentence; returns None if it is skipped (and counts why)."""
@@ -100,14 +146,15 @@ def _finish(where: str, tokens: Sequence[str], tags: Sequence[str], labels: Sequ
             raise BenchmarkDataError(f"{where}: token {i} is {tok!r} with label {tag!r}; "
                                      "tokens and labels must be strings")
         try:
+            tag = verbalise(tag)
             prefix, label = seqlabel.split_tag(tag)
         except ValueError as e:
             raise BenchmarkDataError(f"{where}: token {i} ({tok!r}): {e}") from None
         if label is not None and label not in known:
             raise BenchmarkDataError(
                 f"{where}: token {i} ({tok!r}) has label {tag!r}, not in this dataset's "
-                f"label set {sorted(known)}; fix the file or DATASET_LABELS in "
-                "tasks/benchmark_readers.py")
+                f"label set {sorted(known)}; fix the file, or DATASET_LABELS / "
+                "LABEL_VERBALISATION in tasks/benchmark_readers.py")
         if not tok.strip():
             if prefix != seqlabel.OUTSIDE:
                 raise BenchmarkDataError(
@@ -133,11 +180,15 @@ def _log(path: str, stats: ReadStats) -> None:
                         path, stats.skipped_empty, stats.dropped_space_tokens)
 
 
+def _missing(path: str) -> BenchmarkDataError:
+    return BenchmarkDataError(
+        f"{path}: no such file; set MEDMT5_BENCHMARK_DIR (or the data_dir argument) to "
+        "the folder holding the benchmark files (see docs/data.md, Benchmarks)")
+
+
 def read_lines(path: str) -> List[str]:
     if not os.path.exists(path):
-        raise BenchmarkDataError(
-            f"{path}: no such file; set MEDMT5_BENCHMARK_DIR (or the data_dir argument) to "
-            "the folder holding the benchmark files (see docs/data.md, Benchmarks)")
+        raise _missing(path)
     with open(path, "rb") as f:
         raw = f.read()
     if not raw.strip():
@@ -155,9 +206,22 @@ def read_lines(path: str) -> List[str]:
     return out
 
 
+def _tsv_fields(line: str) -> Optional[Tuple[str, str]]:
+    """(token, tag) of a TSV line as the authors' read_tsv splits it, None if malformed.
+
+    `line.split()` gives 2 fields, or 3 (the third is ignored). A whitespace-only token
+    before a TAB (spaCy's space tokens) is kept as the token so it can be dropped."""
+    fields = line.split()
+    if len(fields) in (2, 3):
+        return fields[0], fields[1]
+    if len(fields) == 1 and "\t" in line and not line.split("\t")[0].strip():
+        return line.split("\t")[0], fields[0]
+    return None
+
+
 def read_iob_tsv(path: str, labels: Sequence[str],
                  stats: Optional[ReadStats] = None) -> List[Sentence]:
-    """Read a `token<TAB>tag` file (blank line between sentences) -> BIO sentences."""
+    """Read an IOB TSV file (blank line between sentences) -> BIO sentences."""
     stats = stats if stats is not None else ReadStats()
     sentences: List[Sentence] = []
     tokens: List[str] = []
@@ -173,27 +237,28 @@ def read_iob_tsv(path: str, labels: Sequence[str],
         tags.clear()
 
     for n, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
+        if not line.strip() or line.strip().startswith("-DOCSTART-"):
             flush()
             continue
-        if line.startswith("-DOCSTART-"):
-            flush()
-            continue
-        fields = line.split("\t")
-        if len(fields) != 2 or not fields[1].strip():
+        fields = _tsv_fields(line)
+        if fields is None:
             raise BenchmarkDataError(
-                f"{path}:{n}: malformed line {line!r}; expected 'token<TAB>tag'")
+                f"{path}:{n}: malformed line {line!r}; expected 'token tag' separated by "
+                "whitespace (an optional third column is ignored)")
         if not tokens:
             start = n
-        tag = fields[1].strip()
         try:
+            tag = verbalise(fields[1])
             _, label = seqlabel.split_tag(tag)
         except ValueError as e:
-            raise BenchmarkDataError(f"{path}:{n}: {e}") from None
+            hint = (" (this line has 3 columns; the tag is read from the second)"
+                    if len(line.split()) == 3 else "")
+            raise BenchmarkDataError(f"{path}:{n}: {e}{hint}") from None
         if label is not None and label not in labels:
             raise BenchmarkDataError(
-                f"{path}:{n}: label {tag!r} is not in this dataset's label set "
-                f"{sorted(labels)}; fix the file or DATASET_LABELS in tasks/benchmark_readers.py")
+                f"{path}:{n}: label {fields[1]!r} is not in this dataset's label set "
+                f"{sorted(labels)}; fix the file, or DATASET_LABELS / LABEL_VERBALISATION "
+                "in tasks/benchmark_readers.py")
         tokens.append(fields[0])
         tags.append(tag)
     flush()
@@ -203,18 +268,18 @@ def read_iob_tsv(path: str, labels: Sequence[str],
     return sentences
 
 
-def _hf_label_names(schema) -> Optional[List[str]]:
-    """ClassLabel names of the `labels` column from a parquet file's HF metadata."""
+def _hf_label_names(schema, column: str) -> Optional[List[str]]:
+    """ClassLabel names of `column` from a parquet file's HF metadata (None if absent)."""
     meta = (schema.metadata or {}).get(b"huggingface")
     if not meta:
         return None
     try:
-        feature = json.loads(meta)["info"]["features"]["labels"]
-        inner = feature.get("feature", feature)
+        feature = json.loads(meta)["info"]["features"][column]
         if isinstance(feature, list):
-            inner = feature[0]
+            feature = feature[0]
+        inner = feature.get("feature", feature)
         return list(inner["names"])
-    except (KeyError, TypeError, IndexError, json.JSONDecodeError):
+    except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError):
         return None
 
 
@@ -230,56 +295,80 @@ def _rows_jsonl(path: str) -> Iterable[Tuple[str, object]]:
         yield f"{path}:{n}", row
 
 
+TOKEN_COLUMNS = ("tokens", "words")
+LABEL_COLUMNS = ("labels_txt", "labels", "ner_tags")   # first present wins
+
+
+def _pick(columns: Iterable[str], wanted: Sequence[str]) -> Optional[str]:
+    cols = set(columns)
+    return next((c for c in wanted if c in cols), None)
+
+
+def _is_id(t) -> bool:
+    return isinstance(t, int) and not isinstance(t, bool)
+
+
 def read_token_rows(path: str, labels: Sequence[str],
                     label_names: Optional[Sequence[str]] = None,
-                    stats: Optional[ReadStats] = None) -> List[Sentence]:
-    """Read HF token-classification rows (`tokens`, `labels`) from .jsonl or .parquet.
+                    stats: Optional[ReadStats] = None,
+                    default_label_names: Optional[Sequence[str]] = None) -> List[Sentence]:
+    """Read HF token-classification rows from .jsonl or .parquet.
 
-    Integer labels are mapped through `label_names` (argument first, then the parquet
-    file's HF ClassLabel metadata); without names they are an error.
+    Tokens from `tokens` (or `words`); labels from `labels_txt`, else `labels`, else
+    `ner_tags`. Integer labels are named by `label_names`, else the parquet file's HF
+    ClassLabel metadata of that column, else `default_label_names`; without any, an error.
     """
     stats = stats if stats is not None else ReadStats()
     if path.endswith(".parquet"):
         import pyarrow.parquet as pq
         if not os.path.exists(path):
-            raise BenchmarkDataError(f"{path}: no such file; set MEDMT5_BENCHMARK_DIR")
+            raise _missing(path)
         try:
             table = pq.read_table(path)
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise BenchmarkDataError(f"{path}: cannot read parquet ({e})") from None
+        tok_col = _pick(table.column_names, TOKEN_COLUMNS)
+        lab_col = _pick(table.column_names, LABEL_COLUMNS)
+        if tok_col is None or lab_col is None:
+            raise BenchmarkDataError(
+                f"{path}: needs a token column {list(TOKEN_COLUMNS)} and a label column "
+                f"{list(LABEL_COLUMNS)}; it has {table.column_names}")
         if label_names is None:
-            label_names = _hf_label_names(table.schema)
-        for col in ("tokens", "labels"):
-            if col not in table.column_names:
-                raise BenchmarkDataError(f"{path}: no column {col!r} (has {table.column_names})")
-        rows = [(f"{path}:row {i}", {"tokens": t, "labels": l}) for i, (t, l) in enumerate(
-            zip(table.column("tokens").to_pylist(), table.column("labels").to_pylist()))]
+            label_names = _hf_label_names(table.schema, lab_col)
+        rows = [(f"{path}:row {i}", {tok_col: t, lab_col: l}) for i, (t, l) in enumerate(
+            zip(table.column(tok_col).to_pylist(), table.column(lab_col).to_pylist()))]
         if not rows:
             raise BenchmarkDataError(f"{path}: file has no rows")
     elif path.endswith(".jsonl") or path.endswith(".json"):
         rows = list(_rows_jsonl(path))
     else:
         raise BenchmarkDataError(f"{path}: unsupported extension; expected .jsonl or .parquet")
+    names = label_names if label_names is not None else default_label_names
     sentences = []
     for where, row in rows:
-        if not isinstance(row, dict) or "tokens" not in row or "labels" not in row:
-            raise BenchmarkDataError(f"{where}: expected an object with 'tokens' and 'labels'")
-        tokens, tags = row["tokens"], row["labels"]
+        tok_col = _pick(row, TOKEN_COLUMNS) if isinstance(row, dict) else None
+        lab_col = _pick(row, LABEL_COLUMNS) if isinstance(row, dict) else None
+        if tok_col is None or lab_col is None:
+            raise BenchmarkDataError(
+                f"{where}: expected an object with 'tokens' (or 'words') and 'labels_txt', "
+                "'labels' or 'ner_tags'")
+        tokens, tags = row[tok_col], row[lab_col]
         if not isinstance(tokens, list) or not isinstance(tags, list):
-            raise BenchmarkDataError(f"{where}: 'tokens' and 'labels' must be lists")
-        if any(isinstance(t, int) and not isinstance(t, bool) for t in tags):
-            if label_names is None:
+            raise BenchmarkDataError(f"{where}: '{tok_col}' and '{lab_col}' must be lists")
+        if any(_is_id(t) for t in tags):
+            if names is None:
                 raise BenchmarkDataError(
-                    f"{where}: labels are class ids but no label names are known; pass "
-                    "label_names=[...] or use the parquet file with its HF metadata")
+                    f"{where}: '{lab_col}' holds class ids but no label names are known; "
+                    "pass label_names=[...], add a 'labels_txt' column, or use the parquet "
+                    "file with its HF ClassLabel metadata")
             mapped = []
             for t in tags:
-                if isinstance(t, int) and not isinstance(t, bool):
-                    if not 0 <= t < len(label_names):
+                if _is_id(t):
+                    if not 0 <= t < len(names):
                         raise BenchmarkDataError(
-                            f"{where}: label id {t} out of range for {len(label_names)} "
-                            f"label names {list(label_names)}")
-                    t = label_names[t]
+                            f"{where}: label id {t} out of range for {len(names)} "
+                            f"label names {list(names)}")
+                    t = names[t]
                 mapped.append(t)
             tags = mapped
         s = _finish(where, tokens, tags, labels, stats)
@@ -291,41 +380,68 @@ def read_token_rows(path: str, labels: Sequence[str],
     return sentences
 
 
-def abstrct_file(root: str, lang: str, split: str) -> str:
-    """The file of one AbstRCT language/split under `root` (jsonl or HF parquet shard)."""
+def abstrct_files(root: str, lang: str, split: str,
+                  tsv_root: Optional[str] = None) -> List[str]:
+    """Every file of one AbstRCT language/split, the first layout found.
+
+    Under `root/{lang}/`: `{split}-*.parquet` shards (the hub download), `{split}/*.parquet`
+    (the hub's auto-converted branch), `{split}.parquet`, `{split}.jsonl`. Then the
+    authors' TSV `{lang}-{neoplasm-train,...}.tsv` under `root/{lang}/`, or under
+    `tsv_root/{lang}/` (their folder holds AbstRCT next to the NER sets).
+    """
     check_language(lang, DATASET_LANGUAGES["abstrct"])
     _check_split(split, ABSTRCT_SPLITS)
     folder = os.path.join(root, lang)
-    candidates = [os.path.join(folder, f"{split}.jsonl"), os.path.join(folder, f"{split}.parquet")]
-    candidates += sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet")))
-    candidates += sorted(glob.glob(os.path.join(folder, split, "*.parquet")))
-    found = [c for c in candidates if os.path.exists(c)]
-    if not found:
-        raise BenchmarkDataError(
-            f"no AbstRCT file for {lang}/{split} under {folder}: expected {split}.jsonl or "
-            f"{split}-00000-of-00001.parquet; set MEDMT5_BENCHMARK_DIR to the benchmark folder")
-    return found[0]
+    tsv_name = f"{lang}-{ABSTRCT_TSV_NAMES[split]}.tsv"
+    layouts = [sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet"))),
+               sorted(glob.glob(os.path.join(folder, split, "*.parquet"))),
+               [os.path.join(folder, f"{split}.parquet")],
+               [os.path.join(folder, f"{split}.jsonl")],
+               [os.path.join(folder, tsv_name)]]
+    if tsv_root:
+        layouts.append([os.path.join(tsv_root, lang, tsv_name)])
+    for files in layouts:
+        if files and all(os.path.exists(f) for f in files):
+            return files
+    where = folder + (f" or {os.path.join(tsv_root, lang)}" if tsv_root else "")
+    raise BenchmarkDataError(
+        f"no AbstRCT file for {lang}/{split} under {where}: expected the hub download "
+        f"{lang}/{split}-00000-of-00001.parquet (or {split}.jsonl), or the authors' TSV "
+        f"{lang}/{tsv_name}; set MEDMT5_BENCHMARK_DIR to the benchmark folder "
+        "(docs/data.md, Benchmarks)")
+
+
+def abstrct_file(root: str, lang: str, split: str, tsv_root: Optional[str] = None) -> str:
+    """The first file of one AbstRCT language/split (see `abstrct_files`)."""
+    return abstrct_files(root, lang, split, tsv_root)[0]
 
 
 def read_abstrct(root: str, lang: str, split: str, labels: Sequence[str] = ("Claim", "Premise"),
-                 label_names: Optional[Sequence[str]] = None) -> List[Sentence]:
-    """All sentences of an AbstRCT language/split (sharded parquet files concatenated)."""
-    first = abstrct_file(root, lang, split)
-    files = [first]
-    if first.endswith(".parquet"):  # every shard of the split
-        folder = os.path.join(root, lang)
-        files = sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet"))
-                       + glob.glob(os.path.join(folder, split, "*.parquet"))) or [first]
+                 label_names: Optional[Sequence[str]] = None,
+                 tsv_root: Optional[str] = None) -> List[Sentence]:
+    """All sentences of an AbstRCT language/split (parquet shards concatenated)."""
     out: List[Sentence] = []
-    for f in files:
-        out.extend(read_token_rows(f, labels, label_names))
+    for f in abstrct_files(root, lang, split, tsv_root):
+        if f.endswith(".tsv"):
+            out.extend(read_iob_tsv(f, labels))
+        else:
+            out.extend(read_token_rows(f, labels, label_names,
+                                       default_label_names=ABSTRCT_ID_ORDER))
     return out
 
 
 def tsv_file(root: str, lang: str, dataset: str, split: str) -> str:
-    if dataset not in DATASET_LANGUAGES:
+    """The authors' `{root}/{lang}/{lang}-{id}-{split}.tsv` (else a flat `{root}/{lang}-...`).
+
+    `dataset` is this project's key (DATASET_LANGUAGES) or the authors' file id."""
+    by_id = {v: k for k, v in FILE_IDS.items()}
+    dataset = by_id.get(dataset, dataset)
+    if dataset not in FILE_IDS:
         raise BenchmarkDataError(f"unknown dataset {dataset!r}: expected one of "
-                                 f"{sorted(DATASET_LANGUAGES)}")
+                                 f"{sorted(FILE_IDS)} (file ids {sorted(by_id)})")
     check_language(lang, DATASET_LANGUAGES[dataset])
     _check_split(split, TSV_SPLITS)
-    return os.path.join(root, f"{lang}-{dataset}-{split}.tsv")
+    name = f"{lang}-{FILE_IDS[dataset]}-{split}.tsv"
+    nested = os.path.join(root, lang, name)
+    flat = os.path.join(root, name)
+    return flat if os.path.exists(flat) and not os.path.exists(nested) else nested

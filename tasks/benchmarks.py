@@ -10,9 +10,10 @@ BIO tag per input word (`SeqLabelPostprocessor`) and its metric is seqeval span 
 Importing this module registers everything with the shipped samples and the tiny
 vocabulary; call `register_benchmark_tasks(data_dir=..., vocabulary="mt5")` to point
 the same names at real data. The data folder is the argument, else
-$MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it:
-  abstrct/{lang}/{neoplasm_train,...}.jsonl or HF parquet shards
-  ner/{lang}-{dataset}-{train,dev,test}.tsv
+$MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it (the releases' own layouts, see tasks/benchmark_readers.py):
+  abstrct/{lang}/{split}-00000-of-00001.parquet   HiTZ/multilingual-abstrct from the hub
+  ner/{lang}/{lang}-{dataset}-{train,dev,test}.tsv   the authors' IOB TSV release (AbstRCT
+      may come from there too: ner/{lang}/{lang}-neoplasm-train.tsv, ...)
   bioasq/{lang}/{train,test}.jsonl (see tasks/qa.py)
 Task splits: train / validation / test (AbstRCT neoplasm dev = validation); the
 glaucoma and mixed AbstRCT sets are test-only tasks.
@@ -168,7 +169,8 @@ def read_sentences(task: SeqLabelTask, split: str, data_dir: str) -> List[reader
     labels = DATASET_LABELS[task.dataset]
     if task.dataset == "abstrct":
         return readers.read_abstrct(os.path.join(data_dir, "abstrct"), task.lang,
-                                    task.splits[split], labels)
+                                    task.splits[split], labels,
+                                    tsv_root=os.path.join(data_dir, "ner"))
     path = readers.tsv_file(os.path.join(data_dir, "ner"), task.lang, task.dataset,
                             task.splits[split])
     return readers.read_iob_tsv(path, labels)

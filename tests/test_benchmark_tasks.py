@@ -138,7 +138,7 @@ def _write(path, text, mode="w"):
 def test_data_dir_override_and_hand_computed_f1(tmp_path, monkeypatch):
     """Custom files via MEDMT5_BENCHMARK_DIR; malformed model outputs scored by hand."""
     for split in ("train", "dev", "test"):
-        _write(str(tmp_path / "ner" / f"en-ncbi-disease-{split}.tsv"),
+        _write(str(tmp_path / "ner" / "en" / f"en-ncbi-disease-{split}.tsv"),
                "Renal\tB-Disease\nfailure\tI-Disease\nworsened\tO\n.\tO\n\n"
                "No\tO\nsign\tO\nof\tO\nsepsis\tB-Disease\nor\tO\nanemia\tB-Disease\n.\tO\n")
     monkeypatch.setenv(benchmarks.BENCHMARK_DIR_ENV, str(tmp_path))
@@ -211,11 +211,11 @@ LABELS = ("Disease",)
     (b"", "file is empty"),
     (b"\n\n  \n", "file is empty"),
     (b"Renal\tB-Disease\nfailure\n", r":2: malformed line 'failure'"),
-    (b"Renal\tB-Disease\tX\n", r":1: malformed line"),
+    (b"Renal\tB-Disease\tX\tY\n", r":1: malformed line"),
     (b"Renal\tB-Drug\n", r":1: label 'B-Drug' is not in this dataset's label set"),
     (b"Renal\tX-Disease\n", r":1: invalid IOB tag 'X-Disease'"),
     (b"ok\tO\n\nfi\xe8vre\tO\n", r":3: invalid UTF-8"),
-    (b"two words\tO\n", r":1: token 0 \('two words'\) contains whitespace"),
+    (b"two words\tO\n", r":1: invalid IOB tag 'words'.*\(this line has 3 columns"),
     (b"-DOCSTART-\tO\n\n", "no sentences"),
 ])
 def test_tsv_errors_name_file_and_line(tmp_path, content, match):
@@ -241,9 +241,9 @@ def test_tsv_iob1_docstart_and_space_tokens(tmp_path):
 @pytest.mark.parametrize("row,match", [
     ({"tokens": ["a", "b"], "labels": ["O"]}, ":2: 2 tokens but 1 labels"),
     ({"tokens": ["a"], "labels": ["B-Claim"]}, ":2: token 0 .* label set"),
-    ({"tokens": ["a"], "labels": [7]}, ":2: labels are class ids but no label names"),
+    ({"tokens": ["a"], "labels": [7]}, ":2: 'labels' holds class ids but no label names"),
     ({"tokens": "a b", "labels": ["O"]}, ":2: 'tokens' and 'labels' must be lists"),
-    ({"words": ["a"]}, ":2: expected an object with 'tokens' and 'labels'"),
+    ({"words": ["a"]}, ":2: expected an object with 'tokens' \\(or 'words'\\) and 'labels_txt'"),
 ])
 def test_jsonl_errors_name_file_and_line(tmp_path, row, match):
     path = str(tmp_path / "neoplasm_train.jsonl")
@@ -291,7 +291,7 @@ def test_unknown_language_dataset_and_split():
     with pytest.raises(readers.BenchmarkDataError, match="unknown split 'validation'"):
         readers.tsv_file("/x", "en", "e3c", "validation")
     with pytest.raises(readers.BenchmarkDataError, match="MEDMT5_BENCHMARK_DIR"):
-        readers.read_iob_tsv("/nonexistent/en-e3c-train.tsv", ("CLINENTITY",))
+        readers.read_iob_tsv("/nonexistent/en-e3c-train.tsv", ("ClinicalEntity",))
 
 
 # ------------------------------------------------------------------ BioASQ
@@ -345,9 +345,19 @@ def test_shipped_samples_match_their_generator(tmp_path):
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     subprocess.run([sys.executable, os.path.join(repo, "scripts", "make_benchmark_samples.py"),
                     "--out", str(tmp_path)], check=True, capture_output=True)
+    import pyarrow.parquet as pq
     shipped = benchmarks.DEFAULT_BENCHMARK_DIR
+    generated = []
     for folder, _, files in os.walk(str(tmp_path)):
         rel = os.path.relpath(folder, str(tmp_path))
         for name in files:
-            assert filecmp.cmp(os.path.join(folder, name), os.path.join(shipped, rel, name),
-                               shallow=False), os.path.join(rel, name)
+            new, old = os.path.join(folder, name), os.path.join(shipped, rel, name)
+            generated.append(os.path.join(rel, name))
+            if name.endswith(".parquet"):   # same rows, types and HF metadata
+                assert pq.read_table(new).equals(pq.read_table(old)), generated[-1]
+                assert pq.read_schema(new).metadata == pq.read_schema(old).metadata
+            else:
+                assert filecmp.cmp(new, old, shallow=False), generated[-1]
+    shipped_files = [os.path.relpath(os.path.join(f, n), shipped)
+                     for f, _, names in os.walk(shipped) for n in names]
+    assert sorted(generated) == sorted(shipped_files)   # nothing stale left behind

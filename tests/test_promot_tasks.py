@@ -133,8 +133,8 @@ def test_medical_tagging_example_in_full():
     d = benchmarks.make_example(train[demo], labels, prefixed=False)
     q = benchmarks.make_example(test[0], labels, prefixed=False)
     assert _text(ex["inputs_pretokenized"]) == (
-        f"Sentence: {d['inputs']} Tags: <CLINENTITY> Tagged sentence: {d['targets']}\n\n"
-        f"Sentence: {q['inputs']} Tags: <CLINENTITY> Tagged sentence:")
+        f"Sentence: {d['inputs']} Tags: <ClinicalEntity> Tagged sentence: {d['targets']}\n\n"
+        f"Sentence: {q['inputs']} Tags: <ClinicalEntity> Tagged sentence:")
     assert _text(ex["targets_pretokenized"]) == q["targets"]
     assert _text(ex["sentence"]) == " ".join(test[0].words)
 

@@ -129,10 +129,13 @@ def test_without_input_words_uses_output_words():
 
 
 def _sample_files():
-    for path in sorted(glob.glob(os.path.join(DATA, "ner", "*.tsv"))):
-        dataset = os.path.basename(path).split("-", 1)[1].rsplit("-", 1)[0]
-        yield path, readers.DATASET_LABELS[dataset]
-    for path in sorted(glob.glob(os.path.join(DATA, "abstrct", "*", "*.jsonl"))):
+    # the authors' NER tree: ner/{lang}/{lang}-{file id}-{split}.tsv
+    by_id = {v: k for k, v in readers.FILE_IDS.items()}
+    for path in sorted(glob.glob(os.path.join(DATA, "ner", "*", "*.tsv"))):
+        file_id = os.path.basename(path).split("-", 1)[1].rsplit("-", 1)[0]
+        yield path, readers.DATASET_LABELS[by_id[file_id]]
+    # the hub's HiTZ/multilingual-abstrct shards: abstrct/{lang}/{split}-00000-of-00001.parquet
+    for path in sorted(glob.glob(os.path.join(DATA, "abstrct", "*", "*.parquet"))):
         yield path, readers.DATASET_LABELS["abstrct"]
 
 
