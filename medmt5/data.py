@@ -56,42 +56,31 @@ def get_task_or_mixture(name: str):
 
 def setup_tasks(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
                 benchmark_dir: Optional[str] = None, promot_dir: Optional[str] = None,
-                corpus_exponent: float = 1.0) -> None:
+                corpus_exponent: float = 1.0,
+                corpus_validation_fraction: Optional[float] = None) -> None:
     """(Re-)registers every seqio task of the project with one vocabulary and data folders.
 
     vocabulary: "tiny" (the shipped 2,100-id model, for the tiny model) or "mt5" (for
     google/mt5-* and Medical mT5). Folders default to the tasks' environment variables or the
-    shipped samples. The CLIs call this (gin: setup_tasks.vocabulary = %VOCABULARY) before
-    anything reads data.
+    shipped samples; corpus_validation_fraction: documents held out as the pretraining
+    "validation" split. The CLIs call this (gin: setup_tasks.vocabulary = %VOCABULARY) before
+    anything reads data; it is `tasks.register`.
     """
-    from tasks import benchmarks, pretraining
+    import tasks
 
-    pretraining.register_pretraining_tasks(data_dir=corpus_dir, vocabulary=vocabulary,
-                                           exponent=corpus_exponent)
-    benchmarks.register_benchmark_tasks(data_dir=benchmark_dir, vocabulary=vocabulary)
-    register_abstrct_multilingual()
-    try:
-        from tasks import promot_tasks
-    except ModuleNotFoundError as e:
-        if e.name != "tasks.promot_tasks":
-            raise
-    else:
-        promot_tasks.register_promot_tasks(data_dir=promot_dir, vocabulary=vocabulary)
+    tasks.register(vocabulary=vocabulary, corpus_dir=corpus_dir, benchmark_dir=benchmark_dir,
+                   promot_dir=promot_dir, corpus_exponent=corpus_exponent,
+                   corpus_validation_fraction=corpus_validation_fraction)
 
 
 ABSTRCT_MULTILINGUAL = "abstrct_neoplasm_multilingual"
 
 
 def register_abstrct_multilingual() -> str:
-    """The mixture of the four AbstRCT neoplasm languages (equal rates): the demo's and
-    gin/finetune/abstrct_tiny.gin's fine-tuning set. Re-registered with the tasks."""
-    import seqio
+    """The four AbstRCT neoplasm languages as one mixture (tasks.register_abstrct_multilingual)."""
+    import tasks
 
-    seqio.MixtureRegistry.remove(ABSTRCT_MULTILINGUAL)
-    seqio.MixtureRegistry.add(ABSTRCT_MULTILINGUAL,
-                              ["abstrct_neoplasm_en", "abstrct_neoplasm_es",
-                               "abstrct_neoplasm_fr", "abstrct_neoplasm_it"], default_rate=1.0)
-    return ABSTRCT_MULTILINGUAL
+    return tasks.register_abstrct_multilingual()
 
 
 def check_vocabulary(mixture_or_task_name: str, model_vocab_size: int) -> None:

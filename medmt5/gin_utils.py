@@ -29,6 +29,7 @@ log = logging.getLogger("medmt5")
 MACRO_EXAMPLES = {
     "MODEL_DIR": "\"'/tmp/medmt5_run'\"",
     "MIXTURE_OR_TASK_NAME": "\"'medmt5_pretrain'\"",
+    "MIXTURE_OR_TASK_MODULE": "\"'my_tasks'\"",
     "TASK_FEATURE_LENGTHS": "\"{'inputs': 1024, 'targets': 229}\"",
     "TRAIN_STEPS": "1000",
     "BATCH_SIZE": "64",
@@ -318,8 +319,9 @@ def init_distributed(flags: Flags) -> None:
         raise UsageError(str(e)) from e
 
 
-# Modules whose import registers the seqio tasks the shipped gin files name. A gin file can
-# import more (`import my_project.tasks`).
+# Modules whose import registers the seqio tasks the shipped gin files name. Users add their
+# own with --gin.MIXTURE_OR_TASK_MODULE="'my_tasks'" (import_user_task_modules); a module
+# that defines gin configurables needs an `import my_tasks` line in a gin file instead.
 TASK_MODULES = ("tasks.pretraining", "tasks.benchmarks", "tasks.promot_tasks")
 
 
@@ -335,6 +337,63 @@ def import_task_modules(modules: Sequence[str] = TASK_MODULES) -> None:
             log.warning("task module %s is not available; its tasks are not registered", name)
 
 
+def _module_names(value) -> list[str]:
+    """MIXTURE_OR_TASK_MODULE as a list of module names (None, a string, or a list of them)."""
+    if value is None or value == "":
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, str) and n.strip() for n in names):
+        raise UsageError(f"MIXTURE_OR_TASK_MODULE={value!r}: give a module name or a list of "
+                         "them, e.g. --gin.MIXTURE_OR_TASK_MODULE=\"'my_tasks'\" or "
+                         "--gin.MIXTURE_OR_TASK_MODULE=\"['my_tasks', 'more_tasks']\".")
+    return [n.strip() for n in names]
+
+
+def import_user_task_modules(value) -> list[str]:
+    """Imports the modules named by MIXTURE_OR_TASK_MODULE (T5X's macro), which register the
+    user's own seqio tasks; called after the project's tasks are registered with the run's
+    VOCABULARY, before any task is looked up. Returns the module names."""
+    import importlib
+
+    names = _module_names(value)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+                raise  # the module exists but something it imports is missing
+            raise UsageError(
+                f"MIXTURE_OR_TASK_MODULE: cannot import {name!r} ({e}). Put the folder that "
+                f"holds it on PYTHONPATH (or install it); Python searched {sys.path}.") from None
+        log.info("imported task module %s (MIXTURE_OR_TASK_MODULE)", name)
+    return names
+
+
+def _report(program: str, err: BaseException) -> int:
+    """Prints the one error line (or a traceback for an unexpected error); the exit code."""
+    if isinstance(err, UsageError):
+        print(f"{program}: error: {err}", file=sys.stderr)
+        return 2
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(err, (ValueError, FileNotFoundError, TrainingFailure)):
+        # Configuration mistakes found while running (bad values, missing files) and run
+        # failures (non-finite loss, unreadable checkpoint; docs/errors.md): the message
+        # names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
+        if os.environ.get("MEDMT5_TRACEBACK"):
+            import traceback
+            traceback.print_exception(err)
+        print(f"{program}: error: {type(err).__name__}: {err}\n(set MEDMT5_TRACEBACK=1 for "
+              "the traceback)", file=sys.stderr)
+        return 1
+    import traceback  # not an error we anticipated: the traceback is what a report needs
+    traceback.print_exception(err)
+    print(f"{program}: error: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+
+
 def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
     """Parses flags and gin for `program`, then calls main_fn(flags); prints UsageErrors.
 
@@ -348,6 +407,7 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
         parse_gin(flags, program)
         init_distributed(flags)
         call("setup_tasks")  # registers every task with the run's VOCABULARY
+        import_user_task_modules(query_macro("MIXTURE_OR_TASK_MODULE"))
         main_fn(flags)
     except UsageError as e:
         print(f"{program}: error: {e}", file=sys.stderr)

@@ -1,1 +1,71 @@
-"""SeqIO task registrations, vocabularies, preprocessors, readers and metrics for medmt5."""
+"""SeqIO task registrations, vocabularies, preprocessors, readers and metrics for medmt5.
+
+As seqio users expect, importing the package registers the project's tasks and mixtures
+(pretraining corpus, benchmarks, ProMoT/ICL tasks) with the tiny vocabulary and the data
+folders of the environment variables or the shipped samples:
+
+    import seqio, tasks
+    seqio.get_mixture_or_task("medmt5_pretrain")
+
+`import tasks.mt5` (or `tasks.register(vocabulary="mt5")`) re-registers them with mT5's
+vocabulary, `import tasks.tiny` with the tiny one; `register(...)` also takes the data
+folders and the corpus options (what the CLIs' `setup_tasks` binds in gin). On a machine
+without TensorFlow/seqio nothing is registered and the pure-Python modules (tasks.seqlabel,
+tasks.metrics) still import.
+"""
+import importlib.util
+from typing import Optional
+
+ABSTRCT_MULTILINGUAL = "abstrct_neoplasm_multilingual"
+
+
+def register_abstrct_multilingual() -> str:
+    """The mixture of the four AbstRCT neoplasm languages (equal rates): the demo's and
+    gin/finetune/abstrct_tiny.gin's fine-tuning set. Re-registered with the tasks."""
+    import seqio
+
+    seqio.MixtureRegistry.remove(ABSTRCT_MULTILINGUAL)
+    seqio.MixtureRegistry.add(ABSTRCT_MULTILINGUAL,
+                              ["abstrct_neoplasm_en", "abstrct_neoplasm_es",
+                               "abstrct_neoplasm_fr", "abstrct_neoplasm_it"], default_rate=1.0)
+    return ABSTRCT_MULTILINGUAL
+
+
+def register(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
+             benchmark_dir: Optional[str] = None, promot_dir: Optional[str] = None,
+             corpus_exponent: float = 1.0,
+             corpus_validation_fraction: Optional[float] = None) -> None:
+    """(Re-)registers every seqio task of the project with one vocabulary and data folders.
+
+    vocabulary: "tiny" (the shipped 2,100-id model, for the tiny model) or "mt5" (for
+    google/mt5-* and Medical mT5). Folders default to the tasks' environment variables or the
+    shipped samples. corpus_validation_fraction: the share of corpus documents held out as
+    the pretraining tasks' "validation" split (None: tasks.pretraining's default).
+    """
+    from tasks import benchmarks, pretraining
+
+    pretraining.register_pretraining_tasks(
+        data_dir=corpus_dir, vocabulary=vocabulary, exponent=corpus_exponent,
+        validation_fraction=corpus_validation_fraction)
+    benchmarks.register_benchmark_tasks(data_dir=benchmark_dir, vocabulary=vocabulary)
+    register_abstrct_multilingual()
+    try:
+        from tasks import promot_tasks
+    except ModuleNotFoundError as e:
+        if e.name != "tasks.promot_tasks":
+            raise
+    else:
+        promot_tasks.register_promot_tasks(data_dir=promot_dir, vocabulary=vocabulary)
+
+
+def _have_seqio() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("seqio", "tensorflow"))
+
+
+if _have_seqio():
+    # Each module registers its tasks (tiny vocabulary, default folders) when imported.
+    from tasks import pretraining as _pretraining  # noqa: E402,F401
+    from tasks import benchmarks as _benchmarks  # noqa: E402,F401
+    from tasks import promot_tasks as _promot_tasks  # noqa: E402,F401
+
+    register_abstrct_multilingual()

@@ -271,9 +271,49 @@ def corpus_dataset(data_dir, lang, shuffle_files=False, seed=None):
     return tf.data.Dataset.from_tensor_slices(files).flat_map(file_dataset)
 
 
-class CorpusDataSource(seqio.FileDataSource):
-    """seqio source for one language: a 'train' split over the files corpus_files finds.
+# The held-out "validation" split of the pretraining corpus: a document belongs to it when
+# FarmHash Fingerprint64 of its UTF-8 text (tf.strings.to_hash_bucket_fast) falls in the
+# first `fraction` of HASH_BUCKETS buckets. It depends on the text alone, so it is the same
+# on every host, after every restart, in every file order and under any sharding.
+HASH_BUCKETS = 1_000_000
+DEFAULT_VALIDATION_FRACTION = 0.01   # 1%: the real corpus keeps ~670k documents for it
+SAMPLE_VALIDATION_FRACTION = 0.05    # the shipped sample: ~79 of 1,580 documents
 
+
+def default_validation_fraction(data_dir):
+    """SAMPLE_VALIDATION_FRACTION for the shipped sample, DEFAULT_VALIDATION_FRACTION else."""
+    return (SAMPLE_VALIDATION_FRACTION if resolve_data_dir(data_dir) == SAMPLE_DATA_DIR
+            else DEFAULT_VALIDATION_FRACTION)
+
+
+def check_validation_fraction(fraction):
+    """fraction as a float in [0, 1); ValueError naming the gin parameter otherwise."""
+    try:
+        value = float(fraction)
+    except (TypeError, ValueError):
+        value = None
+    if value is None or not 0.0 <= value < 1.0:
+        raise ValueError(f"corpus validation fraction must be a number in [0, 1), got "
+                         f"{fraction!r}; set setup_tasks.corpus_validation_fraction (gin), "
+                         "e.g. 0.01 to hold out 1% of the documents.")
+    return value
+
+
+def validation_threshold(fraction):
+    return int(round(check_validation_fraction(fraction) * HASH_BUCKETS))
+
+
+def in_validation_split(texts, fraction):
+    """bool tensor: which texts (a string tensor, any shape) are held out for validation."""
+    return tf.strings.to_hash_bucket_fast(texts, HASH_BUCKETS) < validation_threshold(fraction)
+
+
+class CorpusDataSource(seqio.FileDataSource):
+    """seqio source for one language: 'train' and a held-out 'validation' split over the files
+    corpus_files finds.
+
+    validation_fraction of the documents (chosen by a stable hash of the text, see
+    in_validation_split) form 'validation' and are left out of 'train'; 0 gives 'train' only.
     Files are listed when a dataset is built (not at registration), so a task can be
     registered before its data is reachable. As a FileDataSource it reads up to 16 files in
     parallel (interleave), shuffles files with the seed when asked, and with several hosts
@@ -281,13 +321,32 @@ class CorpusDataSource(seqio.FileDataSource):
     otherwise shards the examples).
     """
 
-    def __init__(self, data_dir, lang):
+    def __init__(self, data_dir, lang, validation_fraction=DEFAULT_VALIDATION_FRACTION):
         self._data_dir = resolve_data_dir(data_dir)
         self._lang = check_language(lang)
+        self._threshold = validation_threshold(validation_fraction)
+        splits = ("train", "validation") if self._threshold > 0 else ("train",)
         super().__init__(read_file_fn=file_dataset,
-                         split_to_filepattern={"train": f"{self._data_dir}/{lang}*"})
+                         split_to_filepattern={s: f"{self._data_dir}/{lang}*" for s in splits})
 
     def list_shards(self, split):
-        if split != "train":
-            raise ValueError(f"The pretraining corpus has only a 'train' split, not {split!r}.")
+        if split not in self.splits:
+            raise ValueError(f"The pretraining corpus has the splits {list(self.splits)}, not "
+                             f"{split!r} (a 'validation' split needs "
+                             "setup_tasks.corpus_validation_fraction > 0).")
         return corpus_files(self._data_dir, self._lang)
+
+    def get_dataset(self, split="train", shuffle=True, seed=None, shard_info=None, **kwargs):
+        ds = super().get_dataset(split, shuffle, seed, shard_info, **kwargs)
+        if self._threshold == 0:
+            return ds
+        want = split == "validation"
+        threshold = self._threshold
+
+        @tf.autograph.experimental.do_not_convert
+        def keep(features):
+            held_out = tf.strings.to_hash_bucket_fast(features[TEXT_FIELD], HASH_BUCKETS) \
+                < threshold
+            return tf.equal(held_out, want)
+
+        return ds.filter(keep)

@@ -1,7 +1,10 @@
 """Continued-pretraining tasks: span corruption on the multilingual medical corpus.
 
 Tasks medmt5_pretrain_en, medmt5_pretrain_es, medmt5_pretrain_fr, medmt5_pretrain_it and the
-mixture medmt5_pretrain (rates proportional to language rows ** exponent). Importing this
+mixture medmt5_pretrain (rates proportional to language rows ** exponent). Each task has a
+'train' split and a held-out 'validation' split (a stable hash of the document text picks
+validation_fraction of the documents; corpus_readers.in_validation_split), which EVAL_PERIOD
+evaluates during pretraining (validation loss and token accuracy). Importing this
 module registers them on the shipped sample with the tiny vocabulary;
 register_pretraining_tasks(data_dir, vocabulary, exponent) re-registers them, e.g. for the
 real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.setup_tasks, bound in
@@ -75,11 +78,11 @@ def tokenize_text(dataset, output_features):
     return dataset.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
 
 
-def _pretrain_task(name, lang, data_dir, vocabulary):
+def _pretrain_task(name, lang, data_dir, vocabulary, validation_fraction):
     vocab = vocab_lib.get_vocabulary(vocabulary)
     return seqio.Task(
         name,
-        source=corpus_readers.CorpusDataSource(data_dir, lang),
+        source=corpus_readers.CorpusDataSource(data_dir, lang, validation_fraction),
         preprocessors=[
             tokenize_text,
             seqio.CacheDatasetPlaceholder(),
@@ -93,16 +96,23 @@ def _pretrain_task(name, lang, data_dir, vocabulary):
         metric_fns=[])
 
 
-def register_pretraining_tasks(data_dir=None, vocabulary="tiny", exponent=1.0, sizes=None):
+def register_pretraining_tasks(data_dir=None, vocabulary="tiny", exponent=1.0, sizes=None,
+                               validation_fraction=None):
     """(Re-)registers the four language tasks and the mixture; returns the mixture name.
 
     data_dir: corpus directory (None: $MEDMT5_DATA_DIR or the shipped sample); vocabulary:
-    "tiny" or "mt5"; exponent: mixture rate = rows ** exponent; sizes: see language_sizes.
+    "tiny" or "mt5"; exponent: mixture rate = rows ** exponent; sizes: see language_sizes;
+    validation_fraction: documents held out (by a stable hash of their text) as each task's
+    "validation" split, which EVAL_PERIOD evaluates during pretraining (None: 5% of the
+    shipped sample, 1% of any other corpus; 0: no validation split).
     """
     data_dir = corpus_readers.resolve_data_dir(data_dir)
+    if validation_fraction is None:
+        validation_fraction = corpus_readers.default_validation_fraction(data_dir)
+    corpus_readers.check_validation_fraction(validation_fraction)
     # Everything that can fail comes before the old registrations are removed.
     rates = mixture_rates(language_sizes(data_dir, sizes), exponent)
-    tasks = {name: _pretrain_task(name, lang, data_dir, vocabulary)
+    tasks = {name: _pretrain_task(name, lang, data_dir, vocabulary, validation_fraction)
              for name, lang in PRETRAIN_TASKS.items()}
     seqio.MixtureRegistry.remove(PRETRAIN_MIXTURE)
     for name, task in tasks.items():
@@ -110,8 +120,9 @@ def register_pretraining_tasks(data_dir=None, vocabulary="tiny", exponent=1.0, s
         seqio.TaskRegistry.add_provider(name, task)
     seqio.MixtureRegistry.add(
         PRETRAIN_MIXTURE, [(name, rates[lang]) for name, lang in PRETRAIN_TASKS.items()])
-    logging.info("Registered %s on %s (vocabulary %s), rates %s.", PRETRAIN_MIXTURE, data_dir,
-                 vocabulary, {lang: round(r, 4) for lang, r in rates.items()})
+    logging.info("Registered %s on %s (vocabulary %s, %g of documents held out for "
+                 "validation), rates %s.", PRETRAIN_MIXTURE, data_dir, vocabulary,
+                 validation_fraction, {lang: round(r, 4) for lang, r in rates.items()})
     return PRETRAIN_MIXTURE
 
 
