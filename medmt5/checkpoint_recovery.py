@@ -119,7 +119,8 @@ def quarantine(manager, step: int) -> str:
     src = step_dir(manager, step)
     dst = f"{src}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
     if jax.process_index() == 0:
-        os.rename(src, dst)
+        from medmt5 import paths
+        paths.rename(src, dst)  # copy + delete on an object store
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")

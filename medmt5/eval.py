@@ -69,9 +69,10 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
             writer.scalars(step, metrics)
             writer.close()
     if jax.process_index() == 0:
-        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-            json.dump({"checkpoint": checkpoint_path, "step": step, "split": split,
-                       "metrics": results}, f, indent=2)
+        from medmt5 import paths  # OUTPUT_DIR may be gs://
+        paths.write_text(paths.join(output_dir, "metrics.json"),
+                         json.dumps({"checkpoint": checkpoint_path, "step": step, "split": split,
+                                     "metrics": results}, indent=2))
     print(evaluation.format_metrics(step, results), flush=True)
     return results
 

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from medmt5 import data as data_lib
+from medmt5 import paths
 
 log = logging.getLogger("medmt5")
 
@@ -253,7 +254,7 @@ class Evaluator:
             if self.summary_dir:
                 if td.name not in self._writers:
                     self._writers[td.name] = progress.SummaryLogger(
-                        os.path.join(self.summary_dir, td.name))
+                        paths.join(self.summary_dir, td.name))
                 self._writers[td.name].scalars(step, metrics)
             out.update({f"{td.name}/{k}": v for k, v in metrics.items()})
         return out
@@ -266,12 +267,10 @@ class Evaluator:
 def write_predictions(output_dir: str, task_name: str, records) -> str:
     """Writes one task's prediction records (dicts) to OUTPUT_DIR/<task>-predictions.jsonl
     on process 0; returns the path."""
-    path = os.path.join(output_dir, f"{task_name}-predictions.jsonl")
+    path = paths.join(output_dir, f"{task_name}-predictions.jsonl")
     if jax.process_index() == 0:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(path, "w") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        paths.makedirs(output_dir)
+        paths.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     return path
 
 
@@ -325,14 +324,13 @@ class BestCheckpointKeeper:
     """
 
     def __init__(self, model_dir: str, metric: str):
-        self.dir = os.path.join(model_dir, "best")
+        self.dir = paths.join(model_dir, "best")
         self.metric = metric
         self.lower_is_better = "loss" in metric
         self.best = None
-        path = os.path.join(self.dir, "best.json")
-        if os.path.exists(path):
-            with open(path) as f:
-                self.best = json.load(f)
+        path = paths.join(self.dir, "best.json")
+        if paths.exists(path):
+            self.best = json.loads(paths.read_text(path))
 
     def is_better(self, value: float) -> bool:
         if self.best is None:
@@ -358,8 +356,7 @@ class BestCheckpointKeeper:
             save_params_checkpoint(cfg.replace(scan_layers=False), host, self.dir, step=step,
                                    overwrite=True)
             self.best = {"step": int(step), "metric": self.metric, "value": float(value)}
-            with open(os.path.join(self.dir, "best.json"), "w") as f:
-                json.dump(self.best, f)
+            paths.write_text(paths.join(self.dir, "best.json"), json.dumps(self.best))
         self.best = {"step": int(step), "metric": self.metric, "value": float(value)}
         log.info("new best %s=%.4f at step %d -> %s", self.metric, value, step, self.dir)
         return True
@@ -404,8 +401,8 @@ def latest_step(path: str) -> int:
     """The step of a checkpoint path (MODEL_DIR's latest, or .../checkpoints/<step>); else 0."""
     from medmt5.checkpoint_io import orbax_steps
 
-    base = os.path.basename(os.path.normpath(path))
+    base = paths.basename(path)
     if base.isdigit():
         return int(base)
-    steps = orbax_steps(path) if os.path.isdir(path) else []
+    steps = orbax_steps(path) if paths.is_remote(path) or os.path.isdir(path) else []
     return steps[-1] if steps else 0

@@ -297,11 +297,12 @@ def write_config(model_dir: str, filename: str = "config.gin") -> str:
     """Writes the effective gin config (all bindings after overrides) to model_dir/filename."""
     import jax
 
-    path = os.path.join(model_dir, filename)
+    from medmt5 import paths
+
+    path = paths.join(model_dir, filename)
     if jax.process_index() == 0:
-        os.makedirs(model_dir, exist_ok=True)
-        with open(path, "w") as f:
-            f.write(gin.config_str())
+        paths.makedirs(model_dir)
+        paths.write_text(path, gin.config_str())
     return path
 
 

@@ -26,11 +26,12 @@ FILENAME = "metrics.jsonl"
 
 def read_history(path: str) -> list[dict]:
     """The complete lines of a metrics.jsonl (a torn last line is ignored)."""
+    from medmt5 import paths
+
     rows = []
-    if not os.path.exists(path):
+    if not paths.exists(path):
         return rows
-    with open(path, "rb") as f:
-        data = f.read()
+    data = paths.read_bytes(path)
     for line in data.split(b"\n"):
         if not line.strip():
             continue
@@ -45,11 +46,13 @@ class MetricsHistory:
     """Append-only per-step metrics, truncated to `resume_step` when opened."""
 
     def __init__(self, directory: str, resume_step: int = 0, enabled: Optional[bool] = None):
-        self.path = os.path.join(directory, FILENAME)
+        from medmt5 import paths
+
+        self.path = paths.join(directory, FILENAME)
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._pending: list[tuple[int, Mapping[str, Any]]] = []
         if self.enabled:
-            os.makedirs(directory, exist_ok=True)
+            paths.makedirs(directory)
             self._truncate(int(resume_step))
 
     def _truncate(self, resume_step: int) -> None:
@@ -59,6 +62,11 @@ class MetricsHistory:
             log.warning("%s: covers %d of the %d restored steps (written by an older "
                         "version, or deleted?); appending from step %d", self.path,
                         len(rows), resume_step, resume_step + 1)
+        from medmt5 import paths
+
+        if paths.is_remote(self.path):  # object stores: one write replaces the object
+            paths.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+            return
         tmp = self.path + ".tmp"
         with open(tmp, "w") as f:
             for r in rows:
@@ -79,7 +87,11 @@ class MetricsHistory:
         rows = [{"step": step, **{k: float(v) for k, v in sorted(m.items())}}
                 for (step, _), m in zip(self._pending, fetched)]
         self._pending = []
-        if self.enabled:
+        from medmt5 import paths
+
+        if self.enabled and paths.is_remote(self.path):
+            paths.append_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
+        elif self.enabled:
             with open(self.path, "a") as f:
                 f.write("".join(json.dumps(r) + "\n" for r in rows))
                 f.flush()

@@ -45,11 +45,22 @@ class SummaryLogger:
         self.logdir = logdir
         self.enabled = _is_chief() if enabled is None else enabled
         self._writer = None
+        self._remote = None
         if self.enabled:
             from tensorboard.summary import Writer
 
+            from medmt5 import paths
+
+            if paths.is_remote(logdir):
+                # Event files are written locally and copied to the object store at each
+                # flush, through medmt5.paths (tensorboard would use TensorFlow's own GCS
+                # client when TF is installed, or need fsspec otherwise).
+                import tempfile
+
+                self._remote, logdir = logdir, tempfile.mkdtemp(prefix="medmt5-tb-")
             os.makedirs(logdir, exist_ok=True)
             self._writer = Writer(logdir)
+            self._local = logdir
 
     def scalars(self, step: int, metrics: Mapping[str, object], prefix: str = "") -> None:
         """Writes every finite scalar in `metrics` at `step` under tag `prefix + name`."""
@@ -59,11 +70,23 @@ class SummaryLogger:
             if math.isfinite(value):
                 self._writer.add_scalar(prefix + name, value, int(step))
         self._writer.flush()
+        self._upload()
+
+    def _upload(self) -> None:
+        if self._remote is not None:
+            from medmt5 import paths
+
+            paths.copy_tree(self._local, self._remote)
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+            self._upload()
+            if self._remote is not None:
+                import shutil
+
+                shutil.rmtree(self._local, ignore_errors=True)
 
 
 def count_tokens(batch: Mapping[str, np.ndarray]) -> int:
