@@ -293,13 +293,27 @@ class Optimizer(NamedTuple):
 
 
 def create_optimizer(name: str = "adafactor", schedule: ScalarOrSchedule = 1e-3,
-                     logical_axes: Any = None, mask: Any = None, **kwargs) -> Optimizer:
+                     logical_axes: Any = None, mask: Any = None,
+                     multiply_by_parameter_scale: bool = True,
+                     weight_decay_rate: Optional[float] = None, **kwargs) -> Optimizer:
     """"adafactor" (T5X defaults; kwargs go to `adafactor`) or "adamw" (kwargs to `adamw`),
-    optionally restricted to the params where `mask` is True."""
+    optionally restricted to the params where `mask` is True.
+
+    multiply_by_parameter_scale / weight_decay_rate are Adafactor's (explicit so that gin
+    files bind them by name): prompt tuning turns the scaling off and decays weights by 1e-5
+    (google-research/prompt-tuning, prompt_tuning/configs/models/t5_1_1_prompt.gin), so the
+    prompt's step does not depend on its initialiser's scale (gin/promot/stage1_prompt.gin).
+    """
     lr_fn = schedule if callable(schedule) else (lambda _, v=float(schedule): jnp.asarray(v))
     if name == "adafactor":
-        tx = adafactor(lr_fn, logical_axes, **kwargs)
+        tx = adafactor(lr_fn, logical_axes,
+                       multiply_by_parameter_scale=multiply_by_parameter_scale,
+                       weight_decay_rate=weight_decay_rate, **kwargs)
     elif name in ("adamw", "adam"):
+        if not multiply_by_parameter_scale or weight_decay_rate is not None:
+            raise ValueError(f"create_optimizer(name={name!r}): multiply_by_parameter_scale and "
+                             "weight_decay_rate are Adafactor settings; for AdamW set "
+                             "create_optimizer.weight_decay instead.")
         tx = adamw(lr_fn, **kwargs)
     else:
         raise ValueError(f"unknown optimizer {name!r}; use 'adafactor' or 'adamw'")

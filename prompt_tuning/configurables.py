@@ -8,12 +8,14 @@ gin/promot/*.gin start with `import prompt_tuning.configurables`, which register
   prompt_length_of      P read from PROMPT_FILE (stage 2)
   PromptWriter          train.checkpoint_hooks = [@PromptWriter()]
   promot_evaluate       `python -m prompt_tuning.evaluate` (prompt attached / removed)
+  best_metric_for       train.best_metric = @best_metric_for(): the task kind's keep-best
+                        metric, or BEST_METRIC checked against the task's metrics at start-up
   prompt_table_initializer, num_prompts_of, prompt_length_of_files
                         multi-task stage 2: the [N, P, H] table from PROMPT_FILES
 """
 import gin
 
-from prompt_tuning import evaluate, stages
+from prompt_tuning import evaluate, recipe, stages
 
 prompted_model = gin.external_configurable(stages.prompted_model, name="prompted_model")
 prompt_initializer = gin.external_configurable(stages.prompt_initializer,
@@ -26,6 +28,7 @@ prompt_length_of = gin.external_configurable(stages.prompt_length_of, name="prom
 PromptWriter = gin.external_configurable(stages.PromptWriter, name="PromptWriter")
 
 promot_evaluate = gin.external_configurable(evaluate.promot_evaluate, name="promot_evaluate")
+best_metric_for = gin.external_configurable(recipe.best_metric_for, name="best_metric_for")
 
 # Multi-task ProMoT stage 2 (gin/promot/multitask_stage2.gin).
 from prompt_tuning import multitask  # noqa: E402

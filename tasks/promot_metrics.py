@@ -112,3 +112,14 @@ def normalized_average(scores: Mapping[str, float]) -> float:
 def normalized_average_of_results(results: Mapping[str, Mapping[str, float]]) -> float:
     """Norm. Avg. from per-task metric dicts ({task: {metric: value}}, as seqio returns)."""
     return normalized_average({task: headline_score(m) for task, m in results.items()})
+
+
+def format_rate(predictions: Sequence[str], pattern: str) -> float:
+    """The share (0-100) of `predictions` that are in a target task's output format: the
+    stripped text fully matches the regular expression `pattern` (e.g. "(?:true|false)" for
+    RTE). ProMoT's mechanism is that fine-tuning makes held-out outputs take this format."""
+    if not predictions:
+        raise ValueError("format_rate needs at least one prediction")
+    regex = re.compile(pattern)
+    hits = sum(1 for p in predictions if regex.fullmatch(str(p).strip()))
+    return 100.0 * hits / len(predictions)

@@ -1,0 +1,430 @@
+"""The ProMoT recipe as plain Python: stage settings, the two stages, keep-best metric, scoring.
+
+This is the one implementation of the stages. gin/promot/stage1_prompt.gin and
+stage2_model.gin bind the same values (tests/test_promot_recipe.py parses both and compares
+them with PROMPT_STAGE / MODEL_STAGE), prompt_tuning/sequential.py and the miniature
+(experiments/promot_mini) call the functions below.
+
+    from prompt_tuning import recipe
+    s1 = recipe.train_prompt(model_dir="/runs/rte_s1", model_config=cfg, task="promot_rte",
+                             initial_checkpoint_path="/models/mt5_large",
+                             task_feature_lengths={"inputs": 512, "targets": 8}, batch_size=64)
+    s1.prompt_file   # MODEL_DIR/prompts/prompt_best.npy: the best prompt on the target metric
+    s2 = recipe.train_model(model_dir="/runs/rte_s2", model_config=cfg, task="promot_rte",
+                            initial_checkpoint_path="/models/mt5_large",
+                            prompt_file=s1.prompt_file,
+                            task_feature_lengths={"inputs": 512, "targets": 8}, batch_size=64)
+    s2.checkpoint    # MODEL_DIR/best: backbone + the frozen prompt, best on the target metric
+    ft = recipe.train_model(..., prompt_file=None)      # the fine-tuning baseline
+    scorer = recipe.Scorer(["icl_cb_1shot", "icl_wic_1shot"], {"inputs": 1024, "targets": 128},
+                           format_pattern=recipe.label_pattern(["true", "false"]))
+    result = scorer.score_checkpoint(s2.checkpoint, prompt="removed")   # -> ScoreResult
+    result.scores, result.format_rate, result.norm_avg
+
+Settings (REFERENCE.md, the ProMoT paper; optimizer settings of google-research/prompt-tuning,
+prompt_tuning/configs/models/t5_1_1_prompt.gin: `adafactor.Adafactor.decay_rate = 0.8,
+step_offset = 0, multiply_by_parameter_scale = False, weight_decay_rate = 0.00001`):
+  PROMPT_STAGE  Adafactor without parameter scaling, weight decay 1e-5, LR 0.2 constant,
+                5,000 steps, dropout 0.1, evaluation every 500 steps, best kept.
+  MODEL_STAGE   Adafactor as T5X fine-tunes (parameter scaling on, no weight decay), LR 1e-3
+                constant, 1,000 steps, dropout 0.1, label smoothing 0.1, evaluation every 100
+                steps, best kept. The fine-tuning baseline uses it too, without a prompt.
+Change a setting with dataclasses.replace(recipe.PROMPT_STAGE, steps=300, eval_period=50).
+Keep-best evaluates the task's validation split with beam 4 and keeps the best step by
+`best_metric` (default: the task kind's, see `default_best_metric`); a metric that the task's
+metric functions do not produce is an error before training starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import numpy as np
+
+log = logging.getLogger("medmt5")
+
+PROMPT_PATTERN = "prompt/.*"
+# The keep-best metric of each task kind, in preference order when a task produces several:
+# predicted (decoded) accuracy for classification, BLEU for translation, ROUGE-2 for
+# summarisation, exact match for QA, span F1 for tagging.
+KIND_METRICS = ("accuracy", "bleu", "rouge2", "exact_match", "f1")
+# Reported by medmt5.evaluation for every task from teacher forcing, not from predictions:
+# never a keep-best metric unless the task's own metric functions also produce the name.
+TEACHER_FORCED = ("loss", "accuracy")
+
+
+@dataclasses.dataclass(frozen=True)
+class StageSettings:
+    """Optimisation and keep-best settings of one kind of stage."""
+    steps: int
+    learning_rate: float
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    dropout_rate: float = 0.1
+    label_smoothing: float = 0.0
+    multiply_by_parameter_scale: bool = True
+    weight_decay_rate: Optional[float] = None
+    eval_period: int = 0          # evaluate (and keep the best) every N steps; > 0 required
+    eval_beam_size: int = 4       # the paper decodes with beam 4
+
+    def schedule_fn(self) -> Callable:
+        from medmt5 import optimizers
+
+        return optimizers.make_schedule(self.schedule, self.learning_rate,
+                                        warmup_steps=self.warmup_steps,
+                                        decay_steps=max(self.steps, 1))
+
+    def optimizer_fn(self) -> Callable:
+        """optimizer_fn(schedule=, logical_axes=, mask=) for medmt5.train.train."""
+        from medmt5 import optimizers
+
+        def make(schedule, logical_axes=None, mask=None):
+            return optimizers.create_optimizer(
+                "adafactor", schedule, logical_axes=logical_axes, mask=mask,
+                multiply_by_parameter_scale=self.multiply_by_parameter_scale,
+                weight_decay_rate=self.weight_decay_rate)
+        return make
+
+
+PROMPT_STAGE = StageSettings(steps=5000, learning_rate=0.2, dropout_rate=0.1,
+                             multiply_by_parameter_scale=False, weight_decay_rate=1e-5,
+                             eval_period=500)
+MODEL_STAGE = StageSettings(steps=1000, learning_rate=1e-3, dropout_rate=0.1,
+                            label_smoothing=0.1, eval_period=100)
+
+
+def prompt_stage(steps: Optional[int] = None, eval_period: Optional[int] = None,
+                 learning_rate: Optional[float] = None) -> StageSettings:
+    """PROMPT_STAGE with the run-size settings replaced (gin: @prompt_stage())."""
+    return _replace(PROMPT_STAGE, steps=steps, eval_period=eval_period,
+                    learning_rate=learning_rate)
+
+
+def model_stage(steps: Optional[int] = None, eval_period: Optional[int] = None,
+                learning_rate: Optional[float] = None) -> StageSettings:
+    """MODEL_STAGE with the run-size settings replaced (gin: @model_stage())."""
+    return _replace(MODEL_STAGE, steps=steps, eval_period=eval_period,
+                    learning_rate=learning_rate)
+
+
+def _replace(settings: StageSettings, **changes) -> StageSettings:
+    return dataclasses.replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+# ---------------------------------------------------------------------------------------
+# Keep-best metric
+
+
+def task_metric_names(task_name: str) -> List[str]:
+    """Names of the metrics a registered task's own metric functions produce (decoded
+    predictions or scores; the evaluator's teacher-forced loss/accuracy excluded)."""
+    from medmt5 import data as data_lib
+
+    task = data_lib.get_task_or_mixture(task_name)
+    names: List[str] = []
+    for fn in list(task.predict_metric_fns) + list(task.score_metric_fns):
+        for name in _metric_fn_names(fn):
+            if name not in names:
+                names.append(name)
+    return names
+
+
+def _metric_fn_names(fn) -> List[str]:
+    """The keys a metric function returns, found by calling it on a one-example probe."""
+    for targets, preds in ((["a b"], ["a b"]), ([["a b"]], ["a b"]), (["a b"], [0.0])):
+        try:
+            out = fn(targets, preds)
+        except Exception:  # a probe of the wrong shape for this function
+            continue
+        if isinstance(out, Mapping):
+            return list(out)
+    name = getattr(fn, "__name__", "")
+    return [name] if name in KIND_METRICS else []
+
+
+def default_best_metric(task_name: str) -> str:
+    """The keep-best metric of a task: the first of KIND_METRICS its metric functions
+    produce (accuracy of decoded predictions, BLEU, ROUGE-2, exact match, span F1)."""
+    produced = task_metric_names(task_name)
+    for name in KIND_METRICS:
+        if name in produced:
+            return name
+    raise ValueError(f"task {task_name!r} produces no metric the recipe can keep the best "
+                     f"checkpoint on (it produces {produced}; known: {list(KIND_METRICS)}). "
+                     "Set --gin.BEST_METRIC=\"'<one of its metrics>'\".")
+
+
+def best_metric_for(task: str, metric: Optional[str] = None,
+                    eval_tasks: Optional[Sequence[str]] = None) -> str:
+    """The keep-best metric of a stage, checked at start-up (gin: train.best_metric =
+    @best_metric_for()). metric None: the task kind's default; otherwise every eval task
+    (default: `task`) must produce it, else ValueError naming the task and its metrics."""
+    tasks = list(eval_tasks or _eval_task_names(task))
+    if metric is None:
+        defaults = {default_best_metric(t) for t in tasks}
+        if len(defaults) != 1:
+            raise ValueError(f"the eval tasks {tasks} have different default metrics "
+                             f"{sorted(defaults)}; set --gin.BEST_METRIC to one they all produce.")
+        return defaults.pop()
+    for t in tasks:
+        produced = task_metric_names(t)
+        if metric not in produced:
+            hint = (" ('accuracy' here would be the teacher-forced token accuracy, which the "
+                    "recipe never keeps the best checkpoint on)" if metric in TEACHER_FORCED
+                    else "")
+            raise ValueError(f"BEST_METRIC={metric!r} is not produced by task {t!r}, whose "
+                             f"metrics are {produced}{hint}. Set --gin.BEST_METRIC="
+                             f"\"'{default_best_metric(t)}'\" or leave BEST_METRIC = None for "
+                             "the task's default.")
+    return metric
+
+
+def _eval_task_names(task: str) -> List[str]:
+    from medmt5 import data as data_lib
+
+    provider = data_lib.get_task_or_mixture(task)
+    return [t.name for t in (getattr(provider, "tasks", None) or [provider])]
+
+
+# ---------------------------------------------------------------------------------------
+# The two stages
+
+
+@dataclasses.dataclass
+class StageResult:
+    model_dir: str
+    step: int                      # steps reached (< settings.steps: stopped early)
+    best: Optional[dict]           # {"step", "metric", "value"} of the kept best
+    checkpoint: str                # the best checkpoint dir (MODEL_DIR/best)
+    prompt_file: Optional[str]     # stage 1: the best prompt; stage 2: the attached prompt
+    eval_metrics: dict             # the last evaluation, {"task/metric": value}
+
+
+def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
+                       initial_checkpoint_path: str, task_feature_lengths: Mapping[str, int],
+                       batch_size: int, settings: StageSettings,
+                       prompt_file: Optional[str] = None, prompt_length: int = 100,
+                       prompt_init: Any = "uniform", best_metric: Optional[str] = None,
+                       eval_split: str = "validation", eval_batch_size: Optional[int] = None,
+                       eval_max_examples: Optional[int] = None, seed: int = 0,
+                       keep_checkpoints: Optional[int] = 1) -> dict:
+    """The keyword arguments of medmt5.train.train for one stage.
+
+    stage: "prompt" (stage 1: a new prompt, backbone frozen), "model" with prompt_file
+    (stage 2: backbone tuned, the prompt attached and frozen) or "model" without (plain
+    fine-tuning). prompt_init: an initializer kind ("uniform", "vocab", ...) or a flax
+    initializer.
+    """
+    from medmt5.train import _canonical_config
+    from prompt_tuning import stages
+
+    if stage not in ("prompt", "model"):
+        raise ValueError(f"stage={stage!r}; use 'prompt' (stage 1) or 'model' (stage 2 / "
+                         "fine-tuning).")
+    if settings.eval_period <= 0:
+        raise ValueError(f"the {stage} stage keeps the best checkpoint: its StageSettings."
+                         f"eval_period must be > 0 (got {settings.eval_period}).")
+    eval_tasks = [t for t in _eval_task_names(task) if eval_split in _splits(t)]
+    if not eval_tasks:
+        raise ValueError(f"task {task!r} has no {eval_split!r} split to keep the best "
+                         "checkpoint on; register one or set eval_split.")
+    metric = best_metric_for(task, best_metric, eval_tasks)
+    cfg = _canonical_config(model_config).replace(dropout_rate=settings.dropout_rate)
+    kwargs = dict(
+        model_dir=model_dir, model_config=cfg, mixture_or_task_name=task,
+        task_feature_lengths=dict(task_feature_lengths), train_steps=settings.steps,
+        batch_size=batch_size, pack=False, seed=seed, label_smoothing=settings.label_smoothing,
+        schedule=settings.schedule_fn(), optimizer_fn=settings.optimizer_fn(),
+        eval_period=settings.eval_period, save_period=settings.eval_period,
+        keep_checkpoints=keep_checkpoints, eval_tasks=eval_tasks, eval_split=eval_split,
+        eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples,
+        eval_beam_size=settings.eval_beam_size, best_metric=metric)
+    if stage == "prompt":
+        init = (stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
+                                          checkpoint=initial_checkpoint_path, seed=seed)
+                if isinstance(prompt_init, str) else prompt_init)
+        kwargs.update(initial_checkpoint_path=stages.required_checkpoint(
+            initial_checkpoint_path), new_params=[PROMPT_PATTERN], trainable=[PROMPT_PATTERN],
+            checkpoint_hooks=[stages.PromptWriter()],
+            model_factory=_PromptedFactory(prompt_length, init))
+    elif prompt_file:
+        length = stages.prompt_length_of(prompt_file)
+        kwargs.update(initial_checkpoint_path=stages.stage2_checkpoint(
+            initial_checkpoint_path, prompt_file), new_params=[PROMPT_PATTERN],
+            frozen=[PROMPT_PATTERN], checkpoint_hooks=[stages.PromptWriter()],
+            model_factory=_PromptedFactory(length, stages.prompt_initializer(
+                "file", path=prompt_file)))
+    else:
+        kwargs.update(initial_checkpoint_path=stages.required_checkpoint(
+            initial_checkpoint_path))
+    return kwargs
+
+
+class _PromptedFactory:
+    """model_factory(config) -> PromptedTransformer (a picklable, printable closure)."""
+
+    def __init__(self, prompt_length: int, init):
+        self.prompt_length, self.init = prompt_length, init
+
+    def __call__(self, config):
+        from prompt_tuning import stages
+
+        return stages.prompted_model(config, self.prompt_length, self.init)
+
+    def __repr__(self):
+        return f"prompted_model(prompt_length={self.prompt_length}, init={self.init!r})"
+
+
+def _splits(task: str) -> Sequence[str]:
+    from medmt5 import data as data_lib
+
+    return list(data_lib.get_task_or_mixture(task).splits)
+
+
+def _run(kwargs: dict, train_fn: Optional[Callable], prompt_file: Optional[str],
+         stage: str) -> StageResult:
+    from prompt_tuning import stages
+
+    if train_fn is None:
+        from medmt5.train import train as train_fn
+    result = train_fn(**kwargs)
+    model_dir = kwargs["model_dir"]
+    best = getattr(result, "best", None)
+    if stage == "prompt":
+        best_prompt = stages.prompt_path(model_dir)
+        prompt_file = best_prompt if os.path.exists(best_prompt) else None
+    return StageResult(model_dir=model_dir, step=int(getattr(result, "step", 0)), best=best,
+                       checkpoint=os.path.join(model_dir, "best"), prompt_file=prompt_file,
+                       eval_metrics=dict(getattr(result, "eval_metrics", {}) or {}))
+
+
+def train_prompt(*, model_dir: str, model_config, task: str, initial_checkpoint_path: str,
+                 task_feature_lengths: Mapping[str, int], batch_size: int,
+                 settings: StageSettings = PROMPT_STAGE, prompt_length: int = 100,
+                 prompt_init: Any = "uniform", best_metric: Optional[str] = None,
+                 eval_split: str = "validation", eval_batch_size: Optional[int] = None,
+                 eval_max_examples: Optional[int] = None, seed: int = 0,
+                 train_fn: Optional[Callable] = None) -> StageResult:
+    """Stage 1 (also the prompt-tuning baseline): trains a new prompt on the frozen backbone
+    `initial_checkpoint_path`; the best prompt on the target metric is result.prompt_file
+    (MODEL_DIR/prompts/prompt_best.npy). Rerunning with the same model_dir resumes."""
+    kwargs = stage_train_kwargs(
+        stage="prompt", model_dir=model_dir, model_config=model_config, task=task,
+        initial_checkpoint_path=initial_checkpoint_path,
+        task_feature_lengths=task_feature_lengths, batch_size=batch_size, settings=settings,
+        prompt_length=prompt_length, prompt_init=prompt_init, best_metric=best_metric,
+        eval_split=eval_split, eval_batch_size=eval_batch_size,
+        eval_max_examples=eval_max_examples, seed=seed)
+    return _run(kwargs, train_fn, None, "prompt")
+
+
+def train_model(*, model_dir: str, model_config, task: str, initial_checkpoint_path: str,
+                task_feature_lengths: Mapping[str, int], batch_size: int,
+                prompt_file: Optional[str] = None, settings: StageSettings = MODEL_STAGE,
+                best_metric: Optional[str] = None, eval_split: str = "validation",
+                eval_batch_size: Optional[int] = None, eval_max_examples: Optional[int] = None,
+                seed: int = 0, train_fn: Optional[Callable] = None) -> StageResult:
+    """Stage 2 with `prompt_file` (the stage-1 prompt attached and frozen), or the
+    fine-tuning baseline without it. The best checkpoint on the target metric is
+    result.checkpoint (MODEL_DIR/best; it holds the prompt too in stage 2)."""
+    kwargs = stage_train_kwargs(
+        stage="model", model_dir=model_dir, model_config=model_config, task=task,
+        initial_checkpoint_path=initial_checkpoint_path,
+        task_feature_lengths=task_feature_lengths, batch_size=batch_size, settings=settings,
+        prompt_file=prompt_file, best_metric=best_metric, eval_split=eval_split,
+        eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples, seed=seed)
+    return _run(kwargs, train_fn, prompt_file, "model")
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring: prompt attached or removed, headline scores, Norm. Avg., format rate
+
+
+def label_pattern(labels: Sequence[str]) -> str:
+    """A FORMAT_PATTERN matching exactly one of `labels` (e.g. the target's true / false)."""
+    if not labels:
+        raise ValueError("label_pattern needs at least one label")
+    return "(?:" + "|".join(re.escape(str(l).strip()) for l in labels) + ")"
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    metrics: Dict[str, Dict[str, float]]   # task -> {metric: value}
+    scores: Dict[str, float]               # task -> headline score (0-100)
+    format_rate: Dict[str, float]          # task -> % of outputs in the target format
+    norm_avg: Optional[float]              # the paper's Norm. Avg. over the tasks
+    records: Dict[str, List[dict]]         # task -> [{inputs, prediction, target}]
+
+    def as_dict(self) -> dict:
+        return {"metrics": self.metrics, "scores": self.scores,
+                "format_rate": self.format_rate, "norm_avg": self.norm_avg}
+
+
+class Scorer:
+    """Scores params on fixed tasks (data loaded once): decoded predictions with beam 4,
+    the tasks' metrics, the headline score per task, Norm. Avg., and with format_pattern
+    the format rate (share of outputs that fully match it, in %)."""
+
+    def __init__(self, tasks: Sequence[str], task_feature_lengths: Mapping[str, int], *,
+                 split: str = "test", batch_size: int = 8, beam_size: int = 4,
+                 max_examples: Optional[int] = None, format_pattern: Optional[str] = None,
+                 mesh=None, max_decode_length: Optional[int] = None):
+        from medmt5 import evaluation
+
+        self.lengths = dict(task_feature_lengths)
+        self.format_pattern = format_pattern
+        self._format = re.compile(format_pattern) if format_pattern else None
+        self.evaluator = evaluation.Evaluator(
+            list(tasks), self.lengths, split=split, mesh=mesh, batch_size=batch_size,
+            max_examples=max_examples, beam_size=beam_size,
+            max_decode_length=max_decode_length)
+
+    def score(self, model_config, params: Mapping[str, Any],
+              prompt: Union[str, np.ndarray, None] = "removed") -> ScoreResult:
+        """prompt: "removed" (the bare backbone), "attached" (params' own prompt), or a
+        [P, H] array / .npy path put in front of every input."""
+        from medmt5.model import Transformer
+        from prompt_tuning import inference
+        from prompt_tuning.initializers import load_npy
+        from prompt_tuning.prompts import PromptedTransformer
+        from tasks import promot_metrics
+
+        backbone, stored = inference.split_prompt(params)
+        if isinstance(prompt, str) and prompt == "removed":
+            model, run_params = Transformer(model_config), backbone
+        else:
+            value = stored if isinstance(prompt, str) and prompt == "attached" else (
+                load_npy(prompt) if isinstance(prompt, str) else prompt)
+            if value is None:
+                raise ValueError("prompt='attached' but the params have no prompt; pass a "
+                                 "prompt array/file or prompt='removed'.")
+            value = np.asarray(value, np.float32)
+            if value.ndim != 2:
+                raise ValueError(f"the prompt to attach must be [P, H]; got {value.shape} (a "
+                                 "multi-task table [N, P, H]: pick the task's row).")
+            model = PromptedTransformer(model_config, prompt_length=int(value.shape[0]))
+            run_params = dict(backbone, prompt={"embedding": value})
+        metrics, scores, rates, records = {}, {}, {}, {}
+        for td in self.evaluator.data:
+            m, recs = self.evaluator.evaluate_task(model, run_params, td)
+            metrics[td.name], records[td.name] = m, recs
+            try:
+                scores[td.name] = promot_metrics.headline_score(m)
+            except KeyError:
+                pass
+            if self._format is not None:
+                rates[td.name] = promot_metrics.format_rate(
+                    [r["prediction"] for r in recs], self.format_pattern)
+        norm = promot_metrics.normalized_average(scores) if scores and len(scores) == len(
+            metrics) else None
+        return ScoreResult(metrics, scores, rates, norm, records)
+
+    def score_checkpoint(self, checkpoint: str,
+                         prompt: Union[str, np.ndarray, None] = "removed") -> ScoreResult:
+        import medmt5
+
+        cfg, params = medmt5.load_checkpoint(checkpoint)
+        return self.score(cfg.replace(dropout_rate=0.0), params, prompt)
