@@ -82,14 +82,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         print(run(args))
-    except CheckpointError as e:
+    except (CheckpointError, ValueError, OSError) as e:
+        from medmt5 import failures
         print(f"medmt5-convert {args.command}: error: {e}", file=sys.stderr)
+        failures.release(e)
         return 1
     return 0
 
 
 def console_main() -> None:
-    sys.exit(main())
+    from medmt5 import failures
+    failures.exit_process(main())
 
 
 if __name__ == "__main__":

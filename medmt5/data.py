@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import re
 import logging
+import weakref
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
@@ -121,17 +122,57 @@ class DataConfig:
     task_id_tasks: tuple = ()
 
 
+_OPEN_ITERATORS: "weakref.WeakSet[BatchIterator]" = weakref.WeakSet()
+
+
+def close_all_iterators() -> None:
+    """Closes every BatchIterator still alive (the CLIs call this after an error)."""
+    for it in list(_OPEN_ITERATORS):
+        it.close()
+
+
 class BatchIterator:
     """Iterator of numpy batch dicts; `position` counts the batches handed out so far."""
 
     def __init__(self, dataset, position: int = 0):
         self._iter = dataset.as_numpy_iterator()
+        self._peeked = None
         self.position = int(position)
+        _OPEN_ITERATORS.add(self)
 
     def __iter__(self) -> "BatchIterator":
         return self
 
+    def close(self) -> None:
+        """Destroys the tf.data iterator now (idempotent). One left for interpreter shutdown
+        can hang the process (medmt5.failures explains why)."""
+        it, self._iter, self._peeked = getattr(self, "_iter", None), iter(()), None
+        del it
+
+    def peek(self) -> None:
+        """Reads the next batch now (so a data error is raised here) and keeps it for the next
+        __next__; `position` counts it only when it is handed out."""
+        if self._peeked is None:
+            try:
+                self._peeked = self._fetch()
+            except StopIteration:
+                pass
+
+    def __enter__(self) -> "BatchIterator":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def __next__(self) -> dict[str, np.ndarray]:
+        if self._peeked is not None:
+            batch, self._peeked = self._peeked, None
+        else:
+            batch = self._fetch()
+        self.position += 1
+        return batch
+
+    def _fetch(self) -> dict[str, np.ndarray]:
         try:
             batch = next(self._iter)
         except StopIteration:
@@ -141,7 +182,6 @@ class BatchIterator:
             if converted is e:
                 raise
             raise converted from e
-        self.position += 1
         return {k: np.asarray(v) for k, v in batch.items()}
 
 

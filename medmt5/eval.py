@@ -95,7 +95,8 @@ def main(argv: Sequence[str]) -> int:
 
 
 def console_main() -> None:
-    sys.exit(main(sys.argv[1:]))
+    from medmt5 import failures
+    failures.exit_process(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

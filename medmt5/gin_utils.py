@@ -58,6 +58,8 @@ class Flags:
     coordinator_address: Optional[str] = None
     process_count: Optional[int] = None
     process_index: Optional[int] = None
+    # the command-line argument each gin binding came from (same order as gin_bindings)
+    binding_flags: list[str] = dataclasses.field(default_factory=list)
 
 
 def _flag_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
@@ -93,6 +95,7 @@ def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
                                  "--gin.TRAIN_STEPS=100")
             key, value = arg[len("--gin."):].split("=", 1)
             flags.gin_bindings.append(f"{key} = {value}")
+            flags.binding_flags.append(arg)
             i += 1
         elif name == "gin_file":
             value, i = _flag_value(argv, i, name)
@@ -100,6 +103,7 @@ def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
         elif name == "gin_bindings":
             value, i = _flag_value(argv, i, name)
             flags.gin_bindings.append(value)
+            flags.binding_flags.append(f"--gin_bindings={value}")
         elif name == "gin_search_paths":
             value, i = _flag_value(argv, i, name)
             flags.gin_search_paths.extend(p for p in value.split(",") if p)
@@ -240,6 +244,9 @@ def _hint_for(err: Exception, program: str) -> str:
                 "`import module.name` line in a gin file. Macros are UPPER_CASE "
                 "(--gin.MODEL_DIR=...), parameters are configurable.param "
                 "(--gin.T5Config.dropout_rate=0.1).")
+    if "Unable to open file" in text:
+        return (f"{text}\nHint: `include` looks in the gin search path; add the folder with "
+                "--gin_search_paths=DIR.")
     return f"{text}\nHint: gin values are Python literals: strings need inner quotes, " \
            "e.g. --gin.MODEL_DIR=\"'/tmp/run'\"."
 
@@ -254,11 +261,109 @@ class _GinSearchNoise(logging.Filter):
 _NOISE_FILTER = _GinSearchNoise()
 
 
+def _unclosed_bracket(text: str):
+    """(error line, line of the innermost bracket left open) if `text` does not tokenize."""
+    import io
+    import tokenize
+
+    opened = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                opened.append((tok.string, tok.start[0]))
+            elif tok.type == tokenize.OP and tok.string in ")]}" and opened:
+                opened.pop()
+    except tokenize.TokenError as e:
+        line = e.args[1][0] if len(e.args) > 1 and e.args[1] else text.count("\n") + 1
+        return line, opened[-1] if opened else None
+    return None
+
+
+def _token_error_location(path: str, paths: Sequence[str], seen=None):
+    """(file, line, open bracket) of the first tokenize error in gin file `path` or a file it
+    includes."""
+    seen = set() if seen is None else seen
+    if path in seen or not os.path.isfile(path):
+        return None
+    seen.add(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    bad = _unclosed_bracket(text)
+    if bad:
+        return path, bad[0], bad[1]
+    for m in re.finditer(r"^\s*include\s+['\"]([^'\"]+)['\"]", text, re.M):
+        name = m.group(1)
+        for c in [name] + [os.path.join(p, name) for p in (os.path.dirname(path), *paths)]:
+            if os.path.isfile(c):
+                found = _token_error_location(os.path.abspath(c), paths, seen)
+                if found:
+                    return found
+                break
+    return None
+
+
+def _syntax_message(err: BaseException, source: str, paths: Sequence[str]) -> str:
+    """A gin syntax error in `source` (a gin file path, or the --gin. flag) as one message
+    naming the file (or flag) and line."""
+    import tokenize
+
+    if isinstance(err, tokenize.TokenError):
+        if source.startswith("--"):
+            return (f"{source}: the value is incomplete (an unclosed bracket or quote): "
+                    "close every (, [, { and quote")
+        path, line, bracket = _token_error_location(source, paths) or (source, None, None)
+        if bracket:
+            return (f"{path}:{bracket[1]}: gin syntax error: the '{bracket[0]}' opened on line "
+                    f"{bracket[1]} is never closed (the file ends at line {line} inside it)")
+        return (f"{path}{f':{line}' if line else ''}: gin syntax error: the file ends inside "
+                "an unclosed bracket or string")
+    loc = err.args[1] if isinstance(err, SyntaxError) and len(err.args) > 1 else None
+    filename = getattr(loc, "filename", None) or getattr(err, "filename", None)
+    line = getattr(loc, "line_num", None) or getattr(err, "lineno", None)
+    content = (getattr(loc, "line_content", None) or "").rstrip("\n")
+    msg = err.args[0] if err.args else str(err)
+    if source.startswith("--"):
+        text = f"{source}: gin cannot parse this binding ({msg})"
+        key, _, value = source[len("--gin."):].partition("=") if source.startswith(
+            "--gin.") else ("", "", "")
+        if key and value and not value.strip().startswith(("'", '"', "[", "{", "(", "%", "@")):
+            text += (f". Strings need inner quotes: --gin.{key}=\"'{value}'\" (the outer "
+                     "quotes are for the shell, the inner ones make it a gin string)")
+        return text
+    where = f"{filename or source}:{line}" if line else (filename or source)
+    return f"{where}: gin syntax error: {msg}" + (f"\n    {content}" if content else "")
+
+
+def _parse_one(parse, source: str, program: str, paths: Sequence[str]) -> None:
+    for attempt in range(3):
+        try:
+            parse()
+            return
+        except Exception as e:  # noqa: BLE001 - gin raises many types; all are config errors
+            # CPython 3.11 < 3.11.8 (gh-106905): ast/compile in one thread while another
+            # thread (orbax's async save, tf.data) also builds ASTs can fail spuriously with
+            # this message. It is not the user's config: parse again.
+            if "AST constructor recursion depth mismatch" in str(e) and attempt < 2:
+                continue
+            import tokenize
+            if isinstance(e, (SyntaxError, tokenize.TokenError)):
+                raise UsageError(_syntax_message(e, source, paths)) from None
+            if isinstance(e, (ValueError, TypeError, IOError)):
+                prefix = "" if source.startswith("--") else f"{source}: "
+                text = _hint_for(e, program)
+                if source.startswith("--") and source not in text:
+                    text = f"{source}: {text}"
+                raise UsageError(prefix + text) from None
+            raise
+
+
 def parse_gin(flags: Flags, program: str) -> None:
     """Clears gin, registers configurables, parses files then bindings, and finalizes.
 
-    Raises UsageError with a message naming the missing macro / unknown binding and an
-    example flag, instead of gin's bare error.
+    Files and bindings are parsed one at a time (the same result as gin's
+    parse_config_files_and_bindings), so an error names its file and line or its flag.
+    Raises UsageError with a message naming the missing macro / unknown binding / syntax
+    error and an example flag, instead of gin's bare error.
     """
     register_configurables()
     gin.clear_config()
@@ -271,26 +376,60 @@ def parse_gin(flags: Flags, program: str) -> None:
     if not files:
         raise UsageError(f"No --gin_file given. Example: python -m {program} "
                          f"--gin_file=medmt5_tiny.gin --gin.MODEL_DIR=\"'/tmp/run'\"")
-    for attempt in range(3):
-        try:
-            gin.parse_config_files_and_bindings(files, flags.gin_bindings,
-                                                finalize_config=False)
-            break
-        except (ValueError, TypeError, SyntaxError, IOError) as e:
-            # CPython 3.11 < 3.11.8 (gh-106905): ast/compile in one thread while another
-            # thread (orbax's async save, tf.data) also builds ASTs can fail spuriously with
-            # this message. It is not the user's config: parse again.
-            if "AST constructor recursion depth mismatch" in str(e) and attempt < 2:
-                gin.clear_config()
-                continue
-            raise UsageError(_hint_for(e, program)) from e
+    for path in files:
+        _parse_one(lambda: gin.parse_config_file(path), path, program, paths)
+    sources = flags.binding_flags if len(flags.binding_flags) == len(flags.gin_bindings) \
+        else [f"--gin_bindings={b}" for b in flags.gin_bindings]
+    for binding, source in zip(flags.gin_bindings, sources):
+        _parse_one(lambda: gin.parse_config(binding), source, program, paths)
     missing = _missing_required_macros()
     if missing:
         raise UsageError(missing_macro_message(missing, program))
+    check_values(flags)
     try:
         gin.finalize()
     except (ValueError, TypeError) as e:
         raise UsageError(_hint_for(e, program)) from e
+
+
+def _macro_value(value, depth: int = 0):
+    """(value, macro name) of a bound value, following %MACRO references."""
+    macro = None
+    while isinstance(value, gin.config.ConfigurableReference) and depth < 20:
+        if value.configurable.name != "macro" or not value.scopes:
+            return value, macro
+        name = value.scopes[-1]
+        macro = macro or name
+        params = gin.config._CONFIG.get((name, "gin.macro"), {})  # pylint: disable=protected-access
+        if "value" not in params:
+            return None, macro
+        value, depth = params["value"], depth + 1
+    return value, macro
+
+
+def bound_values() -> dict:
+    """{"train.train_steps": (value, "TRAIN_STEPS" or None)} for every unscoped binding of the
+    parsed config (values bound to @configurables are left as references)."""
+    out = {}
+    for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+        if scope or selector.endswith("gin.macro"):
+            continue
+        short = selector.rsplit(".", 1)[-1]
+        for param, value in params.items():
+            out[f"{short}.{param}"] = _macro_value(value)
+    return out
+
+
+def check_values(flags: Flags) -> None:
+    """The validation layer (medmt5.preflight.check_bound_values) on the parsed config."""
+    from medmt5 import preflight
+
+    names = [f[len("--gin."):].split("=", 1)[0] for f in flags.binding_flags
+             if f.startswith("--gin.")]
+    try:
+        preflight.check_bound_values(bound_values(), names)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
 
 
 def write_config(model_dir: str, filename: str = "config.gin") -> str:
@@ -302,7 +441,8 @@ def write_config(model_dir: str, filename: str = "config.gin") -> str:
     path = paths.join(model_dir, filename)
     if jax.process_index() == 0:
         paths.makedirs(model_dir)
-        paths.write_text(path, gin.config_str())
+        from medmt5.atomic_dir import atomic_write_text
+        atomic_write_text(path, gin.config_str())  # never a half-written config.gin
     return path
 
 
@@ -396,30 +536,31 @@ def _report(program: str, err: BaseException) -> int:
 
 
 def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
-    """Parses flags and gin for `program`, then calls main_fn(flags); prints UsageErrors.
+    """Parses flags and gin for `program`, then calls main_fn(flags); reports any error.
 
-    Returns the process exit code (2 for a usage error).
+    Returns the process exit code (2 for a usage error, 1 for other errors). After an error
+    the exception's frames are released (medmt5.failures.release), so no tf.data pipeline is
+    left for interpreter shutdown; the console entry points end with failures.exit_process.
     """
+    from medmt5 import failures
+
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     log.setLevel(logging.INFO)  # our messages; orbax/absl/tf stay at WARNING
     try:
         flags = parse_flags(argv, usage)
+        parse_gin(flags, program)  # gin and value mistakes end here, before TF is imported
         import_task_modules()
-        parse_gin(flags, program)
         init_distributed(flags)
         call("setup_tasks")  # registers every task with the run's VOCABULARY
         import_user_task_modules(query_macro("MIXTURE_OR_TASK_MODULE"))
         main_fn(flags)
-    except UsageError as e:
-        print(f"{program}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, FileNotFoundError, TrainingFailure) as e:
-        # Configuration mistakes found while running (bad values, missing files) and run
-        # failures (non-finite loss, unreadable checkpoint; docs/errors.md): the message
-        # names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
-        if os.environ.get("MEDMT5_TRACEBACK"):
-            raise
-        print(f"{program}: error: {type(e).__name__}: {e}\n(set MEDMT5_TRACEBACK=1 for the "
-              "traceback)", file=sys.stderr)
-        return 1
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - every error ends in one report and an exit
+        try:
+            rc = _report(program, e)
+        finally:
+            failures.release(e)
+        failures.flush_std()
+        return rc
     return 0

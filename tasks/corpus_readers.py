@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import random
+import zlib
 
 import seqio
 import tensorflow as tf
@@ -85,15 +86,30 @@ def _open_binary(path):
     return gzip.GzipFile(fileobj=f, mode="rb") if path.endswith(".gz") else f
 
 
+def _raw_lines(path):
+    """(line number, bytes) of a (possibly gzipped) file; a damaged or truncated gzip file
+    or a read error is a ValueError naming the file and the line it stopped after."""
+    line_no = 0
+    try:
+        with _open_binary(path) as f:
+            for line_no, raw in enumerate(f, 1):
+                yield line_no, raw
+    except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ValueError(f"{path}: damaged or truncated gzip file after line {line_no} ({e}); "
+                         "download or compress it again (check it with `gzip -t`).") from None
+    except (OSError, tf.errors.OpError) as e:
+        raise ValueError(f"{path}: read error after line {line_no} "
+                         f"({getattr(e, 'message', None) or e}).") from None
+
+
 def _decoded_lines(path):
     """(line number, str) for each line of a (possibly gzipped) UTF-8 file."""
-    with _open_binary(path) as f:
-        for line_no, raw in enumerate(f, 1):
-            try:
-                yield line_no, raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: invalid UTF-8 ({e.reason} at byte "
-                                 f"{e.start}); re-encode the file as UTF-8.") from None
+    for line_no, raw in _raw_lines(path):
+        try:
+            yield line_no, raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}:{line_no}: invalid UTF-8 ({e.reason} at byte "
+                             f"{e.start}); re-encode the file as UTF-8.") from None
 
 
 def read_jsonl(path, skips=None):
