@@ -78,7 +78,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           checkpoint_hooks: Sequence[Callable] = (), nonfinite_policy: str = "raise",
           checkpoint_fallback: bool = False,
           step_timeout_s: Optional[float] = None,
-          multitask_tasks: Sequence[str] = ()) -> TrainResult:
+          multitask_tasks: Sequence[str] = (),
+          ready_hooks: Sequence[Callable[[], Any]] = ()) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
     batch_size is global (all processes); schedule is an optax schedule (default: constant
@@ -96,6 +97,10 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     multitask_tasks: the tasks of mixture `mixture_or_task_name` in task-id order; batches
     then carry task_ids [B] (medmt5.data.task_id_mixture) for a model with a per-task prompt
     table (multi-task ProMoT, gin/promot/multitask_stage2.gin).
+    ready_hooks: callables run once the run is known to be valid (settings checked,
+    checkpoint restored or loaded, first batch read, evaluation data loaded), right after
+    MODEL_DIR/model_config.json is written (atomically); the CLI writes MODEL_DIR/config.gin
+    there. A run that fails earlier leaves MODEL_DIR as it was.
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
@@ -140,9 +145,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     optimizer = (optimizer_fn or optimizers.create_optimizer)(
         schedule=schedule, logical_axes=nn.get_partition_spec(boxed), mask=mask)
     state_shardings = train_state.state_shardings(model, optimizer, example, mesh)
-    manager = checkpoints.make_checkpoint_manager(
-        model_dir, save_period=save_period or eval_period or 1000, keep=keep_checkpoints,
-        config=cfg)
+    manager = checkpoints.make_checkpoint_manager(  # model_config.json: once the run is valid
+        model_dir, save_period=save_period or eval_period or 1000, keep=keep_checkpoints)
     restored = checkpoint_recovery.restore(
         manager, train_state.abstract_state(model, optimizer, example, mesh),
         fallback=checkpoint_fallback)
@@ -201,6 +205,13 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     if best_metric and evaluator is not None:
         keeper = evaluation.BestCheckpointKeeper(model_dir, best_metric)
 
+    batches.peek()  # a data error (malformed corpus line, ...) surfaces before any write
+    if jax.process_index() == 0:  # the run is valid: record its model
+        from medmt5.atomic_dir import atomic_write_text
+        atomic_write_text(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE),
+                          cfg.to_json() + "\n")
+    for hook in ready_hooks:
+        hook()
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))
     start_step = int(jax.device_get(state.step))
     history = metrics_history.MetricsHistory(os.path.join(model_dir, "train"), start_step)
@@ -281,18 +292,20 @@ def main(argv: Sequence[str]) -> int:
 
     def run(flags):
         model_dir = gin_utils.query_macro("MODEL_DIR")
+        hooks = []
         if model_dir:
             from medmt5 import preflight
             preflight.check_model_dir(model_dir)  # before anything is written there
-            gin_utils.write_config(model_dir)
-        result = gin_utils.call("train")
+            hooks.append(lambda: gin_utils.write_config(model_dir))
+        result = gin_utils.call("train", ready_hooks=hooks)
         log.info("finished at step %d; last metrics %s", result.step, result.metrics)
 
     return gin_utils.run_cli(run, argv, "medmt5.train", USAGE)
 
 
 def console_main() -> None:
-    sys.exit(main(sys.argv[1:]))
+    from medmt5 import failures
+    failures.exit_process(main(sys.argv[1:]))
 
 
 if __name__ == "__main__":
