@@ -1,0 +1,150 @@
+"""Hub ids (google/mt5-small, hf://..., @revision) resolved from an offline cache.
+
+The cache is built by hand in huggingface_hub's on-disk layout, as documented in
+huggingface_hub's guide "Understand caching" (docs/source/en/guides/manage-cache.md;
+https://huggingface.co/docs/huggingface_hub/guides/manage-cache) and written by
+huggingface_hub/file_download.py (hf_hub_download: blob by etag, snapshot symlink, ref file):
+
+  $HF_HOME/hub/models--google--mt5-small/
+      refs/main                      the commit sha the branch points at (no newline)
+      snapshots/<sha>/config.json    symlink -> ../../blobs/<etag>
+      snapshots/<sha>/model.safetensors, spiece.model   (same)
+      blobs/<etag>                   the file contents (etag = sha256 for LFS files, sha1 else)
+
+HF_HUB_OFFLINE=1: nothing is downloaded (there is no network here either).
+"""
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from medmt5 import hub
+from medmt5.checkpoint_io import load_checkpoint
+from medmt5.config import T5Config
+from medmt5.convert import main as convert_main
+from medmt5.hf_io import save_hf
+from medmt5.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_SPM = os.path.join(ROOT, "tasks", "data", "vocab", "medmt5_tiny.model")
+CFG = T5Config(vocab_size=2112, d_model=16, d_kv=4, d_ff=24, num_heads=2, num_encoder_layers=2,
+               num_decoder_layers=2, relative_attention_num_buckets=8,
+               relative_attention_max_distance=16, dropout_rate=0.0)
+SHA_MAIN = "a1" * 20
+SHA_V1 = "b2" * 20
+
+
+def _params(seed):
+    rng = np.random.default_rng(seed)
+    return unflatten({n: rng.normal(0, 0.3, s).astype(np.float32)
+                      for n, s in expected_shapes(CFG).items()})
+
+
+def _add_snapshot(repo_dir, sha, src_dir):
+    """Put every file of src_dir into blobs/ (named by content hash) and link it from
+    snapshots/<sha>/, as hf_hub_download does."""
+    snap = os.path.join(repo_dir, "snapshots", sha)
+    os.makedirs(snap, exist_ok=True)
+    os.makedirs(os.path.join(repo_dir, "blobs"), exist_ok=True)
+    for name in sorted(os.listdir(src_dir)):
+        data = open(os.path.join(src_dir, name), "rb").read()
+        etag = hashlib.sha256(data).hexdigest()
+        with open(os.path.join(repo_dir, "blobs", etag), "wb") as f:
+            f.write(data)
+        os.symlink(os.path.join("..", "..", "blobs", etag), os.path.join(snap, name))
+    return snap
+
+
+def _set_ref(repo_dir, ref, sha):
+    os.makedirs(os.path.join(repo_dir, "refs"), exist_ok=True)
+    with open(os.path.join(repo_dir, "refs", ref), "w") as f:
+        f.write(sha)
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """HF_HOME with google/mt5-small at main (params seed 0) and tag v1 (seed 1)."""
+    home = tmp_path / "hf_home"
+    repo = str(home / "hub" / "models--google--mt5-small")
+    local = {}
+    for seed, sha, ref in ((0, SHA_MAIN, "main"), (1, SHA_V1, "v1")):
+        src = str(tmp_path / f"src{seed}")
+        save_hf(CFG, _params(seed), src)
+        with open(TINY_SPM, "rb") as fi, open(os.path.join(src, "spiece.model"), "wb") as fo:
+            fo.write(fi.read())
+        _add_snapshot(repo, sha, src)
+        _set_ref(repo, ref, sha)
+        local[ref] = src
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    return {"repo": repo, "local": local}
+
+
+def _logits(cfg, params):
+    import jax.numpy as jnp
+
+    from medmt5 import Transformer
+
+    enc = jnp.asarray([[5, 9, 300, 2000, 1, 0]], jnp.int32)
+    dec_in = jnp.asarray([[0, 7, 11, 1]], jnp.int32)
+    dec_tgt = jnp.asarray([[7, 11, 1, 0]], jnp.int32)
+    return np.asarray(Transformer(cfg).apply({"params": params}, enc, dec_in, dec_tgt,
+                                             enable_dropout=False))
+
+
+def test_hub_id_resolves_from_the_offline_cache_and_loads(hub_cache):
+    snap = os.path.join(hub_cache["repo"], "snapshots", SHA_MAIN)
+    for spelling in ("google/mt5-small", "hf://google/mt5-small", "google/mt5-small@main",
+                     f"google/mt5-small@{SHA_MAIN}"):
+        assert hub.is_hub_id(spelling)
+        assert os.path.realpath(hub.resolve_checkpoint(spelling)) == os.path.realpath(snap)
+    folder = hub.resolve_checkpoint("google/mt5-small")
+    # The checkpoint's own vocabulary is in the resolved folder (for tasks.vocab to read).
+    import sentencepiece as spm
+    sp = spm.SentencePieceProcessor(model_file=os.path.join(folder, "spiece.model"))
+    assert sp.get_piece_size() == spm.SentencePieceProcessor(model_file=TINY_SPM).get_piece_size()
+
+    cfg, params = load_checkpoint("google/mt5-small")
+    local_cfg, local_params = load_checkpoint(hub_cache["local"]["main"])
+    assert cfg == local_cfg
+    np.testing.assert_array_equal(_logits(cfg, params), _logits(local_cfg, local_params))
+
+
+def test_revision_selects_another_snapshot(hub_cache):
+    cfg, params = load_checkpoint("hf://google/mt5-small@v1")
+    _, main_params = load_checkpoint("google/mt5-small")
+    _, v1_local = load_checkpoint(hub_cache["local"]["v1"])
+    np.testing.assert_array_equal(_logits(cfg, params), _logits(cfg, v1_local))
+    assert not np.array_equal(_logits(cfg, params), _logits(cfg, main_params))
+
+
+def test_missing_id_offline_names_id_variable_and_download(hub_cache):
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint("HiTZ/Medical-mT5-large")
+    msg = str(e.value)
+    assert "HiTZ/Medical-mT5-large" in msg and "HF_HUB_OFFLINE=1" in msg
+    assert "hf download HiTZ/Medical-mT5-large" in msg and str(hub.hub_cache_dir()) in msg
+    with pytest.raises(CheckpointError, match="google/mt5-small@nope.*HF_HUB_OFFLINE"):
+        load_checkpoint("google/mt5-small@nope")
+
+
+def test_local_folder_wins_and_paths_are_not_ids(hub_cache, tmp_path):
+    os.makedirs(tmp_path / "google")
+    os.symlink(hub_cache["local"]["v1"], tmp_path / "google" / "mt5-small")
+    assert not hub.is_hub_id("google/mt5-small")  # ./google/mt5-small exists
+    _, params = load_checkpoint("google/mt5-small")
+    _, v1 = load_checkpoint(hub_cache["local"]["v1"])
+    assert all(np.array_equal(a, b) for a, b in zip(flatten(params).values(), flatten(v1).values()))
+    for not_id in ("/abs/x", "./x/y", "~/x/y", "gs://b/x", "a/b/c", "plain"):
+        assert not hub.is_hub_id(not_id), not_id
+
+
+def test_convert_takes_a_hub_id(hub_cache, tmp_path):
+    dst = str(tmp_path / "ours")
+    assert convert_main(["hf-to-medmt5", "google/mt5-small", dst]) == 0
+    cfg, params = load_checkpoint(dst)
+    _, local = load_checkpoint(hub_cache["local"]["main"])
+    np.testing.assert_array_equal(_logits(cfg, params), _logits(cfg, local))
