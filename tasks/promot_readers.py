@@ -1,7 +1,7 @@
 """Strict readers for the ProMoT fine-tuning and in-context evaluation datasets.
 
-Every file is JSON Lines, one example per line, in the layout the public datasets use
-(SuperGLUE's JSONL release and the Hugging Face `datasets` exports):
+Files are JSON Lines (one example per line: SuperGLUE's JSONL release, `datasets` exports)
+or parquet as downloaded from the Hugging Face hub, with the public datasets' fields:
 
   rte, cb        {"premise", "hypothesis", "label", "idx"}; label "entailment" |
                  "not_entailment" (RTE) or "entailment" | "contradiction" | "neutral" (CB),
@@ -14,10 +14,19 @@ Every file is JSON Lines, one example per line, in the layout the public dataset
   xsum           {"document", "summary", "id"}.
   wiki_lingua    GEM `wiki_lingua` (English): {"source" (article), "target" (summary), ...}.
 
-Directory layout: `{data_dir}/{dataset}/{split}.jsonl`, e.g. `promot/rte/train.jsonl`.
+Directory layout, per `{data_dir}/{dataset}/` (first found wins, see `split_files`):
+  {split}.jsonl                      e.g. promot/rte/train.jsonl
+  {split}-*.parquet                  the hub's shards, e.g. `huggingface-cli download
+                                     aps/super_glue --repo-type dataset --include "rte/*"
+                                     --local-dir promot` -> promot/rte/train-00000-of-00001.parquet
+  {split}/*.parquet                  the hub's auto-converted branch (refs/convert/parquet)
+  <one folder>/{split}-*.parquet     a repository with one config folder or `data/`, e.g.
+                                     wmt16_ro_en/ro-en/train-00000-of-00001.parquet
+Parquet columns are the same fields (structs read as objects, class ids as ints).
 Each parser returns plain dicts with the fields the templates in `tasks/icl.py` use.
-Errors name the file and line and say what to fix. Pure Python (no TensorFlow).
+Errors name the file and line (parquet: row) and say what to fix. Pure Python (no TensorFlow).
 """
+import glob
 import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
@@ -37,13 +46,54 @@ def data_dir(explicit: str = None) -> str:
     return explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
-def split_file(root: str, dataset: str, split: str) -> str:
-    path = os.path.join(root, dataset, f"{split}.jsonl")
-    if not os.path.isfile(path):
+def split_files(root: str, dataset: str, split: str) -> List[str]:
+    """The file(s) of one dataset split: JSONL, or the hub's parquet shards (module doc)."""
+    folder = os.path.join(root, dataset)
+    jsonl = os.path.join(folder, f"{split}.jsonl")
+    if os.path.isfile(jsonl):
+        return [jsonl]
+    for pattern in (f"{split}-*.parquet", f"{split}.parquet", os.path.join(split, "*.parquet")):
+        found = sorted(glob.glob(os.path.join(folder, pattern)))
+        if found:
+            return found
+    nested = sorted(glob.glob(os.path.join(folder, "*", f"{split}-*.parquet")))
+    configs = sorted({os.path.dirname(f) for f in nested})
+    if len(configs) > 1:
         raise PromotDataError(
-            f"{path}: no such file. ProMoT data is read from {{data_dir}}/{dataset}/{split}.jsonl; "
-            f"set ${DATA_DIR_ENV} to the folder holding '{dataset}/' (now {root!r}).")
-    return path
+            f"{folder}: {split} shards in several folders {configs}; keep only the "
+            f"configuration this task needs under {folder}/")
+    if nested:
+        return nested
+    raise PromotDataError(
+        f"{jsonl}: no such file (nor {split}-*.parquet shards from the hub). ProMoT data is "
+        f"read from {{data_dir}}/{dataset}/{split}.jsonl or {{data_dir}}/{dataset}/"
+        f"{split}-00000-of-00001.parquet; set ${DATA_DIR_ENV} to the folder holding "
+        f"'{dataset}/' (now {root!r}); docs/data.md lists the download commands.")
+
+
+def split_file(root: str, dataset: str, split: str) -> str:
+    """The first file of a split (see `split_files`); raises if there is none."""
+    return split_files(root, dataset, split)[0]
+
+
+def iter_parquet(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """Yields ("file:row N", row dict) batch by batch (large WMT shards stay streamed)."""
+    import pyarrow.parquet as pq
+    try:
+        handle = pq.ParquetFile(path)
+        n = 0
+        for batch in handle.iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                yield f"{path}:row {n}", row
+                n += 1
+    except PromotDataError:
+        raise
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise PromotDataError(f"{path}: cannot read parquet ({e})") from None
+
+
+def iter_rows(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    return iter_parquet(path) if path.endswith(".parquet") else iter_jsonl(path)
 
 
 def iter_jsonl(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
@@ -172,22 +222,23 @@ PARSERS: Dict[str, Callable[[Mapping[str, Any], str], Dict[str, Any]]] = {
 
 def iter_split(dataset: str, split: str, root: str = None,
                limit: Optional[int] = None) -> Iterator[Dict[str, Any]]:
-    """Streams the records of `{root}/{dataset}/{split}.jsonl` (the first `limit` if given);
-    raises if the file has none. Large train files (WMT) are never held in memory whole."""
+    """Streams the records of one split (JSONL or parquet shards in order; the first `limit`
+    if given); raises if there are none. Large train files (WMT) are never held in memory."""
     if dataset not in PARSERS:
         raise KeyError(f"Unknown ProMoT dataset {dataset!r}; known: {sorted(PARSERS)}.")
-    path = split_file(data_dir(root), dataset, split)
+    paths = split_files(data_dir(root), dataset, split)
     parse, count = PARSERS[dataset], 0
-    for where, row in iter_jsonl(path):
-        if limit is not None and count >= limit:
-            return
-        yield parse(row, where)
-        count += 1
+    for path in paths:
+        for where, row in iter_rows(path):
+            if limit is not None and count >= limit:
+                return
+            yield parse(row, where)
+            count += 1
     if count == 0:
-        raise PromotDataError(f"{path}: file has no examples")
+        raise PromotDataError(f"{paths[0]}: file has no examples")
 
 
 def read_split(dataset: str, split: str, root: str = None,
                limit: Optional[int] = None) -> List[Dict[str, Any]]:
-    """The records of `{root}/{dataset}/{split}.jsonl` as a list (see `iter_split`)."""
+    """The records of one split as a list (see `iter_split`)."""
     return list(iter_split(dataset, split, root, limit))
