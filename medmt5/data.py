@@ -58,16 +58,24 @@ def get_task_or_mixture(name: str):
 def setup_tasks(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
                 benchmark_dir: Optional[str] = None, promot_dir: Optional[str] = None,
                 corpus_exponent: float = 1.0,
-                corpus_validation_fraction: Optional[float] = None) -> None:
+                corpus_validation_fraction: Optional[float] = None,
+                checkpoint_path: Optional[str] = None) -> None:
     """(Re-)registers every seqio task of the project with one vocabulary and data folders.
 
     vocabulary: "tiny" (the shipped 2,100-id model, for the tiny model) or "mt5" (for
     google/mt5-* and Medical mT5). Folders default to the tasks' environment variables or the
     shipped samples; corpus_validation_fraction: documents held out as the pretraining
     "validation" split. The CLIs call this (gin: setup_tasks.vocabulary = %VOCABULARY) before
-    anything reads data; it is `tasks.register`.
+    anything reads data; it is `tasks.register`. checkpoint_path (gin: the run's
+    INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH): a checkpoint with its own spiece.model
+    supplies the vocabulary when VOCABULARY is None or 'mt5' (tasks.vocab.resolve_vocabulary).
     """
     import tasks
+    from tasks import vocab as vocab_lib
+
+    vocabulary = vocab_lib.resolve_vocabulary(vocabulary, checkpoint_path)
+    if vocabulary not in ("tiny", "mt5"):
+        log.info("vocabulary: %s", vocabulary)
 
     tasks.register(vocabulary=vocabulary, corpus_dir=corpus_dir, benchmark_dir=benchmark_dir,
                    promot_dir=promot_dir, corpus_exponent=corpus_exponent,
@@ -85,21 +93,31 @@ def register_abstrct_multilingual() -> str:
 
 
 def check_vocabulary(mixture_or_task_name: str, model_vocab_size: int) -> None:
-    """Raises ValueError when the task's vocabulary does not fit the model's embedding.
+    """Raises ValueError when the task's vocabulary does not fit the model's embedding rows.
 
-    The model's vocab_size is the vocabulary padded up (2,100 -> 2,176; 250,100 -> 250,112),
-    so a task with more ids than the model, or far fewer, is the wrong VOCABULARY.
+    The vocabulary's size counts its sentinels (built-in or appended) and any added tokens
+    (tasks.vocab); it must be <= the model's vocab_size, which is the vocabulary padded up
+    (2,100 -> 2,176; mT5's 250,100 -> 250,112; a fine-tuned release with 22 added tokens:
+    250,122 -> its own config). A model more than twice the vocabulary is the wrong
+    VOCABULARY too (the tiny vocabulary on an mT5 model).
     """
     provider = get_task_or_mixture(mixture_or_task_name)
     tasks = getattr(provider, "tasks", None) or [provider]
     for task in tasks:
-        size = task.output_features["targets"].vocabulary.vocab_size
+        vocab = task.output_features["targets"].vocabulary
+        size = vocab.vocab_size
         if size > model_vocab_size or model_vocab_size > 2 * size:
+            what = ("does not fit: ids >= the model's rows would have no embedding"
+                    if size > model_vocab_size else "is far smaller than the model's")
             raise ValueError(
-                f"task {task.name!r} uses a vocabulary of {size:,} ids but the model has "
-                f"vocab_size={model_vocab_size:,}; register the tasks with the matching "
-                "vocabulary, e.g. --gin.VOCABULARY=\"'mt5'\" for mT5-sized models or "
-                "\"'tiny'\" for mt5_tiny.gin")
+                f"task {task.name!r} uses a vocabulary of {size:,} ids (sentinels and added "
+                f"tokens included; {vocab}) but the model has vocab_size={model_vocab_size:,} "
+                f"embedding rows: the vocabulary {what}. Register the tasks with the "
+                "checkpoint's own vocabulary (VOCABULARY unset or 'mt5' reads its "
+                "spiece.model; --gin.VOCABULARY=\"'/path/to/spiece.model_or_folder'\"), e.g. "
+                "--gin.VOCABULARY=\"'mt5'\" for mT5-sized models or \"'tiny'\" for "
+                "mt5_tiny.gin, or use a model whose T5Config.vocab_size >= "
+                f"{size:,}.")
 
 
 @dataclasses.dataclass(frozen=True)

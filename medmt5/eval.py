@@ -34,7 +34,8 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
              eval_tasks: Optional[Sequence[str]] = None, split: str = "validation",
              output_dir: Optional[str] = None, batch_size: int = 8,
              max_examples: Optional[int] = None, beam_size: int = 1,
-             max_decode_length: Optional[int] = None, num_partitions: int = 1) -> dict:
+             max_decode_length: Optional[int] = None, num_partitions: int = 1,
+             allow_vocabulary_change: bool = False) -> dict:
     """Loads the checkpoint and evaluates it; returns {"<task>/<metric>": value}.
 
     eval_tasks default to MIXTURE_OR_TASK_NAME itself (or its sub-tasks) with `split`.
@@ -47,6 +48,9 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
         raise ValueError("evaluate needs MIXTURE_OR_TASK_NAME or evaluate.eval_tasks")
     tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
     cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    from medmt5 import vocab_record
+    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size,
+                                   allow_vocabulary_change)
     model = Transformer(cfg)
     mesh = partitioning.create_mesh(num_partitions=num_partitions)
     log.info("mesh %s; %s parameters from %s", dict(mesh.shape),

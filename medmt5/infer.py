@@ -46,13 +46,17 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str,
           task_feature_lengths: Mapping[str, int], output_file: str, split: str = "test",
           input_file: Optional[str] = None, batch_size: int = 8,
           max_examples: Optional[int] = None, beam_size: int = 1,
-          max_decode_length: Optional[int] = None, num_partitions: int = 1) -> list[dict]:
+          max_decode_length: Optional[int] = None, num_partitions: int = 1,
+          allow_vocabulary_change: bool = False) -> list[dict]:
     """Predicts every example and writes JSONL to output_file; returns the records."""
     import medmt5
     from medmt5 import evaluation, partitioning
     from medmt5.model import Transformer
 
     cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    from medmt5 import vocab_record
+    vocab_record.check_scoring_run(checkpoint_path, [mixture_or_task_name], cfg.vocab_size,
+                                   allow_vocabulary_change)
     model = Transformer(cfg)
     mesh = partitioning.create_mesh(num_partitions=num_partitions)
     params = evaluation.place_params(model, params, mesh, task_feature_lengths)

@@ -78,7 +78,8 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
           checkpoint_hooks: Sequence[Callable] = (), nonfinite_policy: str = "raise",
           checkpoint_fallback: bool = False,
           step_timeout_s: Optional[float] = None,
-          multitask_tasks: Sequence[str] = (),
+          multitask_tasks: Sequence[str] = (), allow_vocabulary_change: bool = False,
+          prompt_files: Sequence[str] = (),
           ready_hooks: Sequence[Callable[[], Any]] = ()) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
@@ -97,10 +98,14 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
     multitask_tasks: the tasks of mixture `mixture_or_task_name` in task-id order; batches
     then carry task_ids [B] (medmt5.data.task_id_mixture) for a model with a per-task prompt
     table (multi-task ProMoT, gin/promot/multitask_stage2.gin).
+    Vocabulary identity (medmt5.vocab_record): MODEL_DIR (and MODEL_DIR/best) records the
+    run's vocabulary in vocab.json with a copy of its spiece.model; a resumed MODEL_DIR, the
+    initial checkpoint or a prompt in `prompt_files` trained with another vocabulary stops
+    the run unless allow_vocabulary_change (gin: ALLOW_VOCABULARY_CHANGE).
     ready_hooks: callables run once the run is known to be valid (settings checked,
     checkpoint restored or loaded, first batch read, evaluation data loaded), right after
-    MODEL_DIR/model_config.json is written (atomically); the CLI writes MODEL_DIR/config.gin
-    there. A run that fails earlier leaves MODEL_DIR as it was.
+    MODEL_DIR/model_config.json and vocab.json are written (atomically); the CLI writes
+    MODEL_DIR/config.gin there. A run that fails earlier leaves MODEL_DIR as it was.
     """
     from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
     from medmt5 import data as data_lib
@@ -123,6 +128,16 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
              shard.index, shard.num_shards, host_batch_size)
 
     data_lib.check_vocabulary(mixture_or_task_name, cfg.vocab_size)
+    from medmt5 import vocab_record
+    vocab_identity = vocab_record.check_training_run(
+        model_dir, mixture_or_task_name, initial_checkpoint_path, prompt_files,
+        allow_vocabulary_change, write=False)  # written once the run is valid
+
+    def record_best_vocabulary(model_dir_, step_, params_, best_):
+        if best_ and jax.process_index() == 0:
+            vocab_record.write_record(os.path.join(model_dir_, "best"), vocab_identity,
+                                      vocab_record.run_vocabulary(mixture_or_task_name))
+    checkpoint_hooks = (*checkpoint_hooks, record_best_vocabulary)
     multitask_tasks = tuple(multitask_tasks or ())
     if multitask_tasks:
         data_lib.mixture_rates(mixture_or_task_name, multitask_tasks)  # checks the task list
@@ -206,10 +221,12 @@ def train(*, model_dir: str, model_config, mixture_or_task_name: str,
         keeper = evaluation.BestCheckpointKeeper(model_dir, best_metric)
 
     batches.peek()  # a data error (malformed corpus line, ...) surfaces before any write
-    if jax.process_index() == 0:  # the run is valid: record its model
+    if jax.process_index() == 0:  # the run is valid: record its model and vocabulary
         from medmt5.atomic_dir import atomic_write_text
         atomic_write_text(os.path.join(model_dir, checkpoints.MODEL_CONFIG_FILE),
                           cfg.to_json() + "\n")
+        vocab_record.write_record(model_dir, vocab_identity,
+                                  vocab_record.run_vocabulary(mixture_or_task_name))
     for hook in ready_hooks:
         hook()
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))

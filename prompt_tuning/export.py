@@ -13,6 +13,8 @@ backbone exported with `medmt5.save_hf` (or `python -m medmt5.convert medmt5-to-
     PeftModel.from_pretrained(MT5ForConditionalGeneration.from_pretrained(HF_DIR), DIR)
 peft prepends the prompt to inputs_embeds and extends the attention mask, exactly what
 PromptedTransformer does. DIR is written all-or-nothing; a non-empty DIR needs --overwrite.
+Both formats also write DIR/vocab.json, the vocabulary identity of the run that trained the
+prompt (medmt5.vocab_record), which stage 2 checks against its own vocabulary.
 """
 from __future__ import annotations
 
@@ -85,7 +87,17 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = No
     if cfg is not None and prompt.shape[1] != cfg.d_model:
         raise CheckpointError(f"{checkpoint}: prompt width {prompt.shape[1]} != d_model "
                               f"{cfg.d_model}.")
+    from medmt5 import vocab_record
+
+    record, _ = vocab_record.checkpoint_record(checkpoint)
+    if record is None:
+        print(f"warning: {checkpoint} has no vocabulary record ({vocab_record.RECORD_FILE}); "
+              "the export cannot name the vocabulary its prompt was trained with.",
+              file=sys.stderr)
     with atomic_directory(out, overwrite) as tmp:
+        if record is not None:  # the identity stage 2 / evaluation check (medmt5.vocab_record)
+            with open(os.path.join(tmp, vocab_record.RECORD_FILE), "w") as f:
+                json.dump(record, f, indent=2, sort_keys=True)
         if fmt == "npy":
             np.save(os.path.join(tmp, NPY_NAME), prompt)
         else:

@@ -5,7 +5,10 @@ noise_density * raw noise tokens in round(noise / mean_noise_span_length) spans,
 drawn by a uniformly random segmentation, always starting with a non-noise span and ending
 with a noise span. Inputs keep the non-noise tokens and put one sentinel per noise span;
 targets hold the noise tokens, each span preceded by its sentinel. Sentinels count down from
-the top of the vocabulary (vocab_size-1 = <extra_id_0>, vocab_size-2, ...). EOS is appended
+<extra_id_0>, whose id comes from the vocabulary's own piece (tasks.vocab.sentinel_id): 250099
+for mT5's mc4.250000.100extra (built-in sentinels, 250,100 pieces, extra_ids=0), vocab_size-1
+for seqio's appended ones (the tiny vocabulary), and still 250099 when a Hugging Face
+tokenizer adds tokens above it (vocab_size 250122). EOS is appended
 afterwards by seqio.preprocessors.append_eos_after_trim:
 
   tokens  [a b c d e f g h]     noise = d e, h
@@ -22,6 +25,8 @@ import logging
 
 import seqio
 import tensorflow as tf
+
+from tasks import vocab as vocab_lib
 
 NOISE_DENSITY = 0.15
 MEAN_NOISE_SPAN_LENGTH = 3.0
@@ -133,13 +138,15 @@ def concat_and_split(dataset, raw_length, feature_key="targets", docs_per_concat
 
 @seqio.map_over_dataset(num_seeds=2)
 @tf.autograph.experimental.do_not_convert  # plain TF ops; skips seconds of AutoGraph parsing
-def corrupt_spans(features, seeds, vocab_size, noise_density=NOISE_DENSITY,
+def corrupt_spans(features, seeds, top_sentinel, noise_density=NOISE_DENSITY,
                   mean_noise_span_length=MEAN_NOISE_SPAN_LENGTH):
-    """{"targets": tokens [n]} -> {"inputs", "targets"} span-corrupted (no EOS yet)."""
+    """{"targets": tokens [n]} -> {"inputs", "targets"} span-corrupted (no EOS yet).
+
+    top_sentinel: the id of <extra_id_0>; span k gets top_sentinel - k."""
     tokens = features["targets"]
     noise = random_spans_noise_mask(tf.size(tokens), seeds, noise_density,
                                     mean_noise_span_length)
-    top = tf.constant(vocab_size - 1, tokens.dtype)
+    top = tf.constant(top_sentinel, tokens.dtype)
     return {
         "inputs": replace_spans_with_sentinels(tokens, noise, top),
         "targets": replace_spans_with_sentinels(tokens, tf.logical_not(noise), top),
@@ -163,7 +170,7 @@ def span_corruption(dataset, sequence_length, output_features, noise_density=NOI
         logging.warning("span_corruption: targets length %d is below the %d that inputs length "
                         "%d produces; targets will be truncated.", sequence_length["targets"],
                         targets_length, sequence_length["inputs"])
-    vocab_size = output_features["targets"].vocabulary.vocab_size
+    top_sentinel = vocab_lib.sentinel_id(output_features["targets"].vocabulary, 0)
     dataset = concat_and_split(dataset, raw_length, "targets", docs_per_concat)
-    return corrupt_spans(dataset, vocab_size=vocab_size, noise_density=noise_density,
+    return corrupt_spans(dataset, top_sentinel=top_sentinel, noise_density=noise_density,
                          mean_noise_span_length=mean_noise_span_length)

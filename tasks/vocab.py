@@ -1,49 +1,436 @@
-"""Vocabularies: the shipped tiny sentencepiece model and mT5's mc4.250000.100extra.
+"""Vocabularies: the shipped tiny model, mT5's mc4.250000.100extra, a checkpoint's own.
 
-Both follow mT5's conventions: pad=0, eos=1, unk=2, no bos, and 100 sentinel ids appended at the
-top of the vocabulary (seqio numbers them downwards: vocab_size-1 is <extra_id_0>).
+All follow mT5's conventions: pad=0, eos=1, unk=2, no bos, 100 sentinels counted down from
+the top (<extra_id_0> is the highest sentinel id). Where the sentinels come from is read from
+the sentencepiece model file itself, never guessed from a name:
 
-  get_vocabulary("tiny")  -> tasks/data/vocab/medmt5_tiny.model, 2,000 pieces + 100 = 2,100 ids
-  get_vocabulary("mt5")   -> $MEDMT5_MT5_VOCAB or MT5_VOCAB_DEFAULT, 250,000 + 100 ids
+  built-in   the model already holds the pieces `▁<extra_id_99>` .. `▁<extra_id_0>` as its
+             last 100 pieces. This is mc4.250000.100extra/sentencepiece.model, the same file
+             as spiece.model in google/mt5-* and HiTZ/Medical-mT5-*: 250,100 pieces,
+             `▁<extra_id_99>` = 250000 .. `▁<extra_id_0>` = 250099. T5X and mT5 load it with
+             extra_ids=0 (google-research/multilingual-t5 multilingual_t5/tasks.py:
+             `t5.data.SentencePieceVocabulary(DEFAULT_SPM_PATH)` with the default extra_ids=0;
+             huggingface/transformers PR #22626 shows `IdToPiece(250099) == '▁<extra_id_0>'`
+             and `IdToPiece(250000) == '▁<extra_id_99>'`), so sentinel i = 250099 - i. The
+             model's 250,112 embedding rows (t5x examples/t5/mt5/small.gin: "vocab size
+             rounded to a multiple of 128") leave 12 padding rows above them.
+  appended   the model has no sentinel pieces (the tiny model): seqio appends 100 with
+             extra_ids=100 (seqio 0.0.20 `_load_model_internal` adds USER_DEFINED pieces
+             `▁<extra_id_{i}>`, i = 99..0), so sentinel i = vocab_size - 1 - i.
+
+In both cases `sentinel_id(vocab, i)` looks up the piece `▁<extra_id_{i}>`, so span
+corruption (tasks/span_corruption.py) uses the right ids whatever the layout.
+
+A Hugging Face tokenizer folder may add tokens after the sentencepiece pieces
+(`added_tokens.json` {content: id}, or tokenizer.json's "added_tokens" list, e.g. a fine-tuned
+Medical mT5 whose tag tokens take ids 250100..250121, `vocab_size` 250122).
+`AddedTokensVocabulary` encodes those strings to their ids and decodes them back.
+
+Names the VOCABULARY gin macro (medmt5.data.setup_tasks) accepts, see `get_vocabulary`:
+  "tiny"                 tasks/data/vocab/medmt5_tiny.model (2,000 pieces + 100 appended)
+  "mt5"                  $MEDMT5_MT5_VOCAB or MT5_VOCAB_DEFAULT (a .model file or a folder)
+  /path/spiece.model     that sentencepiece model
+  /path/checkpoint_dir   the folder's spiece.model (+ added_tokens.json / tokenizer.json)
+
+`vocabulary_identity(vocab)` is the record stored with checkpoints and prompts
+(medmt5/vocab_record.py): a sha256 over the sentencepiece file's bytes, the appended extra ids
+and the added tokens, and the counts.
 """
 import functools
+import hashlib
+import json
 import os
+import re
+from typing import Dict, Mapping, Optional, Sequence
 
 import seqio
+import tensorflow as tf
+from sentencepiece import sentencepiece_model_pb2
 
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
-EXTRA_IDS = 100
+EXTRA_IDS = 100          # sentinels every vocabulary has (built-in or appended)
+NUM_SENTINELS = EXTRA_IDS
 TINY_VOCAB_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "vocab",
                                "medmt5_tiny.model")
 MT5_VOCAB_ENV = "MEDMT5_MT5_VOCAB"
 MT5_VOCAB_DEFAULT = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"
 VOCAB_NAMES = ("tiny", "mt5")
+# Hugging Face tokenizer files (transformers' tokenization_utils_base: ADDED_TOKENS_FILE,
+# FULL_TOKENIZER_FILE; T5Tokenizer's vocab file is spiece.model).
+SPIECE_FILE = "spiece.model"
+ADDED_TOKENS_FILE = "added_tokens.json"
+TOKENIZER_FILE = "tokenizer.json"
+SENTINEL_PIECE = "▁<extra_id_{}>"
+
+
+def _exists(path: str) -> bool:
+    return tf.io.gfile.exists(path) if "://" in path else os.path.exists(path)
+
+
+def _isdir(path: str) -> bool:
+    return tf.io.gfile.isdir(path) if "://" in path else os.path.isdir(path)
+
+
+def _read_bytes(path: str) -> bytes:
+    with tf.io.gfile.GFile(path, "rb") as f:
+        return f.read()
 
 
 def vocabulary_path(name):
-    """Path of the sentencepiece model behind vocabulary `name` ("tiny" or "mt5")."""
+    """Path of the sentencepiece model (or tokenizer folder) behind `name`: "tiny", "mt5",
+    or a path that exists (a .model file or a folder with spiece.model)."""
     if name == "tiny":
         return TINY_VOCAB_PATH
     if name == "mt5":
         return os.environ.get(MT5_VOCAB_ENV) or MT5_VOCAB_DEFAULT
-    raise ValueError(f"Unknown vocabulary name {name!r}; valid names: {', '.join(VOCAB_NAMES)}.")
+    if isinstance(name, str) and (os.sep in name or "://" in name or name.endswith(".model")):
+        return name
+    raise ValueError(f"Unknown vocabulary name {name!r}; valid names: {', '.join(VOCAB_NAMES)}, "
+                     "a sentencepiece .model file, or a checkpoint folder holding "
+                     f"{SPIECE_FILE} (VOCABULARY gin macro).")
 
 
-def get_vocabulary(name="tiny"):
-    """seqio.SentencePieceVocabulary with 100 extra ids for `name` ("tiny" or "mt5").
+# ---- sentinels --------------------------------------------------------------------------
 
-    The mT5 model path is read from $MEDMT5_MT5_VOCAB at each call (default: the public
-    gs://t5-data copy); the same path returns the same (cached) vocabulary object.
+
+def builtin_sentinels(model_bytes: bytes, source: str = "sentencepiece model") -> bool:
+    """True when the model holds the 100 sentinel pieces itself (mc4.250000.100extra), False
+    when it has none (seqio must append them). Any other layout is an error naming `source`.
+
+    Built-in sentinels must be `▁<extra_id_99>` .. `▁<extra_id_0>` as the LAST 100 pieces, in
+    that order (<extra_id_0> last), as in mc4.250000.100extra.
     """
-    return _load(vocabulary_path(name))
+    proto = sentencepiece_model_pb2.ModelProto.FromString(model_bytes)
+    pieces = [p.piece for p in proto.pieces]
+    index = {p: i for i, p in enumerate(pieces)}
+    found = [i for i in range(NUM_SENTINELS) if SENTINEL_PIECE.format(i) in index
+             or f"<extra_id_{i}>" in index]
+    if not found:
+        return False
+    n = len(pieces)
+    expected = {SENTINEL_PIECE.format(i): n - 1 - i for i in range(NUM_SENTINELS)}
+    wrong = [p for p, want in expected.items() if index.get(p) != want]
+    if len(found) != NUM_SENTINELS or wrong:
+        raise ValueError(
+            f"{source}: has {len(found)} of the 100 sentinel pieces, not in mT5's layout "
+            f"(the last 100 pieces `▁<extra_id_99>`..`▁<extra_id_0>`; first mismatch: "
+            f"{wrong[:1] or 'missing pieces'}). Use a model with all 100 sentinels at the end "
+            "(like mc4.250000.100extra) or with none (seqio appends them).")
+    return True
+
+
+def sentinel_id(vocabulary: seqio.Vocabulary, index: int = 0) -> int:
+    """Id of <extra_id_{index}> in `vocabulary`, looked up by its piece (built-in or appended)."""
+    if not 0 <= index < NUM_SENTINELS:
+        raise ValueError(f"sentinel index {index} must be in [0, {NUM_SENTINELS})")
+    tokenizer = getattr(vocabulary, "tokenizer", None)
+    if tokenizer is None:
+        return vocabulary.vocab_size - 1 - index  # seqio's convention for other vocabularies
+    piece_id = tokenizer.PieceToId(SENTINEL_PIECE.format(index))
+    if piece_id == tokenizer.unk_id():
+        raise ValueError(f"{vocabulary}: has no sentinel piece {SENTINEL_PIECE.format(index)} "
+                         "(load it with tasks.vocab.load_vocabulary, which appends them when "
+                         "the model lacks them).")
+    return int(piece_id)
+
+
+# ---- added tokens -----------------------------------------------------------------------
+
+
+def read_added_tokens(folder: str) -> Dict[str, int]:
+    """{content: id} from a Hugging Face tokenizer folder's added_tokens.json and/or
+    tokenizer.json "added_tokens" (both layouts as transformers saves them); {} if neither.
+    Conflicting ids between the two files are an error naming both."""
+    out: Dict[str, int] = {}
+    origin: Dict[str, str] = {}
+
+    def add(content, token_id, path):
+        if not isinstance(content, str) or not isinstance(token_id, int):
+            raise ValueError(f"{path}: added token {content!r}: {token_id!r} must be a string "
+                             "with an integer id.")
+        if content in out and out[content] != token_id:
+            raise ValueError(f"{content!r} has id {out[content]} in {origin[content]} but "
+                             f"{token_id} in {path}; the tokenizer folder is inconsistent.")
+        out[content], origin[content] = token_id, path
+
+    path = os.path.join(folder, ADDED_TOKENS_FILE)
+    if _exists(path):
+        try:
+            data = json.loads(_read_bytes(path).decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}).") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: must be a JSON object {{token: id}}.")
+        for content, token_id in data.items():
+            add(content, token_id, path)
+    path = os.path.join(folder, TOKENIZER_FILE)
+    if _exists(path):
+        try:
+            data = json.loads(_read_bytes(path).decode("utf-8"))
+        except ValueError as e:
+            raise ValueError(f"{path}: not valid JSON ({e}).") from None
+        for entry in data.get("added_tokens") or []:
+            add(entry.get("content"), entry.get("id"), path)
+    return out
+
+
+class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
+    """A sentencepiece vocabulary plus a Hugging Face tokenizer's added tokens.
+
+    added_tokens: {content: id}. Tokens whose id is inside the sentencepiece model (e.g.
+    "<pad>", "</s>", "<unk>" in tokenizer.json) are the model's own pieces and left to it;
+    the others must take the ids right after the model's pieces, without gaps (as
+    transformers assigns them). Encoding splits the text at the added tokens (longest
+    first) and encodes the pieces between them with sentencepiece; decoding joins
+    sentencepiece text and added tokens with single spaces, as transformers' slow tokenizers
+    do (spaces_between_special_tokens).
+    """
+
+    def __init__(self, sentencepiece_model_file: str, added_tokens: Mapping[str, int],
+                 extra_ids: int = 0):
+        super().__init__(sentencepiece_model_file, extra_ids=extra_ids)
+        self._added_tokens_all = dict(added_tokens)
+        self._added = None  # {content: id} beyond the sentencepiece pieces, filled lazily
+
+    def _added_map(self) -> Dict[str, int]:
+        if self._added is None:
+            base = self.tokenizer.GetPieceSize()
+            added = {c: i for c, i in self._added_tokens_all.items() if i >= base}
+            ids = sorted(added.values())
+            if ids != list(range(base, base + len(ids))):
+                raise ValueError(
+                    f"{self.sentencepiece_model_file}: added token ids {ids[:5]}... must "
+                    f"follow the {base:,} sentencepiece pieces without gaps ({base}, "
+                    f"{base + 1}, ...); check {ADDED_TOKENS_FILE} / {TOKENIZER_FILE}.")
+            self._added = added
+            self._by_id = {i: c for c, i in added.items()}
+            self._pattern = re.compile("|".join(
+                re.escape(c) for c in sorted(added, key=len, reverse=True))) if added else None
+        return self._added
+
+    @property
+    def added_tokens(self) -> Dict[str, int]:
+        """{content: id} of the tokens beyond the sentencepiece model."""
+        return dict(self._added_map())
+
+    @property
+    def _base_vocab_size(self):
+        return self.tokenizer.GetPieceSize() + len(self._added_map())
+
+    def _encode(self, s: str) -> Sequence[int]:
+        self._added_map()
+        if self._pattern is None:
+            return self.tokenizer.EncodeAsIds(s)
+        ids, pos = [], 0
+        for m in self._pattern.finditer(s):
+            ids += self.tokenizer.EncodeAsIds(s[pos:m.start()]) if s[pos:m.start()].strip() else []
+            ids.append(self._added[m.group(0)])
+            pos = m.end()
+        if s[pos:].strip():
+            ids += self.tokenizer.EncodeAsIds(s[pos:])
+        return ids
+
+    def _decode(self, ids) -> str:
+        self._added_map()
+        base = self.tokenizer.GetPieceSize()
+        parts, run = [], []
+        for i in (int(x) for x in ids):
+            if i in self._by_id:
+                if run:
+                    parts.append(self.tokenizer.DecodeIds(run))
+                    run = []
+                parts.append(self._by_id[i])
+            else:
+                run.append(self.tokenizer.unk_id() if i >= base else i)
+        if run:
+            parts.append(self.tokenizer.DecodeIds(run))
+        return " ".join(p for p in parts if p)
+
+    def _encode_tf(self, s):
+        # Added tokens have no TF tokenizer op: tokenize in Python inside the graph.
+        def encode(text):
+            return tf.constant(self._encode(text.numpy().decode("utf-8")), tf.int32)
+
+        s = tf.convert_to_tensor(s)
+        if s.shape.rank == 0:
+            out = tf.py_function(encode, [s], tf.int32)
+            out.set_shape([None])
+            return out
+        return tf.map_fn(lambda x: tf.py_function(encode, [x], tf.int32), s,
+                         fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
+
+    def _decode_tf(self, ids):
+        def decode(row):
+            return tf.constant(self._decode([i for i in row.numpy().tolist() if i != PAD_ID]))
+
+        ids = tf.convert_to_tensor(ids)
+        if ids.shape.rank == 1:
+            return tf.py_function(decode, [ids], tf.string)
+        return tf.map_fn(lambda r: tf.py_function(decode, [r], tf.string), ids,
+                         fn_output_signature=tf.TensorSpec([], tf.string))
+
+    def __str__(self) -> str:
+        return (f"AddedTokensVocabulary(file={self.sentencepiece_model_file}, "
+                f"extra_ids={self.extra_ids}, added_tokens={len(self._added_map())})")
+
+
+# ---- loading ----------------------------------------------------------------------------
+
+
+def checkpoint_vocabulary_dir(checkpoint_path: Optional[str]) -> Optional[str]:
+    """The folder holding a checkpoint's own vocabulary (its spiece.model), or None.
+
+    Looks in the checkpoint folder itself (a Hugging Face model folder, our MODEL_DIR, which
+    keeps a copy of its vocabulary, or MODEL_DIR/best) and, for MODEL_DIR/checkpoints/<step>,
+    in MODEL_DIR.
+    """
+    if not checkpoint_path or not isinstance(checkpoint_path, str):
+        return None
+    path = checkpoint_path.rstrip("/")
+    candidates = [path]
+    parent = os.path.dirname(path)
+    if os.path.basename(parent) == "checkpoints":
+        candidates.append(os.path.dirname(parent))
+    for folder in candidates:
+        if _isdir(folder) and _exists(os.path.join(folder, SPIECE_FILE)):
+            return folder
+    return None
+
+
+def load_vocabulary(path: str) -> seqio.SentencePieceVocabulary:
+    """The vocabulary of a sentencepiece .model file or a tokenizer folder (spiece.model and
+    any added tokens). Sentinels: built-in when the file holds them (extra_ids=0), else 100
+    appended by seqio (extra_ids=100); see the module docstring."""
+    return _load(path)
 
 
 @functools.lru_cache(maxsize=None)
 def _load(path):
-    if "://" not in path and not os.path.exists(path):
-        hint = (f"set ${MT5_VOCAB_ENV} to a local copy of mc4.250000.100extra/sentencepiece.model"
+    folder = None
+    if _isdir(path):
+        folder, model_file = path, os.path.join(path, SPIECE_FILE)
+        if not _exists(model_file):
+            raise FileNotFoundError(f"{path}: is a folder without {SPIECE_FILE}; point the "
+                                    "vocabulary at a sentencepiece .model file or a Hugging "
+                                    f"Face tokenizer folder that has {SPIECE_FILE}.")
+    else:
+        model_file = path
+    if not _exists(model_file):
+        hint = (f"set ${MT5_VOCAB_ENV} to a local copy of mc4.250000.100extra/sentencepiece.model "
+                "(or the spiece.model of a google/mt5-* checkpoint)"
                 if path != TINY_VOCAB_PATH else "run scripts/train_tiny_vocab.py")
-        raise FileNotFoundError(f"Sentencepiece model {path} does not exist; {hint}.")
-    return seqio.SentencePieceVocabulary(path, extra_ids=EXTRA_IDS)
+        raise FileNotFoundError(f"Sentencepiece model {model_file} does not exist; {hint}.")
+    model_bytes = _read_bytes(model_file)
+    try:
+        builtin = builtin_sentinels(model_bytes, model_file)
+    except Exception as e:  # protobuf DecodeError
+        if isinstance(e, ValueError) and "sentinel" in str(e):
+            raise
+        raise ValueError(f"{model_file}: not a sentencepiece model ({e}).") from None
+    extra_ids = 0 if builtin else EXTRA_IDS
+    added = read_added_tokens(folder) if folder else {}
+    if added:
+        vocab = AddedTokensVocabulary(model_file, added, extra_ids=extra_ids)
+        if builtin or not any(i >= vocab.tokenizer.GetPieceSize() for i in added.values()):
+            pass
+        else:
+            # seqio's appended sentinels would take the ids the added tokens claim.
+            raise ValueError(f"{folder}: added tokens need a sentencepiece model with built-in "
+                             "sentinels (like mT5's spiece.model); this one has none.")
+        vocab.vocab_size  # validates the added ids now, with the file names in the message
+    else:
+        vocab = seqio.SentencePieceVocabulary(model_file, extra_ids=extra_ids)
+    vocab._medmt5_model_file = model_file  # pylint: disable=protected-access
+    vocab._medmt5_folder = folder  # pylint: disable=protected-access
+    return vocab
+
+
+# What None / "mt5" resolved to at the last resolve_vocabulary (setup_tasks) call, so that
+# code given the same VOCABULARY macro (e.g. prompt_initializer.vocabulary) gets the
+# vocabulary the tasks were registered with.
+_ACTIVE: Dict[Optional[str], str] = {}
+
+
+def get_vocabulary(name="tiny"):
+    """The seqio vocabulary `name` names ("tiny", "mt5", a .model file, a tokenizer folder;
+    None: what the last setup_tasks resolved it to, else "tiny").
+
+    The mT5 path is read from $MEDMT5_MT5_VOCAB at each call (default: the public gs://t5-data
+    copy); the same path returns the same (cached) vocabulary object.
+    """
+    name = _ACTIVE.get(name, "tiny" if name is None else name)
+    return _load(vocabulary_path(name))
+
+
+# ---- identity ---------------------------------------------------------------------------
+
+
+def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
+    """The record stored with checkpoints and prompts: {"sha256", "pieces", "vocab_size",
+    "extra_ids", "added_tokens", "sentinels", "source"}.
+
+    sha256 covers the sentencepiece file's bytes, the number of appended sentinels and the
+    added tokens (content and id), so two vocabularies with the same record tokenize alike.
+    """
+    model_file = getattr(vocabulary, "_medmt5_model_file", None) or getattr(
+        vocabulary, "sentencepiece_model_file", None)
+    if model_file is None:
+        raise ValueError(f"{vocabulary}: not a sentencepiece vocabulary; no identity record.")
+    added = dict(getattr(vocabulary, "added_tokens", {}) or {})
+    digest = hashlib.sha256(_read_bytes(model_file))
+    digest.update(json.dumps({"extra_ids": int(vocabulary.extra_ids),
+                              "added_tokens": sorted(added.items(), key=lambda kv: kv[1])},
+                             sort_keys=True).encode("utf-8"))
+    pieces = vocabulary.tokenizer.GetPieceSize() - int(vocabulary.extra_ids)
+    return {"sha256": digest.hexdigest(), "pieces": int(pieces),
+            "vocab_size": int(vocabulary.vocab_size), "extra_ids": int(vocabulary.extra_ids),
+            "added_tokens": len(added),
+            "sentinels": "appended" if vocabulary.extra_ids else "built-in",
+            "source": getattr(vocabulary, "_medmt5_folder", None) or model_file}
+
+
+def copy_vocabulary_files(vocabulary: seqio.Vocabulary, folder: str) -> None:
+    """Writes the vocabulary's spiece.model (+ added_tokens.json) into `folder`, so a
+    checkpoint folder carries its own vocabulary (checkpoint_vocabulary_dir finds it)."""
+    model_file = getattr(vocabulary, "_medmt5_model_file", None) or \
+        vocabulary.sentencepiece_model_file
+    tf.io.gfile.makedirs(folder)
+    target = os.path.join(folder, SPIECE_FILE)
+    data = _read_bytes(model_file)
+    if not (_exists(target) and _read_bytes(target) == data):
+        with tf.io.gfile.GFile(target + ".tmp", "wb") as f:
+            f.write(data)
+        tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+    added = dict(getattr(vocabulary, "added_tokens", {}) or {})
+    if added:
+        with tf.io.gfile.GFile(os.path.join(folder, ADDED_TOKENS_FILE), "w") as f:
+            f.write(json.dumps(added, indent=2, ensure_ascii=False))
+
+
+def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = None) -> str:
+    """The VOCABULARY value the tasks are registered with, for a run on `checkpoint_path`.
+
+    A checkpoint that carries its own vocabulary (a Hugging Face folder's spiece.model with
+    its added tokens, our MODEL_DIR's copy, a hub id's snapshot) supplies it by default:
+    when `name` is None or "mt5" that folder is returned. "tiny" or an explicit file/folder
+    path always wins. Without a checkpoint vocabulary, None means "tiny".
+    """
+    if name not in (None, "mt5"):
+        vocabulary_path(name)  # validates the name now, with the list of valid names
+        return name
+    _ACTIVE.pop(name, None)
+    folder = None
+    if checkpoint_path:
+        path = checkpoint_path
+        try:
+            from medmt5 import hub  # the hub-id resolver (a plain module; no model code)
+        except ImportError:  # pragma: no cover - medmt5 always ships it
+            hub = None
+        if hub is not None and hub.is_hub_id(path):
+            path = hub.resolve_checkpoint(path)
+        folder = checkpoint_vocabulary_dir(path)
+    resolved = folder if folder is not None else ("tiny" if name is None else name)
+    _ACTIVE[name] = resolved
+    return resolved
