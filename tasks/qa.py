@@ -1,10 +1,15 @@
 """Abstractive biomedical QA: multilingual BioASQ-6B as seqio tasks.
 
-Rows (`HiTZ/Multilingual-BioASQ-6B` layout): `body` (the question), `snippets` (list of
-strings or of dicts with `text`), `ideal_answer` (string or list of strings),
-`exact_answer` (kept, unused). Files: `{root}/bioasq/{lang}/{split}.jsonl` (one row per
-line), `{split}.json` (the original BioASQ `{"questions": [...]}` or a list), or HF parquet
-`{split}-*.parquet`; splits train and test; languages en/es/fr/it.
+Rows: `body` (the question), `snippets` (list of strings or of dicts with `text`),
+`ideal_answer` (string or list of strings), `exact_answer` (kept, unused): the field names
+of the original BioASQ JSON. The hub release `HiTZ/Multilingual-BioASQ-6B` is laid out as
+`{lang}/{split}-00000-of-00001.parquet` (configs en/es/fr/it, splits train 2,251 / test
+500, https://huggingface.co/datasets/HiTZ/Multilingual-BioASQ-6B/tree/main/en); its column
+names could not be checked here, so they are a mapping: gin `bioasq_fields.question`,
+`.snippets`, `.answers` (the file needs `import tasks.qa`), or `field_map=` in Python.
+Files: `{root}/bioasq/{lang}/{split}.jsonl` (one row per line), `{split}.json` (the
+original BioASQ `{"questions": [...]}` or a list), or the hub's parquet
+`{split}-*.parquet` / `{split}/*.parquet`; splits train and test; languages en/es/fr/it.
 
 Example: inputs `question: <body> context: <snippets joined by spaces>`, targets the
 first ideal answer, `answers` ([None] str) every ideal answer (references for ROUGE). Metric: ROUGE-1/2/L F-measure with an accent-preserving tokenizer
@@ -20,11 +25,22 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Tuple
 
+import gin
+
 from tasks.benchmark_readers import BenchmarkDataError, read_lines, check_language
 
 QA_SPLITS = ("train", "test")
 QA_TASKS = {"bioasq_en": "en", "bioasq_es": "es", "bioasq_fr": "fr", "bioasq_it": "it"}
 QA_MIXTURE = "bioasq_multilingual"
+# role -> column name in the files (the original BioASQ names by default)
+DEFAULT_FIELDS = {"question": "body", "snippets": "snippets", "answers": "ideal_answer"}
+
+
+@gin.configurable
+def bioasq_fields(question: str = "body", snippets: str = "snippets",
+                  answers: str = "ideal_answer") -> Dict[str, str]:
+    """The BioASQ column names, bindable in gin (`bioasq_fields.question = 'question'`)."""
+    return {"question": question, "snippets": snippets, "answers": answers}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,15 +57,19 @@ def _text(value: Any, where: str, field: str) -> str:
     return " ".join(value.split())
 
 
-def parse_row(row: Any, where: str) -> QAExample:
+def parse_row(row: Any, where: str, fields: Optional[Dict[str, str]] = None) -> QAExample:
     """Validate one BioASQ row; errors name `where` and the field."""
+    f = dict(DEFAULT_FIELDS, **(fields or {}))
     if not isinstance(row, dict):
         raise BenchmarkDataError(f"{where}: expected a JSON object, got {type(row).__name__}")
-    for field in ("body", "snippets", "ideal_answer"):
-        if field not in row:
-            raise BenchmarkDataError(f"{where}: missing field {field!r} (has {sorted(row)})")
-    question = _text(row["body"], where, "body")
-    snippets = row["snippets"]
+    for role in ("question", "snippets", "answers"):
+        if f[role] not in row:
+            raise BenchmarkDataError(
+                f"{where}: missing field {f[role]!r} (has {sorted(row)}); if the release names "
+                f"the {role} column differently, bind bioasq_fields.{role} in gin "
+                "(docs/data.md, BioASQ)")
+    question = _text(row[f["question"]], where, f["question"])
+    snippets = row[f["snippets"]]
     if not isinstance(snippets, list):
         raise BenchmarkDataError(f"{where}: snippets must be a list")
     texts = []
@@ -59,15 +79,16 @@ def parse_row(row: Any, where: str) -> QAExample:
                 raise BenchmarkDataError(f"{where}: snippet {i} has no 'text'")
             s = s["text"]
         texts.append(_text(s, where, f"snippet {i}"))
-    ideal = row["ideal_answer"]
+    ideal = row[f["answers"]]
     ideal = [ideal] if isinstance(ideal, str) else ideal
     if not isinstance(ideal, list) or not ideal:
-        raise BenchmarkDataError(f"{where}: ideal_answer must be a string or a non-empty list")
-    answers = tuple(_text(a, where, "ideal_answer") for a in ideal)
+        raise BenchmarkDataError(
+            f"{where}: {f['answers']} must be a string or a non-empty list")
+    answers = tuple(_text(a, where, f["answers"]) for a in ideal)
     return QAExample(question, tuple(texts), answers, where)
 
 
-def read_bioasq(path: str) -> List[QAExample]:
+def read_bioasq(path: str, fields: Optional[Dict[str, str]] = None) -> List[QAExample]:
     """Read a BioASQ file (.jsonl, .json or .parquet) strictly."""
     if path.endswith(".jsonl"):
         rows = []
@@ -100,7 +121,7 @@ def read_bioasq(path: str) -> List[QAExample]:
         raise BenchmarkDataError(f"{path}: unsupported extension; expected .jsonl, .json, .parquet")
     if not rows:
         raise BenchmarkDataError(f"{path}: no questions")
-    return [parse_row(r, where) for where, r in rows]
+    return [parse_row(r, where, fields) for where, r in rows]
 
 
 def bioasq_files(root: str, lang: str, split: str) -> List[str]:
@@ -112,7 +133,8 @@ def bioasq_files(root: str, lang: str, split: str) -> List[str]:
     for name in (f"{split}.jsonl", f"{split}.json", f"{split}.parquet"):
         if os.path.exists(os.path.join(folder, name)):
             return [os.path.join(folder, name)]
-    shards = sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet")))
+    shards = sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet"))) or \
+        sorted(glob.glob(os.path.join(folder, split, "*.parquet")))
     if shards:
         return shards
     raise BenchmarkDataError(
@@ -125,18 +147,19 @@ def make_example(ex: QAExample) -> Dict[str, str]:
             "targets": ex.answers[0]}
 
 
-def read_split(root: str, lang: str, split: str) -> List[QAExample]:
+def read_split(root: str, lang: str, split: str,
+               fields: Optional[Dict[str, str]] = None) -> List[QAExample]:
     out: List[QAExample] = []
     for path in bioasq_files(root, lang, split):
-        out.extend(read_bioasq(path))
+        out.extend(read_bioasq(path, fields))
     return out
 
 
-def _dataset_fn(lang: str, root: str):
+def _dataset_fn(lang: str, root: str, fields: Optional[Dict[str, str]] = None):
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
         import tensorflow as tf
         del shuffle_files, seed
-        examples = read_split(root, lang, split)  # bad files fail here, not inside tf.data
+        examples = read_split(root, lang, split, fields)  # bad files fail here, not inside tf.data
 
         def generate():
             for e in examples:
@@ -160,20 +183,25 @@ def postprocess(output, example=None, is_target=False):
     return _str(output)
 
 
-def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> None:
-    """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`."""
+def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
+                      field_map: Optional[Dict[str, str]] = None) -> None:
+    """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`.
+
+    Column names: `field_map`, else the gin binding of `bioasq_fields` (module doc)."""
     import seqio
     from tasks import benchmarks  # lazy: benchmarks imports this module
     from tasks import metrics
 
     root = os.path.join(benchmarks.benchmark_dir(data_dir), "bioasq")
+    fields = dict(bioasq_fields(), **(field_map or {}))
     features = benchmarks.output_features(vocabulary)
     seqio.MixtureRegistry.remove(QA_MIXTURE)
     for name, lang in QA_TASKS.items():
         seqio.TaskRegistry.remove(name)
         seqio.TaskRegistry.add(
             name,
-            source=seqio.FunctionDataSource(_dataset_fn(lang, root), splits=list(QA_SPLITS)),
+            source=seqio.FunctionDataSource(_dataset_fn(lang, root, fields),
+                                            splits=list(QA_SPLITS)),
             preprocessors=[seqio.preprocessors.tokenize,
                            seqio.preprocessors.append_eos_after_trim],
             output_features=features,

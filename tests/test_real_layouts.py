@@ -229,3 +229,44 @@ def test_promot_trivia_qa_struct_and_bad_rows(tmp_path):
         next(rows)
     with pytest.raises(promot_readers.PromotDataError, match="MEDMT5_PROMOT_DIR"):
         promot_readers.read_split("xsum", "test", str(tmp_path))
+
+
+# ------------------------------------------------------------------ BioASQ from the hub
+
+def test_bioasq_hub_parquet_with_a_gin_field_mapping(tmp_path):
+    """HiTZ/Multilingual-BioASQ-6B: `{lang}/{split}-00000-of-00001.parquet` (hub file tree).
+    Its column names are unverified here, so a release with other names is read through
+    the `bioasq_fields` gin mapping; the default names are the original BioASQ ones."""
+    import gin
+    from tasks import qa
+    folder = tmp_path / "bioasq" / "fr"
+    folder.mkdir(parents=True)
+    for split in qa.QA_SPLITS:
+        pq.write_table(pa.table({
+            "question": ["Qu'est-ce que la goutte ?"],
+            "contexts": [["La goutte est une arthrite.", "Elle est liée à l'acide urique."]],
+            "answer": [["Une arthrite due à l'acide urique."]]}),
+            str(folder / f"{split}-00000-of-00001.parquet"))
+    path = str(folder / "test-00000-of-00001.parquet")
+    with pytest.raises(readers.BenchmarkDataError,
+                       match=r"row 0: missing field 'body' .*bind bioasq_fields.question"):
+        qa.read_bioasq(path)
+    try:
+        with gin.unlock_config():
+            gin.bind_parameter("bioasq_fields.question", "question")
+            gin.bind_parameter("bioasq_fields.snippets", "contexts")
+            gin.bind_parameter("bioasq_fields.answers", "answer")
+        benchmarks.register_benchmark_tasks(data_dir=str(tmp_path))
+        [row] = seqio.get_mixture_or_task("bioasq_fr").source.get_dataset(
+            "test", shuffle=False).as_numpy_iterator()
+        assert row["inputs"].decode() == ("question: Qu'est-ce que la goutte ? context: La "
+                                          "goutte est une arthrite. Elle est liée à l'acide urique.")
+        assert row["targets"].decode() == "Une arthrite due à l'acide urique."
+    finally:
+        with gin.unlock_config():
+            for role, name in qa.DEFAULT_FIELDS.items():
+                gin.bind_parameter(f"bioasq_fields.{role}", name)
+        benchmarks.register_benchmark_tasks()
+    [ex] = qa.read_bioasq(path, {"question": "question", "snippets": "contexts",
+                                 "answers": "answer"})
+    assert ex.snippets[1] == "Elle est liée à l'acide urique."
