@@ -39,8 +39,14 @@ def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
     assert _meta(str(pre), 0)["data_position"] == 0
     assert set(out["f1"]) == {"en", "es", "fr", "it"}
     assert all(v is not None and 0.0 <= v <= 100.0 for v in out["f1"].values())
-    assert len(out["predictions"]) == len(demo.DEMO_SENTENCES)
-    assert all(set(r) == {"inputs", "prediction", "target"} for r in out["predictions"])
+    # held-out test sentences (one per language) tagged by medmt5.infer, with their gold tags
+    assert [r["lang"] for r in out["predictions"]] == list(demo.LANGUAGES)
+    assert all(set(r) == {"inputs", "prediction", "target", "lang"} and r["target"]
+               for r in out["predictions"])
+    # fine-tuning validation (dev) loss and F1, averaged over the languages for the plot
+    assert [s for s, _ in out["finetune_validation"]["loss"]] == [2]
+    assert out["finetune_validation"]["loss"][0][1] > 0
+    assert "loss" in read_scalars(str(ft / "eval" / demo.MEAN_DIR))
     assert out["best"]["metric"] == "f1" and out["best"]["step"] == 2
     # TensorBoard: train scalars and the fine-tuning eval metrics per task
     train_scalars = read_scalars(str(ft / "train"))
@@ -49,7 +55,8 @@ def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
     assert "f1" in read_scalars(str(ft / "eval" / "abstrct_neoplasm_es"))
     report = capsys.readouterr().out
     assert "span F1" in report and "loss curves:" in report
-    assert "pretrain train loss: no steps run" in report
+    assert "no steps run" in report and "validation loss:" in report
+    assert "gold:" in report
 
     # resume: the fine-tuning run continues from step 2 and its data position
     assert _meta(str(ft), 2)["data_position"] == 2
