@@ -59,6 +59,7 @@ setup(
             "medmt5-train=medmt5.train:console_main",
             "medmt5-eval=medmt5.eval:console_main",
             "medmt5-infer=medmt5.infer:console_main",
+            "medmt5-check-data=medmt5.check_data:console_main",
             "medmt5-convert=medmt5.convert:console_main",
         ]
     },

@@ -157,6 +157,37 @@ CROSSLINGUAL_ZERO_SHOT = {
 }
 
 
+_REGISTERED = {"root": DEFAULT_BENCHMARK_DIR}
+
+
+def registered_dir() -> str:
+    """The folder the tasks were last registered with (register_benchmark_tasks)."""
+    return _REGISTERED["root"]
+
+
+def task_files(name: str, split: str) -> List[str]:
+    """The files seqio task `name` reads for its `split` (sequence labelling and BioASQ).
+
+    Raises BenchmarkDataError naming the expected file when it is missing."""
+    root = registered_dir()
+    if name in qa.QA_TASKS:
+        return qa.bioasq_files(os.path.join(root, "bioasq"), qa.QA_TASKS[name], split)
+    task = TASKS_BY_NAME[name]
+    if split not in task.splits:
+        raise ValueError(f"task {name} has no split {split!r}; it has {list(task.splits)}")
+    if task.dataset == "abstrct":
+        return readers.abstrct_files(os.path.join(root, "abstrct"), task.lang,
+                                     task.splits[split], tsv_root=os.path.join(root, "ner"))
+    path = readers.tsv_file(os.path.join(root, "ner"), task.lang, task.dataset,
+                            task.splits[split])
+    if not os.path.exists(path):
+        raise readers.BenchmarkDataError(
+            f"{path}: no such file; the authors' release is laid out as "
+            f"ner/{{lang}}/{{lang}}-{{dataset}}-{{split}}.tsv under the benchmark folder {root} "
+            "(set MEDMT5_BENCHMARK_DIR; docs/data.md, Benchmarks)")
+    return [path]
+
+
 def benchmark_dir(data_dir: Optional[str] = None) -> str:
     """The benchmark folder: `data_dir`, else $MEDMT5_BENCHMARK_DIR, else the samples."""
     return data_dir or os.environ.get(BENCHMARK_DIR_ENV) or DEFAULT_BENCHMARK_DIR
@@ -245,6 +276,7 @@ def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "
     Returns the data folder used. Files are read only when a dataset is requested.
     """
     root = benchmark_dir(data_dir)
+    _REGISTERED["root"] = root
     features = output_features(vocabulary)
     for name in MIXTURES:
         seqio.MixtureRegistry.remove(name)
