@@ -88,9 +88,9 @@ def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
     cache = hub_cache_dir()
     shown = f"{repo_id}@{revision}" if revision else repo_id
     download = (f"on a machine with network access run `hf download {repo_id}"
-                f"{' --revision ' + revision if revision else ''} --include "
-                f"{' '.join(repr(p) for p in ('config.json', '*.safetensors', '*.json', 'spiece.model'))}` "
-                f"with the same HF_HOME (or copy {cache}/models--{repo_id.replace('/', '--')} here)")
+                f"{' --revision ' + revision if revision else ''} --include '*.json' "
+                "--include '*.safetensors' --include spiece.model` with the same HF_HOME "
+                f"(or copy {cache}/models--{repo_id.replace('/', '--')} here)")
     try:
         folder = snapshot_download(repo_id, revision=revision, cache_dir=cache,
                                    local_files_only=offline(), allow_patterns=list(patterns))
