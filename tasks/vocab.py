@@ -65,16 +65,27 @@ TOKENIZER_FILE = "tokenizer.json"
 SENTINEL_PIECE = "▁<extra_id_{}>"
 
 
+# Remote paths (gs://...) go through etils.epath, like medmt5.paths: TensorFlow's gfile when
+# TensorFlow is installed, fsspec/gcsfs otherwise or with EPATH_USE_TF=false (the GCS emulator
+# in tests/test_remote.py).
+def _epath(path: str):
+    from etils import epath
+
+    return epath.Path(path)
+
+
 def _exists(path: str) -> bool:
-    return tf.io.gfile.exists(path) if "://" in path else os.path.exists(path)
+    return _epath(path).exists() if "://" in path else os.path.exists(path)
 
 
 def _isdir(path: str) -> bool:
-    return tf.io.gfile.isdir(path) if "://" in path else os.path.isdir(path)
+    return _epath(path).is_dir() if "://" in path else os.path.isdir(path)
 
 
 def _read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    if "://" in path:
+        return _epath(path).read_bytes()
+    with open(path, "rb") as f:
         return f.read()
 
 
@@ -396,17 +407,21 @@ def copy_vocabulary_files(vocabulary: seqio.Vocabulary, folder: str) -> None:
     checkpoint folder carries its own vocabulary (checkpoint_vocabulary_dir finds it)."""
     model_file = getattr(vocabulary, "_medmt5_model_file", None) or \
         vocabulary.sentencepiece_model_file
-    tf.io.gfile.makedirs(folder)
-    target = os.path.join(folder, SPIECE_FILE)
+    remote = "://" in folder
+    _epath(folder).mkdir(parents=True, exist_ok=True)
+    target = (folder.rstrip("/") + "/" + SPIECE_FILE) if remote else os.path.join(folder, SPIECE_FILE)
     data = _read_bytes(model_file)
     if not (_exists(target) and _read_bytes(target) == data):
-        with tf.io.gfile.GFile(target + ".tmp", "wb") as f:
-            f.write(data)
-        tf.io.gfile.rename(target + ".tmp", target, overwrite=True)
+        if remote:  # an object store has no rename; one write replaces the object
+            _epath(target).write_bytes(data)
+        else:
+            with open(target + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(target + ".tmp", target)
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
     if added:
-        with tf.io.gfile.GFile(os.path.join(folder, ADDED_TOKENS_FILE), "w") as f:
-            f.write(json.dumps(added, indent=2, ensure_ascii=False))
+        _epath(os.path.join(folder, ADDED_TOKENS_FILE)).write_text(
+            json.dumps(added, indent=2, ensure_ascii=False))
 
 
 def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = None) -> str:
@@ -431,6 +446,19 @@ def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = Non
         if hub is not None and hub.is_hub_id(path):
             path = hub.resolve_checkpoint(path)
         folder = checkpoint_vocabulary_dir(path)
-    resolved = folder if folder is not None else ("tiny" if name is None else name)
+    fallback = "tiny" if name is None else name
+    resolved = fallback
+    if folder is not None:
+        resolved = folder
+        # The same vocabulary as the named one (our tiny MODEL_DIR's copy): keep the name, so
+        # tasks registered elsewhere with that name mix with these (seqio compares features).
+        path = vocabulary_path(fallback)
+        if "://" not in path and os.path.exists(path):
+            try:
+                if (vocabulary_identity(_load(path))["sha256"]
+                        == vocabulary_identity(_load(folder))["sha256"]):
+                    resolved = fallback
+            except (OSError, ValueError):
+                pass  # the checkpoint's own vocabulary it is; loading it reports any problem
     _ACTIVE[name] = resolved
     return resolved

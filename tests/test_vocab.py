@@ -201,6 +201,12 @@ def test_checkpoint_vocabulary_is_the_default(tmp_path, tagged_folder):
     assert vocab.resolve_vocabulary(None, str(tmp_path)) == "tiny"
     assert vocab.resolve_vocabulary("mt5", str(tmp_path)) == "mt5"
     assert vocab.get_vocabulary(None).vocab_size == 2100
+    # A checkpoint carrying a copy of the tiny vocabulary keeps the name "tiny".
+    tiny_ckpt = tmp_path / "tiny_run"
+    tiny_ckpt.mkdir()
+    with open(vocab.TINY_VOCAB_PATH, "rb") as f:
+        (tiny_ckpt / vocab.SPIECE_FILE).write_bytes(f.read())
+    assert vocab.resolve_vocabulary(None, str(tiny_ckpt)) == "tiny"
     with pytest.raises(ValueError, match="tiny, mt5"):
         vocab.resolve_vocabulary("t5", None)
 
@@ -236,7 +242,7 @@ def test_training_run_records_and_checks_the_vocabulary(tmp_path, caplog, tagged
     record = vocab_record.read_record(model_dir)
     assert record == ident and record["vocab_size"] == PIECES + len(TAGS)
     # MODEL_DIR carries its vocabulary: a later run on it reads the same one by default.
-    assert vocab.resolve_vocabulary(None, model_dir) == model_dir
+    assert vocab.resolve_vocabulary("mt5", model_dir) == model_dir
     assert vocab.vocabulary_identity(vocab.load_vocabulary(model_dir))["sha256"] == ident["sha256"]
     # Resuming with another vocabulary stops, naming both hashes and the override.
     other = vocab.vocabulary_identity(vocab.load_vocabulary(mt5_folder))
@@ -298,3 +304,44 @@ def test_train_stops_before_resuming_with_another_vocabulary(tmp_path, mt5_folde
     with pytest.raises(vocab_record.VocabularyMismatch, match=r"MODEL_DIR .*run"):
         train(model_dir=model_dir, model_config=cfg, mixture_or_task_name="medmt5_pretrain",
               task_feature_lengths={"inputs": 32, "targets": 8}, train_steps=1, batch_size=8)
+
+
+def test_hub_id_checkpoint_supplies_its_vocabulary(tmp_path, monkeypatch, tagged_folder):
+    """INITIAL_CHECKPOINT_PATH='google/mt5-small' with HF_HUB_OFFLINE=1: the snapshot's own
+    spiece.model (+ added tokens) is the run's vocabulary. The cache is built by hand in
+    huggingface_hub's layout (models--{org}--{name}/refs/main -> snapshots/<sha>/<files>;
+    https://huggingface.co/docs/huggingface_hub/guides/manage-cache)."""
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--google--mt5-small"
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "mt5"}))
+    for name in (vocab.SPIECE_FILE, vocab.ADDED_TOKENS_FILE, vocab.TOKENIZER_FILE):
+        with open(os.path.join(tagged_folder, name), "rb") as f:
+            (snapshot / name).write_bytes(f.read())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    resolved = vocab.resolve_vocabulary("mt5", "google/mt5-small")
+    assert os.path.realpath(resolved) == os.path.realpath(snapshot)
+    v = vocab.get_vocabulary("mt5")  # the macro value now names the checkpoint's vocabulary
+    assert v.vocab_size == PIECES + len(TAGS) and vocab.sentinel_id(v, 0) == TOP
+
+
+def test_scoring_run_checks_fit_and_identity(tmp_path, tagged_folder, mt5_folder):
+    """eval/infer start-up (medmt5.eval.evaluate, medmt5.infer.infer call this)."""
+    tagged = _register("test_vocab_tagged", vocab.load_vocabulary(tagged_folder))
+    plain = _register("test_vocab_plain", vocab.load_vocabulary(mt5_folder))
+    ckpt = str(tmp_path / "ckpt")
+    vocab_record.check_training_run(ckpt, tagged)
+    vocab_record.check_scoring_run(ckpt, [tagged], 2176)
+    with pytest.raises(ValueError, match=r"2,154 ids.*vocab_size=2,152"):
+        vocab_record.check_scoring_run(ckpt, [tagged], 2152)
+    with pytest.raises(vocab_record.VocabularyMismatch, match="CHECKPOINT_PATH"):
+        vocab_record.check_scoring_run(ckpt, [plain], 2176)
+    vocab_record.check_scoring_run(ckpt, [plain], 2176, allow_change=True)
+    # A Hugging Face folder without a record is checked against its own spiece.model.
+    with pytest.raises(vocab_record.VocabularyMismatch, match=r"spiece\.model"):
+        vocab_record.check_scoring_run(tagged_folder, [plain], 2176)
