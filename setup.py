@@ -53,6 +53,9 @@ setup(
         "gpu": ["jax[cuda12]>=0.10,<0.11"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "core": [],  # model + trainer only: install with --no-deps and INSTALL_REQUIRES
+        # gs:// without TensorFlow (etils.epath's fsspec backend); hub ids (medmt5.hub)
+        "gcs": ["gcsfs>=2024.2"],
+        "hub": ["huggingface_hub>=0.30"],
     },
     entry_points={
         "console_scripts": [

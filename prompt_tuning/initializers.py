@@ -72,12 +72,19 @@ def from_array(values, source: str = "prompt array") -> Lazy:
 
 def load_npy(path: str) -> np.ndarray:
     """A prompt file: float [P, H] `.npy` (clear errors for a missing or mis-shaped file)."""
+    from medmt5 import paths  # PROMPT_FILE may be gs://
+
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not paths.isfile(path):
         raise FileNotFoundError(f"prompt file {path} does not exist (PROMPT_FILE); stage 1 "
                                 "writes MODEL_DIR/prompts/prompt_best.npy and prompt_<step>.npy.")
     try:
-        values = np.load(path, allow_pickle=False)
+        if paths.is_remote(path):
+            import io
+
+            values = np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False)
+        else:
+            values = np.load(path, allow_pickle=False)
     except ValueError as e:
         raise ValueError(f"prompt file {path} is not a numpy .npy array: {e}") from None
     if values.ndim != 2 or not np.issubdtype(values.dtype, np.floating):

@@ -43,7 +43,10 @@ def prompted_model(config, prompt_length: int = 100, prompt_init=None,
 
 
 def _is_remote(path: str) -> bool:
-    return "://" in path
+    """A URL (gs://...) or a Hugging Face hub id (medmt5.hub): not checked on local disk."""
+    from medmt5 import hub
+
+    return "://" in path or hub.is_hub_id(path)
 
 
 def required_checkpoint(path: Optional[str], macro: str = "INITIAL_CHECKPOINT_PATH") -> str:
@@ -145,7 +148,19 @@ def prompt_path(model_dir: str, step: Optional[int] = None) -> str:
 
 
 def save_prompt(values: np.ndarray, path: str) -> str:
-    """Writes a .npy atomically (temporary file, then rename)."""
+    """Writes a .npy atomically (temporary file, then rename); on an object store (gs://,
+    through medmt5.paths) one write replaces the object."""
+    from medmt5 import paths
+
+    if paths.is_remote(path):
+        import io
+
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(values, np.float32))
+        paths.makedirs(paths.dirname(path))
+        with paths.open(path, "wb") as f:
+            f.write(buf.getvalue())
+        return path
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}.npy"
     np.save(tmp, np.asarray(values, np.float32))
@@ -163,8 +178,9 @@ class PromptWriter:
         values = prompt_array(params)
         if best:
             save_prompt(values, prompt_path(model_dir))
-            with open(os.path.join(model_dir, PROMPTS_SUBDIR, "best.json"), "w") as f:
-                json.dump({"step": int(step)}, f)
+            from medmt5 import paths
+            paths.write_text(paths.join(model_dir, PROMPTS_SUBDIR, "best.json"),
+                             json.dumps({"step": int(step)}))
         else:
             save_prompt(values, prompt_path(model_dir, step))
         log.info("prompt %s written to %s", "best" if best else f"step {step}",

@@ -113,6 +113,18 @@ def test_convert_hf_and_t5x_through_gcs(gcs_emulator, tmp_path, capsys):
     _assert_same(load_checkpoint(ours2)[1], params)
 
 
+def test_prompt_files_on_gcs(gcs_emulator):
+    from prompt_tuning import initializers, stages
+
+    values = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
+    path = stages.prompt_path(f"{gcs_emulator}/promot/stage1", step=4)
+    assert stages.save_prompt(values, path) == path
+    np.testing.assert_array_equal(initializers.load_npy(path), values)
+    assert stages.prompt_length_of(path) == 5
+    with pytest.raises(FileNotFoundError, match="promot/missing.npy does not exist"):
+        initializers.load_npy(f"{gcs_emulator}/promot/missing.npy")
+
+
 def _train(model_dir, steps, extra=()):
     gin.clear_config()
     from medmt5 import train
