@@ -22,6 +22,7 @@ Directory layout, per `{data_dir}/{dataset}/` (first found wins, see `split_file
   {split}/*.parquet                  the hub's auto-converted branch (refs/convert/parquet)
   <one folder>/{split}-*.parquet     a repository with one config folder or `data/`, e.g.
                                      wmt16_ro_en/ro-en/train-00000-of-00001.parquet
+  <one folder>/{split}/*.parquet     the same on the auto-converted branch (default/train/0000.parquet)
 Parquet columns are the same fields (structs read as objects, class ids as ints).
 Each parser returns plain dicts with the fields the templates in `tasks/icl.py` use.
 Errors name the file and line (parquet: row) and say what to fix. Pure Python (no TensorFlow).
@@ -56,7 +57,8 @@ def split_files(root: str, dataset: str, split: str) -> List[str]:
         found = sorted(glob.glob(os.path.join(folder, pattern)))
         if found:
             return found
-    nested = sorted(glob.glob(os.path.join(folder, "*", f"{split}-*.parquet")))
+    nested = sorted(glob.glob(os.path.join(folder, "*", f"{split}-*.parquet"))) or \
+        sorted(glob.glob(os.path.join(folder, "*", split, "*.parquet")))
     configs = sorted({os.path.dirname(f) for f in nested})
     if len(configs) > 1:
         raise PromotDataError(
