@@ -24,6 +24,12 @@ def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> 
     """CHECKPOINT_PATH/eval_<split>, next to it for a checkpoint file (None if unknown)."""
     if not checkpoint_path or not split or not isinstance(checkpoint_path, str):
         return None
+    from medmt5 import hub
+
+    if hub.is_hub_id(checkpoint_path):  # never inside the hub cache, nor ./org/name (an id)
+        repo_id, revision = hub.parse_hub_id(checkpoint_path)
+        name = repo_id.replace("/", "--") + (f"@{revision}" if revision else "")
+        return os.path.abspath(os.path.join("eval", name, f"eval_{split}"))
     base = checkpoint_path if not os.path.isfile(checkpoint_path) else \
         os.path.dirname(os.path.abspath(checkpoint_path))
     return os.path.join(base, f"eval_{split}")

@@ -148,3 +148,12 @@ def test_convert_takes_a_hub_id(hub_cache, tmp_path):
     cfg, params = load_checkpoint(dst)
     _, local = load_checkpoint(hub_cache["local"]["main"])
     np.testing.assert_array_equal(_logits(cfg, params), _logits(cfg, local))
+
+
+def test_eval_output_of_a_hub_id_is_neither_in_the_cache_nor_an_org_folder(hub_cache, tmp_path):
+    from medmt5.eval import default_output_dir
+
+    out = default_output_dir("hf://google/mt5-small@v1", "validation")
+    assert out == str(tmp_path / "eval" / "google--mt5-small@v1" / "eval_validation")
+    assert not out.startswith(hub.hub_cache_dir())
+    assert hub.is_hub_id("google/mt5-small")  # nothing was created at ./google/mt5-small
