@@ -1,4 +1,11 @@
-"""Benchmark seqio tasks, their postprocess + metrics, and the strict readers' errors."""
+"""Benchmark seqio tasks, their postprocess + metrics, and the strict readers' errors.
+
+Inputs follow the releases' layouts (tests/test_real_layouts.py cites each source): the
+authors' NER tree `ner/{lang}/{lang}-{dataset}-{split}.tsv` (Sequence-Labeling-LLMs,
+Medical-MT5/multitask.sh; lines read as its dataset.read_tsv does), HiTZ/multilingual-abstrct
+hub shards `{lang}/{split}-00000-of-00001.parquet`, BioASQ rows with the original BioASQ
+field names. The single-file error tests call the readers on one file of such a tree.
+"""
 import json
 import os
 
