@@ -59,12 +59,13 @@ def run_identity(mixture_or_task_name: str) -> dict:
 
 
 def read_record(folder: str) -> Optional[dict]:
-    path = os.path.join(folder, RECORD_FILE)
-    if not os.path.isfile(path):
+    from medmt5 import paths  # MODEL_DIR may be gs://
+
+    path = paths.join(folder, RECORD_FILE)
+    if not paths.isfile(path):
         return None
     try:
-        with open(path, encoding="utf-8") as f:
-            record = json.load(f)
+        record = json.loads(paths.read_text(path))
     except ValueError as e:
         raise ValueError(f"{path}: unreadable vocabulary record ({e}); delete it to treat the "
                          "checkpoint as one without a record.") from None
@@ -73,18 +74,34 @@ def read_record(folder: str) -> Optional[dict]:
     return record
 
 
+def _write_bytes(path: str, data: bytes) -> None:
+    """Atomic locally (tmp + rename); one object write on an object store (no rename there)."""
+    from medmt5 import paths
+
+    if paths.isfile(path) and paths.read_bytes(path) == data:
+        return
+    if paths.is_remote(path):
+        with paths.open(path, "wb") as f:
+            f.write(data)
+        return
+    with open(path + ".tmp", "wb") as f:
+        f.write(data)
+    os.replace(path + ".tmp", path)
+
+
 def write_record(folder: str, identity: dict, vocabulary: Any = None) -> None:
-    """Writes folder/vocab.json (and, with `vocabulary`, a copy of its files) atomically."""
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, RECORD_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(identity, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    """Writes folder/vocab.json and, with `vocabulary`, its spiece.model (+ added_tokens.json)
+    so the folder carries its own vocabulary; local or gs:// (MODEL_DIR may be remote)."""
+    from medmt5 import paths
+
+    paths.makedirs(folder)
     if vocabulary is not None:
         from tasks import vocab as vocab_lib
 
-        vocab_lib.copy_vocabulary_files(vocabulary, folder)
+        for name, data in vocab_lib.vocabulary_files(vocabulary).items():
+            _write_bytes(paths.join(folder, name), data)
+    _write_bytes(paths.join(folder, RECORD_FILE),
+                 json.dumps(identity, indent=2, sort_keys=True).encode("utf-8"))
 
 
 def checkpoint_record(path: Optional[str]) -> tuple[Optional[dict], str]:
@@ -97,8 +114,14 @@ def checkpoint_record(path: Optional[str]) -> tuple[Optional[dict], str]:
 
     if hub.is_hub_id(path):
         path = hub.resolve_checkpoint(path)
-    if "://" in path:
-        log.warning("%s: the vocabulary record of a remote checkpoint is not checked yet", path)
+    from medmt5 import paths
+
+    if paths.is_remote(path):  # gs://: MODEL_DIR, MODEL_DIR/best or .../checkpoints/<step>
+        folder = path.rstrip("/")
+        for c in (folder, paths.dirname(paths.dirname(folder))):
+            record = read_record(c)
+            if record is not None:
+                return record, paths.join(c, RECORD_FILE)
         return None, ""
     path = os.path.abspath(os.path.expanduser(path))
     folder = path if os.path.isdir(path) else os.path.dirname(path)
@@ -171,7 +194,9 @@ def check_training_run(model_dir: str, mixture_or_task_name: str,
     from tasks import vocab as vocab_lib
 
     actual = vocab_lib.vocabulary_identity(vocabulary)
-    own = read_record(model_dir) if os.path.isdir(model_dir) else None
+    from medmt5 import paths
+
+    own = read_record(model_dir) if paths.isdir(model_dir) else None
     if own is not None:
         check(own, os.path.join(model_dir, RECORD_FILE), actual, f"MODEL_DIR {model_dir}",
               allow_change)

@@ -402,26 +402,16 @@ def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
             "source": getattr(vocabulary, "_medmt5_folder", None) or model_file}
 
 
-def copy_vocabulary_files(vocabulary: seqio.Vocabulary, folder: str) -> None:
-    """Writes the vocabulary's spiece.model (+ added_tokens.json) into `folder`, so a
-    checkpoint folder carries its own vocabulary (checkpoint_vocabulary_dir finds it)."""
+def vocabulary_files(vocabulary: seqio.Vocabulary) -> Dict[str, bytes]:
+    """{file name: bytes} that reproduce the vocabulary in a checkpoint folder: spiece.model
+    (+ added_tokens.json), the layout checkpoint_vocabulary_dir / load_vocabulary read."""
     model_file = getattr(vocabulary, "_medmt5_model_file", None) or \
         vocabulary.sentencepiece_model_file
-    remote = "://" in folder
-    _epath(folder).mkdir(parents=True, exist_ok=True)
-    target = (folder.rstrip("/") + "/" + SPIECE_FILE) if remote else os.path.join(folder, SPIECE_FILE)
-    data = _read_bytes(model_file)
-    if not (_exists(target) and _read_bytes(target) == data):
-        if remote:  # an object store has no rename; one write replaces the object
-            _epath(target).write_bytes(data)
-        else:
-            with open(target + ".tmp", "wb") as f:
-                f.write(data)
-            os.replace(target + ".tmp", target)
+    files = {SPIECE_FILE: _read_bytes(model_file)}
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
     if added:
-        _epath(os.path.join(folder, ADDED_TOKENS_FILE)).write_text(
-            json.dumps(added, indent=2, ensure_ascii=False))
+        files[ADDED_TOKENS_FILE] = json.dumps(added, indent=2, ensure_ascii=False).encode()
+    return files
 
 
 def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = None) -> str:
