@@ -197,6 +197,25 @@ def test_promot_rte_parquet_as_downloaded(tmp_path):
     assert rows[1]["premise"] == "The shop was closed."
 
 
+def test_promot_task_targets_from_the_auto_converted_parquet(tmp_path, monkeypatch):
+    """aps/super_glue's refs/convert/parquet branch: rte/{split}/0000.parquet."""
+    folder = tmp_path / "rte"
+    for split in ("train", "validation"):
+        (folder / split).mkdir(parents=True)
+        pq.write_table(pa.table({
+            "premise": ["It rained all day.", "The shop was closed."],
+            "hypothesis": ["The ground is wet.", "The shop was open."],
+            "idx": pa.array([0, 1], pa.int32()), "label": pa.array([0, 1], pa.int64())}),
+            str(folder / split / "0000.parquet"))
+    monkeypatch.setenv(promot_readers.DATA_DIR_ENV, str(tmp_path))
+    task = seqio.get_mixture_or_task("promot_rte")
+    rows = list(task.get_dataset({"inputs": 64, "targets": 8}, split="validation",
+                                 shuffle=False).as_numpy_iterator())
+    assert [r["targets_pretokenized"].decode() for r in rows] == ["true", "false"]
+    assert rows[1]["inputs_pretokenized"].decode() == (
+        "The shop was closed. question: The shop was open. Is it true or false? answer:")
+
+
 def test_promot_nested_config_folder_and_shards_stream_in_order(tmp_path):
     folder = tmp_path / "wmt16_ro_en" / "ro-en"
     folder.mkdir(parents=True)
