@@ -345,3 +345,22 @@ def test_scoring_run_checks_fit_and_identity(tmp_path, tagged_folder, mt5_folder
     # A Hugging Face folder without a record is checked against its own spiece.model.
     with pytest.raises(vocab_record.VocabularyMismatch, match=r"spiece\.model"):
         vocab_record.check_scoring_run(tagged_folder, [plain], 2176)
+
+
+def test_added_token_ids_match_transformers(tmp_path, tagged_folder):
+    """The same folder through transformers' T5Tokenizer (extra_ids=0, as mT5's
+    tokenizer_config) gives the same ids: added tags, built-in sentinels, plain text.
+    (Decoding differs on purpose: transformers 5 glues "dilated<Disease>"; we keep the
+    space, which is the authors' target format "dilated <Disease> cardiomyopathy".)"""
+    transformers = pytest.importorskip("transformers")
+    (tmp_path / "tok").mkdir()
+    for name in (vocab.SPIECE_FILE, vocab.ADDED_TOKENS_FILE):
+        with open(os.path.join(tagged_folder, name), "rb") as f:
+            (tmp_path / "tok" / name).write_bytes(f.read())
+    (tmp_path / "tok" / "tokenizer_config.json").write_text(json.dumps({"extra_ids": 0}))
+    hf = transformers.T5Tokenizer.from_pretrained(str(tmp_path / "tok"), extra_ids=0)
+    ours = vocab.load_vocabulary(str(tmp_path / "tok"))
+    assert len(hf) == ours.vocab_size == PIECES + 2
+    for text in ("Patient with dilated <Disease> cardiomyopathy </Disease> .",
+                 "<Disease> fiebre </Disease>", "le patient <extra_id_0> va bien"):
+        assert list(ours.encode(text)) == hf(text, add_special_tokens=False)["input_ids"]
