@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from typing import Mapping, Optional, Sequence
 
@@ -24,17 +25,26 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
                     mixture_or_task_name: Optional[str] = None,
                     eval_tasks: Optional[Sequence[str]] = None, split: str = "test",
                     prompt_mode: str = "removed", prompt_file: Optional[str] = None,
+                    prompt_tasks: Optional[Sequence[str]] = None,
                     output_dir: Optional[str] = None, batch_size: int = 8,
                     max_examples: Optional[int] = None, beam_size: int = 4,
-                    max_decode_length: Optional[int] = None, num_partitions: int = 1) -> dict:
-    """Evaluates; returns {"<task>/<metric>": value, "all/norm_avg": the paper's Norm. Avg.}."""
+                    max_decode_length: Optional[int] = None, num_partitions: int = 1,
+                    format_pattern: Optional[str] = None,
+                    target_task: Optional[str] = None) -> dict:
+    """Evaluates; returns {"<task>/<metric>": value, "all/norm_avg": the paper's Norm. Avg.}.
+
+    prompt_tasks: the task order of a multi-task prompt table [N, P, H] (MULTITASK_TASKS of
+    stage 2); with PROMPT_MODE 'attached' each task gets its own row. format_pattern (or
+    target_task, whose labels make the pattern): adds "<task>/format_rate", the share of
+    outputs in the fine-tuned target's format. Tasks named *_<lang>_<k>shot are also
+    summarised per language ("<lang>/norm_avg", "<lang>/format_rate").
+    """
     import jax
 
     import medmt5
     from medmt5 import evaluation, partitioning
     from medmt5.model import Transformer
-    from prompt_tuning import inference
-    from prompt_tuning.initializers import load_npy
+    from prompt_tuning import inference, recipe
     from prompt_tuning.prompts import PromptedTransformer
     from tasks import promot_metrics
 
@@ -43,44 +53,152 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
     if not eval_tasks and not mixture_or_task_name:
         raise ValueError("set MIXTURE_OR_TASK_NAME or promot_evaluate.eval_tasks")
     tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
+    if format_pattern is None and target_task:
+        format_pattern = recipe.target_format_pattern(target_task)
     cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    from medmt5 import vocab_record  # fit + the checkpoint's and prompt's vocabulary records
+    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size)
+    if prompt_file:
+        vocab_record.check_checkpoint(prompt_file, vocab_record.run_identity(tasks[0]),
+                                      "PROMPT_FILE")
     backbone, stored = inference.split_prompt(params)
-    if prompt_mode == "removed":
-        if prompt_file:
-            raise ValueError("PROMPT_FILE is set but PROMPT_MODE='removed' uses no prompt.")
-        model, params = Transformer(cfg), backbone
-    else:
-        prompt = load_npy(prompt_file) if prompt_file else stored
-        if prompt is None:
-            raise ValueError(f"{checkpoint_path} has no prompt: set PROMPT_FILE or use "
-                             "PROMPT_MODE='removed'.")
-        model = PromptedTransformer(cfg, prompt_length=int(prompt.shape[0]))
-        params = dict(backbone, prompt={"embedding": prompt})
+    prompts = task_prompts(tasks, prompt_mode, stored, prompt_file, prompt_tasks,
+                           checkpoint_path)
     mesh = partitioning.create_mesh(num_partitions=num_partitions)
-    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
     output_dir = output_dir or os.path.join(checkpoint_path, f"eval_prompt_{prompt_mode}_{split}")
     evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
                                      batch_size=batch_size, max_examples=max_examples,
                                      beam_size=beam_size, max_decode_length=max_decode_length)
-    results, per_task = {}, {}
+    results, per_task, placed = {}, {}, {}
     for td in evaluator.data:
-        metrics, records = evaluator.evaluate_task(model, params, td)
+        prompt = prompts[td.name]
+        key = None if prompt is None else id(prompt)
+        if key not in placed:  # place each distinct (model, params) once
+            if prompt is None:
+                model, run_params = Transformer(cfg), backbone
+            else:
+                model = PromptedTransformer(cfg, prompt_length=int(prompt.shape[0]))
+                run_params = dict(backbone, prompt={"embedding": prompt})
+            placed[key] = (model, evaluation.place_params(model, run_params, mesh,
+                                                           task_feature_lengths))
+        model, run_params = placed[key]
+        metrics, records = evaluator.evaluate_task(model, run_params, td)
+        if format_pattern is not None and records:
+            metrics["format_rate"] = promot_metrics.format_rate(
+                [r["prediction"] for r in records], format_pattern)
         per_task[td.name] = metrics
         results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
         evaluation.write_predictions(output_dir, td.name, records)
-    try:
-        results["all/norm_avg"] = promot_metrics.normalized_average_of_results(per_task)
-    except (KeyError, ValueError) as e:  # tasks without a 0-100 headline metric
-        log.info("no Norm. Avg.: %s", e)
+    results.update(summaries(per_task))
     if jax.process_index() == 0:
         os.makedirs(output_dir, exist_ok=True)
         with open(os.path.join(output_dir, "metrics.json"), "w") as f:
             json.dump({"checkpoint": checkpoint_path, "prompt_mode": prompt_mode,
-                       "prompt_file": prompt_file, "split": split, "metrics": results}, f,
-                      indent=2)
+                       "prompt_file": prompt_file, "prompt_tasks": list(prompt_tasks or []),
+                       "format_pattern": format_pattern, "split": split,
+                       "metrics": results}, f, indent=2)
     print(evaluation.format_metrics(evaluation.latest_step(checkpoint_path), results),
           flush=True)
+    if any(k.endswith("/format_rate") for k in results) or any(
+            k.split("/")[0] in LANGUAGES for k in results):
+        print(language_table(per_task), flush=True)
     return results
+
+
+LANGUAGES = ("en", "es", "fr", "it")
+_LANG_RE = re.compile(r"_(en|es|fr|it)_\d+shot$")
+
+
+def language_of(task: str) -> Optional[str]:
+    """"es" for icl_med_bioasq_es_1shot; None for a task name without a language."""
+    m = _LANG_RE.search(task)
+    return m.group(1) if m else None
+
+
+def summaries(per_task: Mapping[str, Mapping[str, float]]) -> dict:
+    """all/norm_avg, all/format_rate and, per language, <lang>/norm_avg and
+    <lang>/format_rate (the medical in-context suite's per-language view)."""
+    from tasks import promot_metrics
+
+    out = {}
+    groups = {"all": list(per_task)}
+    for task in per_task:
+        lang = language_of(task)
+        if lang:
+            groups.setdefault(lang, []).append(task)
+    for group, members in groups.items():
+        try:
+            out[f"{group}/norm_avg"] = promot_metrics.normalized_average_of_results(
+                {t: per_task[t] for t in members})
+        except (KeyError, ValueError) as e:  # tasks without a 0-100 headline metric
+            log.info("no Norm. Avg. for %s: %s", group, e)
+        rates = [per_task[t]["format_rate"] for t in members if "format_rate" in per_task[t]]
+        if rates:
+            out[f"{group}/format_rate"] = sum(rates) / len(rates)
+    return out
+
+
+def language_table(per_task: Mapping[str, Mapping[str, float]]) -> str:
+    """task | headline score | format rate, then one row per language."""
+    from tasks import promot_metrics
+
+    rows = [("task", "score", "format_rate")]
+    for task, m in per_task.items():
+        try:
+            score = f"{promot_metrics.headline_score(m):.1f}"
+        except KeyError:
+            score = "-"
+        rows.append((task, score, f"{m['format_rate']:.1f}" if "format_rate" in m else "-"))
+    summary = summaries(per_task)
+    for group in ("all",) + LANGUAGES:
+        if f"{group}/norm_avg" in summary or f"{group}/format_rate" in summary:
+            na, fr = summary.get(f"{group}/norm_avg"), summary.get(f"{group}/format_rate")
+            rows.append((f"[{group}] Norm. Avg.", "-" if na is None else f"{na:.1f}",
+                         "-" if fr is None else f"{fr:.1f}"))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{r[0]:<{width}}  {r[1]:>6}  {r[2]:>11}" for r in rows)
+
+
+def task_prompts(tasks: Sequence[str], prompt_mode: str, stored, prompt_file: Optional[str],
+                 prompt_tasks: Optional[Sequence[str]], checkpoint_path: str) -> dict:
+    """{task: the [P, H] prompt to attach, or None (removed)}.
+
+    A multi-task table [N, P, H] (stored, or PROMPT_FILE) needs prompt_tasks, its task order
+    (MULTITASK_TASKS): each evaluated task gets its own row, and must have one."""
+    import numpy as np
+
+    from prompt_tuning.initializers import load_npy
+
+    if prompt_mode == "removed":
+        if prompt_file:
+            raise ValueError("PROMPT_FILE is set but PROMPT_MODE='removed' uses no prompt.")
+        return {t: None for t in tasks}
+    prompt = load_npy(prompt_file) if prompt_file else stored
+    if prompt is None:
+        raise ValueError(f"{checkpoint_path} has no prompt: set PROMPT_FILE or use "
+                         "PROMPT_MODE='removed'.")
+    prompt = np.asarray(prompt, np.float32)
+    if prompt.ndim == 2:
+        if prompt_tasks:
+            raise ValueError(f"MULTITASK_TASKS={list(prompt_tasks)} is set but the prompt is a "
+                             f"single [P, H] = {prompt.shape} prompt; unset it.")
+        return {t: prompt for t in tasks}
+    source = f"PROMPT_FILE={prompt_file!r}" if prompt_file else f"{checkpoint_path}"
+    if not prompt_tasks:
+        raise ValueError(f"{source} holds a multi-task prompt table [N, P, H] = {prompt.shape}: "
+                         "set --gin.MULTITASK_TASKS=\"['task0', 'task1', ...]\" (stage 2's task "
+                         "order, one per row) so each task gets its own prompt, or "
+                         "--gin.PROMPT_FILE to one task's [P, H] prompt.")
+    if len(prompt_tasks) != prompt.shape[0]:
+        raise ValueError(f"MULTITASK_TASKS has {len(prompt_tasks)} tasks but {source}'s prompt "
+                         f"table has {prompt.shape[0]} rows.")
+    rows = {t: prompt[i] for i, t in enumerate(prompt_tasks)}
+    missing = [t for t in tasks if t not in rows]
+    if missing:
+        raise ValueError(f"PROMPT_MODE='attached' with a multi-task table: task(s) {missing} "
+                         f"have no row in MULTITASK_TASKS={list(prompt_tasks)}; evaluate them "
+                         "with PROMPT_MODE='removed'.")
+    return {t: rows[t] for t in tasks}
 
 
 USAGE = __doc__

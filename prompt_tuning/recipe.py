@@ -428,3 +428,34 @@ class Scorer:
 
         cfg, params = medmt5.load_checkpoint(checkpoint)
         return self.score(cfg.replace(dropout_rate=0.0), params, prompt)
+
+
+MAX_FORMAT_LABELS = 20
+
+
+def target_format_pattern(task_name: str, split: str = "train",
+                          max_examples: int = 2000) -> str:
+    """The FORMAT_PATTERN of a classification target task: its distinct target strings (e.g.
+    RTE's "true" / "false") read from the first `max_examples` of `split`. A task with more
+    than MAX_FORMAT_LABELS distinct targets has no label format: pass FORMAT_PATTERN."""
+    from medmt5 import data as data_lib
+
+    task = data_lib.get_task_or_mixture(task_name)
+    if split not in task.splits:
+        raise ValueError(f"TARGET_TASK={task_name!r} has no {split!r} split to read its labels "
+                         "from; pass --gin.FORMAT_PATTERN=\"'<regex>'\" instead.")
+    labels = set()
+    for ex in task.source.get_dataset(split=split, shuffle=False).take(max_examples):
+        if "targets" not in ex:
+            raise ValueError(f"TARGET_TASK={task_name!r}: its source has no 'targets' text; "
+                             "pass --gin.FORMAT_PATTERN=\"'<regex>'\" instead.")
+        value = ex["targets"].numpy()
+        labels.add((value.decode("utf-8") if isinstance(value, bytes) else str(value)).strip())
+        if len(labels) > MAX_FORMAT_LABELS:
+            raise ValueError(f"TARGET_TASK={task_name!r} has more than {MAX_FORMAT_LABELS} "
+                             "distinct targets: it has no label format. Pass "
+                             "--gin.FORMAT_PATTERN=\"'<regex>'\" (a full-match regular "
+                             "expression of the target's format) instead.")
+    if not labels:
+        raise ValueError(f"TARGET_TASK={task_name!r} split {split!r} is empty.")
+    return label_pattern(sorted(labels))
