@@ -1,5 +1,5 @@
-"""A user's own task module outside the repository (docs/examples/my_tasks.py: own data, byte
-vocabulary, exact-match metric) trained, evaluated and decoded through the standard CLIs with
+"""A user's own task module outside the repository (docs/examples/my_tasks.py: own data,
+own sentencepiece vocabulary, exact-match metric) trained, evaluated and decoded through the standard CLIs with
 --gin.MIXTURE_OR_TASK_MODULE (T5X's macro); and the project's tasks registered by
 `import tasks`."""
 import json
@@ -30,6 +30,11 @@ def user_module(tmp_path, monkeypatch):
     for split, rows in (("train", PAIRS), ("validation", PAIRS[:4]), ("test", PAIRS[4:])):
         (folder / "my_data" / f"{split}.tsv").write_text(
             "".join(f"{a}\t{b}\n" for a, b in rows), encoding="utf-8")
+    import sentencepiece as spm
+    spm.SentencePieceTrainer.train(
+        input=str(folder / "my_data" / "train.tsv"), model_prefix=str(folder / "my_data" / "spiece"),
+        vocab_size=60, hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+        minloglevel=2)
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.delitem(sys.modules, "my_tasks", raising=False)
     seqio.TaskRegistry.remove("my_drug_class")
@@ -38,6 +43,7 @@ def user_module(tmp_path, monkeypatch):
     sys.modules.pop("my_tasks", None)
 
 
+@pytest.mark.slow  # three CLI runs: ~1 CPU-minute
 def test_user_module_trains_evaluates_and_decodes(user_module, tmp_path, capsys):
     from medmt5 import eval as eval_cli
     from medmt5 import infer as infer_cli
@@ -46,13 +52,18 @@ def test_user_module_trains_evaluates_and_decodes(user_module, tmp_path, capsys)
     module = ["--gin.MIXTURE_OR_TASK_MODULE='my_tasks'",
               "--gin.MIXTURE_OR_TASK_NAME='my_drug_class'"]
     model_dir = tmp_path / "run"
+    import sentencepiece as spm
+    pieces = spm.SentencePieceProcessor(model_file=str(user_module / "my_data" / "spiece.model"))
+    vocab_size = pieces.get_piece_size()  # the user's vocabulary, not the project's
+    assert vocab_size not in (2100, 250100)
     rc = train_cli.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
                          "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
-                         "--gin.train.log_period=1", "--gin.T5Config.vocab_size=384",
+                         "--gin.train.log_period=1", f"--gin.T5Config.vocab_size={vocab_size}",
                          LENGTHS, *SMALL_MODEL, *module])
-    assert rc == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
     # The train-time evaluation ran the user's metric on the user's validation split.
-    out = capsys.readouterr().out
+    out = captured.out + captured.err
     assert "my_drug_class: " in out and "exact_match=" in out
     assert os.path.isdir(model_dir / "eval" / "my_drug_class")
 

@@ -7,8 +7,11 @@ medmt5's CLIs import it with T5X's macro:
         --gin.MIXTURE_OR_TASK_NAME="'my_drug_class'" ...
 
 It brings its own data (tab-separated `input<TAB>target` files in MY_TASKS_DATA, default the
-folder my_data/ next to this file), its own vocabulary (seqio's byte vocabulary: 259 ids, so
-the model needs --gin.T5Config.vocab_size=384) and its own metric (exact match).
+folder my_data/ next to this file), its own vocabulary (my_data/spiece.model, a sentencepiece
+model trained on that text, e.g. with `spm_train --input=my_data/train.tsv
+--model_prefix=my_data/spiece --vocab_size=120 --pad_id=0 --eos_id=1 --unk_id=2 --bos_id=-1`;
+the model's --gin.T5Config.vocab_size must be at least its size) and its own metric (exact
+match).
 """
 import os
 
@@ -17,7 +20,8 @@ import tensorflow as tf
 
 DATA_DIR = os.environ.get("MY_TASKS_DATA",
                           os.path.join(os.path.dirname(os.path.abspath(__file__)), "my_data"))
-VOCABULARY = seqio.ByteVocabulary()  # 256 bytes + pad, eos, unk
+# T5's id conventions (pad 0, eos 1, unk 2); no sentinels needed for this task.
+VOCABULARY = seqio.SentencePieceVocabulary(os.path.join(DATA_DIR, "spiece.model"), extra_ids=0)
 
 
 def parse_tsv(dataset):
