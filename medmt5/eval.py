@@ -97,9 +97,9 @@ def main(argv: Sequence[str]) -> int:
         del flags
         out = gin_utils.query_macro("EVAL_OUTPUT_DIR") or default_output_dir(
             gin_utils.query_macro("CHECKPOINT_PATH"), gin_utils.query_macro("EVAL_SPLIT"))
-        if out:
-            gin_utils.write_config(out)
         gin_utils.call("evaluate")
+        if out:  # only for an evaluation that ran: a failed one leaves no trace there
+            gin_utils.write_config(out)
 
     return gin_utils.run_cli(run, argv, "medmt5.eval", USAGE)
 

@@ -212,9 +212,9 @@ def main(argv: Sequence[str]) -> int:
         from prompt_tuning import configurables
 
         out = gin_utils.query_macro("EVAL_OUTPUT_DIR")
-        if out:
-            gin_utils.write_config(out)
         configurables.promot_evaluate()
+        if out:  # only for an evaluation that ran: a failed one leaves no trace there
+            gin_utils.write_config(out)
 
     return gin_utils.run_cli(run, argv, "prompt_tuning.evaluate", USAGE)
 
