@@ -317,6 +317,20 @@ def load_vocabulary(path: str) -> seqio.SentencePieceVocabulary:
     return _load(path)
 
 
+def _local_model_copy(model_bytes: bytes) -> str:
+    """A local file with these sentencepiece model bytes: <tmp>/medmt5-spm-<sha256>.model."""
+    import tempfile
+
+    target = os.path.join(tempfile.gettempdir(),
+                          f"medmt5-spm-{hashlib.sha256(model_bytes).hexdigest()}.model")
+    if not (os.path.isfile(target) and os.path.getsize(target) == len(model_bytes)):
+        tmp = f"{target}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(model_bytes)
+        os.replace(tmp, target)
+    return target
+
+
 @functools.lru_cache(maxsize=None)
 def _load(path):
     folder = None
@@ -342,8 +356,11 @@ def _load(path):
         raise ValueError(f"{model_file}: not a sentencepiece model ({e}).") from None
     extra_ids = 0 if builtin else EXTRA_IDS
     added = read_added_tokens(folder) if folder else {}
+    # seqio re-reads the file with tf.io.gfile; a remote one (gs://) is handed over as a local
+    # copy of the bytes already read (through etils.epath), named by their hash.
+    spm_file = _local_model_copy(model_bytes) if "://" in model_file else model_file
     if added:
-        vocab = AddedTokensVocabulary(model_file, added, extra_ids=extra_ids)
+        vocab = AddedTokensVocabulary(spm_file, added, extra_ids=extra_ids)
         if builtin or not any(i >= vocab.tokenizer.GetPieceSize() for i in added.values()):
             pass
         else:
@@ -352,7 +369,7 @@ def _load(path):
                              "sentinels (like mT5's spiece.model); this one has none.")
         vocab.vocab_size  # validates the added ids now, with the file names in the message
     else:
-        vocab = seqio.SentencePieceVocabulary(model_file, extra_ids=extra_ids)
+        vocab = seqio.SentencePieceVocabulary(spm_file, extra_ids=extra_ids)
     vocab._medmt5_model_file = model_file  # pylint: disable=protected-access
     vocab._medmt5_folder = folder  # pylint: disable=protected-access
     return vocab
