@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from medmt5.attention import AttentionInputs, MultiHeadAttention
 from medmt5.config import T5Config
-from medmt5.layers import Dense, MlpBlock, RMSNorm
+from medmt5.layers import Dense, MlpBlock, RMSNorm, project
 from medmt5.relpos import RelativePositionBias, default_positions
 
 EMBED_AXES = ("batch", "length", "embed")
@@ -227,9 +227,9 @@ class Decoder(nn.Module):
             # T5 rescales before the tied head (the embedding is unit-normal, not 1/sqrt(H)).
             logits = self.embedder.attend(hidden * (cfg.d_model ** -0.5))
         else:
-            dtype = cfg.activation_dtype
-            logits = jnp.einsum("bth,hv->btv", hidden.astype(dtype),
-                                self.logits_dense.kernel.astype(dtype),
-                                preferred_element_type=jnp.float32)
+            # One 2-D matmul over the [B*T, H] rows (layers.project): the kernel gradient
+            # needs no transposing copy of the [B, T, V] logits gradient.
+            logits = project(hidden, self.logits_dense.kernel, cfg.activation_dtype,
+                             jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
 
