@@ -548,8 +548,8 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
     log.setLevel(logging.INFO)  # our messages; orbax/absl/tf stay at WARNING
     try:
         flags = parse_flags(argv, usage)
-        parse_gin(flags, program)  # gin and value mistakes end here, before TF is imported
-        import_task_modules()
+        import_task_modules()  # before gin: task modules may define gin configurables
+        parse_gin(flags, program)
         init_distributed(flags)
         call("setup_tasks")  # registers every task with the run's VOCABULARY
         import_user_task_modules(query_macro("MIXTURE_OR_TASK_MODULE"))
