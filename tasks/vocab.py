@@ -405,7 +405,7 @@ def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
     model_file = getattr(vocabulary, "_medmt5_model_file", None) or getattr(
         vocabulary, "sentencepiece_model_file", None)
     if model_file is None:
-        raise ValueError(f"{vocabulary}: not a sentencepiece vocabulary; no identity record.")
+        return _generic_identity(vocabulary)
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
     digest = hashlib.sha256(_read_bytes(model_file))
     digest.update(json.dumps({"extra_ids": int(vocabulary.extra_ids),
@@ -419,11 +419,33 @@ def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
             "source": getattr(vocabulary, "_medmt5_folder", None) or model_file}
 
 
+PROBE_TEXT = "Patient with dilated cardiomyopathy. Paciente con fiebre; patient fébrile; " \
+    "paziente stabile. 0123456789 <extra_id_0>"
+
+
+def _generic_identity(vocabulary: seqio.Vocabulary) -> dict:
+    """Identity of a vocabulary without a sentencepiece file (a user's seqio.ByteVocabulary,
+    a word-level vocabulary, ...): its class, size, extra ids and the ids of a probe text."""
+    try:
+        probe = [int(i) for i in vocabulary.encode(PROBE_TEXT)]
+    except Exception:  # pylint: disable=broad-except - e.g. PassThroughVocabulary takes ids
+        probe = None
+    kind = f"{type(vocabulary).__module__}.{type(vocabulary).__qualname__}"
+    digest = hashlib.sha256(json.dumps(
+        {"class": kind, "vocab_size": int(vocabulary.vocab_size),
+         "extra_ids": int(vocabulary.extra_ids), "probe": probe}, sort_keys=True).encode())
+    return {"sha256": digest.hexdigest(), "pieces": int(vocabulary.vocab_size),
+            "vocab_size": int(vocabulary.vocab_size), "extra_ids": int(vocabulary.extra_ids),
+            "added_tokens": 0, "sentinels": "n/a", "source": str(vocabulary)}
+
+
 def vocabulary_files(vocabulary: seqio.Vocabulary) -> Dict[str, bytes]:
     """{file name: bytes} that reproduce the vocabulary in a checkpoint folder: spiece.model
     (+ added_tokens.json), the layout checkpoint_vocabulary_dir / load_vocabulary read."""
     model_file = getattr(vocabulary, "_medmt5_model_file", None) or \
-        vocabulary.sentencepiece_model_file
+        getattr(vocabulary, "sentencepiece_model_file", None)
+    if model_file is None:
+        return {}  # nothing to copy: the record alone identifies it
     files = {SPIECE_FILE: _read_bytes(model_file)}
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
     if added:

@@ -364,3 +364,17 @@ def test_added_token_ids_match_transformers(tmp_path, tagged_folder):
     for text in ("Patient with dilated <Disease> cardiomyopathy </Disease> .",
                  "<Disease> fiebre </Disease>", "le patient <extra_id_0> va bien"):
         assert list(ours.encode(text)) == hf(text, add_special_tokens=False)["input_ids"]
+
+
+def test_non_sentencepiece_vocabularies_get_an_identity_too(tmp_path):
+    """A user's task module may use another seqio vocabulary (bytes, ...): training records
+    and checks it as well instead of failing."""
+    byte5 = _register("test_vocab_bytes", seqio.ByteVocabulary(extra_ids=100))
+    byte0 = _register("test_vocab_bytes0", seqio.ByteVocabulary(extra_ids=0))
+    model_dir = str(tmp_path / "run")
+    ident = vocab_record.check_training_run(model_dir, byte5)
+    assert ident["vocab_size"] == seqio.ByteVocabulary(extra_ids=100).vocab_size
+    assert sorted(os.listdir(model_dir)) == [vocab_record.RECORD_FILE]  # no file to copy
+    assert vocab_record.check_training_run(model_dir, byte5) == ident  # stable
+    with pytest.raises(vocab_record.VocabularyMismatch):
+        vocab_record.check_training_run(model_dir, byte0)
