@@ -81,6 +81,7 @@ BLOCKER = "raise ImportError('{0} is not available on the GPU benchmark machines
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_tiny_dry_run_writes_one_json_per_measurement_without_tf_or_seqio(tmp_path):
     block = tmp_path / "block"
     for mod in ("tensorflow", "seqio"):
