@@ -41,8 +41,8 @@ def run_vocabulary(mixture_or_task_name: str):
     tasks = getattr(provider, "tasks", None) or [provider]
     vocabs = []
     for task in tasks:
-        for feature in task.output_features.values():
-            if feature.vocabulary not in vocabs:
+        for key, feature in task.output_features.items():
+            if key in ("inputs", "targets") and feature.vocabulary not in vocabs:
                 vocabs.append(feature.vocabulary)
     ids = {vocab_lib.vocabulary_identity(v)["sha256"] for v in vocabs}
     if len(ids) > 1:
@@ -219,5 +219,6 @@ def check_scoring_run(checkpoint_path: str, task_names: Sequence[str], model_voc
 
     for name in task_names:
         data_lib.check_vocabulary(name, model_vocab_size)
-    for identity in {run_identity(n)["sha256"]: run_identity(n) for n in task_names}.values():
+    identities = [run_identity(n) for n in task_names]
+    for identity in {i["sha256"]: i for i in identities}.values():
         check_checkpoint(checkpoint_path, identity, "CHECKPOINT_PATH", allow_change)

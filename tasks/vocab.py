@@ -331,6 +331,20 @@ def _local_model_copy(model_bytes: bytes) -> str:
     return target
 
 
+# id(vocabulary) -> (vocabulary, original model file, tokenizer folder or None) for the
+# vocabularies _load made; and id(vocabulary) -> (vocabulary, identity) once computed.
+_SOURCES: Dict[int, tuple] = {}
+_IDENTITIES: Dict[int, tuple] = {}
+
+
+def _source(vocabulary) -> tuple:
+    """(model file, folder) of a vocabulary: what _load recorded, else its own file."""
+    entry = _SOURCES.get(id(vocabulary))
+    if entry is not None and entry[0] is vocabulary:
+        return entry[1], entry[2]
+    return getattr(vocabulary, "sentencepiece_model_file", None), None
+
+
 @functools.lru_cache(maxsize=None)
 def _load(path):
     folder = None
@@ -370,8 +384,9 @@ def _load(path):
         vocab.vocab_size  # validates the added ids now, with the file names in the message
     else:
         vocab = seqio.SentencePieceVocabulary(spm_file, extra_ids=extra_ids)
-    vocab._medmt5_model_file = model_file  # pylint: disable=protected-access
-    vocab._medmt5_folder = folder  # pylint: disable=protected-access
+    # Kept beside the object, not on it: seqio compares vocabularies by their __dict__, so an
+    # extra attribute would make ours unequal to a user's identical SentencePieceVocabulary.
+    _SOURCES[id(vocab)] = (vocab, model_file, folder)
     return vocab
 
 
@@ -402,8 +417,16 @@ def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
     sha256 covers the sentencepiece file's bytes, the number of appended sentinels and the
     added tokens (content and id), so two vocabularies with the same record tokenize alike.
     """
-    model_file = getattr(vocabulary, "_medmt5_model_file", None) or getattr(
-        vocabulary, "sentencepiece_model_file", None)
+    cached = _IDENTITIES.get(id(vocabulary))
+    if cached is not None and cached[0] is vocabulary:
+        return dict(cached[1])
+    identity = _identity(vocabulary)
+    _IDENTITIES[id(vocabulary)] = (vocabulary, dict(identity))
+    return identity
+
+
+def _identity(vocabulary: seqio.Vocabulary) -> dict:
+    model_file, folder = _source(vocabulary)
     if model_file is None:
         return _generic_identity(vocabulary)
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
@@ -416,7 +439,7 @@ def vocabulary_identity(vocabulary: seqio.Vocabulary) -> dict:
             "vocab_size": int(vocabulary.vocab_size), "extra_ids": int(vocabulary.extra_ids),
             "added_tokens": len(added),
             "sentinels": "appended" if vocabulary.extra_ids else "built-in",
-            "source": getattr(vocabulary, "_medmt5_folder", None) or model_file}
+            "source": folder or model_file}
 
 
 PROBE_TEXT = "Patient with dilated cardiomyopathy. Paciente con fiebre; patient fébrile; " \
@@ -442,8 +465,7 @@ def _generic_identity(vocabulary: seqio.Vocabulary) -> dict:
 def vocabulary_files(vocabulary: seqio.Vocabulary) -> Dict[str, bytes]:
     """{file name: bytes} that reproduce the vocabulary in a checkpoint folder: spiece.model
     (+ added_tokens.json), the layout checkpoint_vocabulary_dir / load_vocabulary read."""
-    model_file = getattr(vocabulary, "_medmt5_model_file", None) or \
-        getattr(vocabulary, "sentencepiece_model_file", None)
+    model_file, _ = _source(vocabulary)
     if model_file is None:
         return {}  # nothing to copy: the record alone identifies it
     files = {SPIECE_FILE: _read_bytes(model_file)}

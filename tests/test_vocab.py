@@ -378,3 +378,12 @@ def test_non_sentencepiece_vocabularies_get_an_identity_too(tmp_path):
     assert vocab_record.check_training_run(model_dir, byte5) == ident  # stable
     with pytest.raises(vocab_record.VocabularyMismatch):
         vocab_record.check_training_run(model_dir, byte0)
+
+
+def test_our_vocabulary_equals_a_plain_seqio_one():
+    """seqio compares features by value (mixtures of our tasks and a user's): the tiny
+    vocabulary must equal seqio.SentencePieceVocabulary of the same file, also after its
+    identity was computed."""
+    v = vocab.get_vocabulary("tiny")
+    vocab.vocabulary_identity(v)
+    assert v == seqio.SentencePieceVocabulary(vocab.TINY_VOCAB_PATH, extra_ids=100)
