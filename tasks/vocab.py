@@ -205,6 +205,16 @@ class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
         self._added_tokens_all = dict(added_tokens)
         self._added = None  # {content: id} beyond the sentencepiece pieces, filled lazily
 
+    def __getstate__(self):
+        state = super().__getstate__()
+        for lazy in ("_added", "_by_id", "_pattern"):  # derived from _added_tokens_all
+            state.pop(lazy, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._added = None
+
     def _added_map(self) -> Dict[str, int]:
         if self._added is None:
             base = self.tokenizer.GetPieceSize()

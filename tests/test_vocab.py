@@ -162,6 +162,11 @@ def test_added_tokens_encode_and_decode(tagged_folder):
     batch = v.encode_tf(tf.constant([text, "dilated </Disease>"]))
     assert batch.to_list()[1] == list(v.encode("dilated </Disease>"))
     assert v.decode_tf(tf.constant(ids)).numpy().decode() == text
+    # Equal to a fresh copy (seqio compares features by value), picklable for gin.
+    import pickle
+    fresh = vocab.AddedTokensVocabulary(v.sentencepiece_model_file,
+                                        vocab.read_added_tokens(tagged_folder))
+    assert v == fresh and pickle.loads(pickle.dumps(v)).encode(text) == ids
     # Sentencepiece text without tags is unchanged by the added tokens.
     plain = vocab.load_vocabulary(os.path.join(tagged_folder, vocab.SPIECE_FILE))
     assert list(v.encode("dilated cardiomyopathy")) == list(plain.encode("dilated cardiomyopathy"))
