@@ -4,7 +4,7 @@ Model: `medmt5.Transformer` / `prompt_tuning.prompts.PromptedTransformer`; steps
 `medmt5.trainer.train_step` on a `medmt5.train_state` state with the masked optimizer of
 `medmt5.optimizers` (freezing by trainable / frozen patterns); decoding:
 `medmt5.decoding.generate` (greedy for keep-best checks and curves, beam 4 for final scores);
-Norm. Avg.: `tasks.promot_metrics.normalized_average`. The stage settings (optimizer and its
+Norm. Avg. as `tasks.promot_metrics.normalized_average` defines it. The stage settings (optimizer and its
 Adafactor options, LR, dropout, label smoothing, keep-best beam) are the recipe's
 (`prompt_tuning.recipe.PROMPT_STAGE` / `MODEL_STAGE`, the same objects gin/promot/*.gin bind);
 only the step counts, evaluation period and prompt length are scaled down. The stages
@@ -204,6 +204,15 @@ def predict(backbone, data: Mapping[str, np.ndarray], prompt=None, beam: bool = 
     return out
 
 
+def normalized_average(scores: Mapping[str, float]) -> float:
+    """The paper's Norm. Avg., as tasks.promot_metrics.normalized_average defines it: the
+    plain mean of the 0-100 scores (not imported: `import tasks` registers every seqio task,
+    pulling TensorFlow into a run that needs none)."""
+    if not scores:
+        raise ValueError("normalized_average needs at least one score")
+    return float(np.mean([float(v) for v in scores.values()]))
+
+
 def exact_match(pred: np.ndarray, data) -> float:
     return 100.0 * float(np.mean(np.all(pred == data["targets"], axis=1)))
 
@@ -217,8 +226,6 @@ def format_rate(pred: np.ndarray, format_words: Sequence[str]) -> float:
 def heldout_scores(backbone, sets: Mapping[str, Mapping], format_words: Sequence[str],
                    beam: bool) -> dict:
     """Prompt removed: exact match per family, Norm. Avg., format rate over all outputs."""
-    from tasks.promot_metrics import normalized_average
-
     preds = {f: predict(backbone, d, None, beam) for f, d in sets.items()}
     em = {f: exact_match(p, sets[f]) for f, p in preds.items()}
     allp = np.concatenate(list(preds.values()))

@@ -85,7 +85,10 @@ def gates(results) -> dict:
 def markdown(results) -> str:
     s = results["settings"]
     fams = s["families"]
-    lines = [f"Seeds {s['seeds']}; mean ± 95% interval (t) over seeds; held-out = the "
+    done = sorted({r["seed"] for r in results["rows"]})
+    lines = [] if results.get("complete", True) else [
+        f"**Incomplete run**: stopped after seed(s) {done} of {s['seeds']}.", ""]
+    lines += [f"Seeds {done}; mean ± 95% interval (t) over seeds; held-out = the "
              f"{len(fams)} in-context families, prompt removed, beam 4, {s['n_eval']} "
              f"episodes each; target `{s['target']}` accuracy on {s['n_target']} examples "
              "with the method's own prompt attached.", "",

@@ -158,9 +158,8 @@ class Evaluator:
             preds = {f: core.predict(backbone, d, attach_heldout, True)
                      for f, d in self.heldout.items()}
             em = {f: core.exact_match(p, self.heldout[f]) for f, p in preds.items()}
-            from tasks.promot_metrics import normalized_average
             row["heldout_prompt_attached"] = {
-                "exact_match": em, "norm_avg": normalized_average(em),
+                "exact_match": em, "norm_avg": core.normalized_average(em),
                 "format_rate": core.format_rate(np.concatenate(list(preds.values())),
                                                 self.format_words)}
         return row
@@ -315,28 +314,36 @@ def main(argv=None) -> int:
     load_before, start = os.getloadavg(), time.time()
     pre = pretrain(args.out, cfg, args.fresh_pretrain)
     rows = []
+    path = os.path.join(args.out, "results.json")
+
+    def results_now(complete: bool) -> dict:
+        results = {
+            "command": "python -m experiments.promot_mini.run " + " ".join(
+                sys.argv[1:] if argv is None else argv),
+            "complete": complete,
+            "settings": dict(cfg, seeds=args.seeds, lrs=args.lrs, full=args.full,
+                             full_lr=args.full_lr, model=core.MODEL, target=TARGET,
+                             families=list(episodes.FAMILIES), stage1=vars_of(stages(cfg)[0]),
+                             stage2_and_finetune=[vars_of(stages(cfg)[1](lr))
+                                                  for lr in args.lrs]),
+            "vocab": {"hash": W.vocab_hash(), "size": len(W.WORDS)},
+            "pretrain": {k: v for k, v in pre.items() if k != "params"},
+            "rows": rows,
+            "wall_time_s": round(time.time() - start, 1),
+            "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
+            "cpu_count": os.cpu_count(),
+        }
+        results["gates"] = report.gates(results)
+        with open(path, "w") as f:    # after every seed: an interrupted run leaves its rows
+            json.dump(results, f, indent=1)
+        return results
+
     for seed in args.seeds:
         rows += run_core(pre, seed, args.lrs, cfg)
         if args.full:
             rows += run_full(pre, seed, args.full_lr, cfg)
-    results = {
-        "command": "python -m experiments.promot_mini.run " + " ".join(sys.argv[1:] if argv is None
-                                                                         else argv),
-        "settings": dict(cfg, seeds=args.seeds, lrs=args.lrs, full=args.full,
-                         full_lr=args.full_lr, model=core.MODEL, target=TARGET,
-                         families=list(episodes.FAMILIES), stage1=vars_of(stages(cfg)[0]),
-                         stage2_and_finetune=[vars_of(stages(cfg)[1](lr)) for lr in args.lrs]),
-        "vocab": {"hash": W.vocab_hash(), "size": len(W.WORDS)},
-        "pretrain": {k: v for k, v in pre.items() if k != "params"},
-        "rows": rows,
-        "wall_time_s": round(time.time() - start, 1),
-        "loadavg_before": list(load_before), "loadavg_after": list(os.getloadavg()),
-        "cpu_count": os.cpu_count(),
-    }
-    results["gates"] = report.gates(results)
-    path = os.path.join(args.out, "results.json")
-    with open(path, "w") as f:
-        json.dump(results, f, indent=1)
+        results_now(complete=False)
+    results = results_now(complete=True)
     report.plot_curves(results, os.path.join(args.out, "curves.png"))
     log(report.markdown(results))
     if args.write_readme:
