@@ -409,14 +409,16 @@ def _macro_value(value, depth: int = 0):
 
 def bound_values() -> dict:
     """{"train.train_steps": (value, "TRAIN_STEPS" or None)} for every unscoped binding of the
-    parsed config (values bound to @configurables are left as references)."""
+    parsed config whose value is a literal (bindings to @configurables are left out)."""
     out = {}
     for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
         if scope or selector.endswith("gin.macro"):
             continue
         short = selector.rsplit(".", 1)[-1]
         for param, value in params.items():
-            out[f"{short}.{param}"] = _macro_value(value)
+            value, macro = _macro_value(value)
+            if not isinstance(value, gin.config.ConfigurableReference):  # @f(): its result
+                out[f"{short}.{param}"] = (value, macro)  # is checked where it is used
     return out
 
 
