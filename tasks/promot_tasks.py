@@ -22,8 +22,9 @@ Data: `{data_dir}/{dataset}/{split}.jsonl` (layouts in tasks/promot_readers.py);
 the argument, else $MEDMT5_PROMOT_DIR, else the shipped samples tasks/data/promot. Without
 an argument the folder is resolved when a dataset is built, so the variable may be set later.
 Length budget: few-shot inputs are cut (demonstrations dropped or shortened, the query kept)
-to $MEDMT5_ICL_INPUT_TOKENS tokens (default 1024) including EOS; use an inputs feature length
-at least that large, or seqio trims the end of the query.
+to $MEDMT5_ICL_INPUT_TOKENS tokens (default 1024) including EOS; an input longer than the
+inputs feature length (e.g. a `_1shot` task fed 512 by the stage configs) is an error naming
+the task, the example's length and the flag, never a silent cut of the query.
 """
 import dataclasses
 import os
@@ -193,14 +194,45 @@ def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
             "targets": seqio.Feature(v, add_eos=True, required=True)}
 
 
+def inputs_fit(task_name: str) -> Callable[..., tf.data.Dataset]:
+    """A seqio preprocessor (after tokenize) that stops with an error when an example's
+    inputs (EOS included) are longer than the inputs feature length, instead of letting
+    seqio cut the end of the query (e.g. "answer:") silently. The error names the task, the
+    example's length and the flag to change."""
+
+    def check(dataset: tf.data.Dataset, sequence_length=None,
+              output_features=None) -> tf.data.Dataset:
+        if not sequence_length or sequence_length.get("inputs") is None:
+            return dataset
+        limit = int(sequence_length["inputs"])
+        eos = 1 if output_features and output_features["inputs"].add_eos else 0
+
+        def fn(ex):
+            n = tf.size(ex["inputs"]) + eos
+            message = tf.strings.format(
+                "task " + task_name + ": an input of {} tokens (EOS included) does not fit "
+                "the encoder budget of " + str(limit) + " tokens (TASK_FEATURE_LENGTHS "
+                "inputs). Raise the inputs length with the flag --gin.TASK_FEATURE_LENGTHS "
+                "to at least the longest input (few-shot inputs are cut to $" +
+                ICL_INPUT_TOKENS_ENV + " tokens, default " + str(DEFAULT_ICL_INPUT_TOKENS) +
+                "), or set $" + ICL_INPUT_TOKENS_ENV + "=" + str(limit) + " to cut the "
+                "demonstrations to fit. seqio would otherwise cut the end of the query.", [n])
+            with tf.control_dependencies([tf.debugging.Assert(n <= limit, [message])]):
+                return dict(ex, inputs=tf.identity(ex["inputs"]))
+        return dataset.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    return check
+
+
 def register_task(name: str, source: seqio.DataSource, postprocess_fn: Callable[..., Any],
                   metric_fn: Callable[..., Dict[str, float]], vocabulary: str = "tiny") -> None:
-    """Registers one text-to-text ICL/ProMoT task (re-registration replaces it)."""
+    """Registers one text-to-text ICL/ProMoT task (re-registration replaces it). An input
+    longer than the inputs feature length is an error (`inputs_fit`), never a silent cut."""
     seqio.TaskRegistry.remove(name)
     seqio.TaskRegistry.add(
         name,
         source=source,
-        preprocessors=[seqio.preprocessors.tokenize, seqio.preprocessors.append_eos_after_trim],
+        preprocessors=[seqio.preprocessors.tokenize, inputs_fit(name),
+                       seqio.preprocessors.append_eos_after_trim],
         output_features=output_features(vocabulary),
         postprocess_fn=postprocess_fn,
         metric_fns=[metric_fn],

@@ -74,6 +74,32 @@ def test_length_budget_env_override(monkeypatch):
         _examples("icl_xsum_4shot", "test")
 
 
+def test_an_input_longer_than_the_encoder_budget_is_an_error_not_a_cut(monkeypatch):
+    """The stage configs feed 512 tokens while *_1shot inputs are cut to 1024: an input over
+    the inputs feature length stops, naming the task, its length and the flag."""
+    import tensorflow as tf
+
+    vocabulary = seqio.get_mixture_or_task("promot_rte_1shot").output_features[
+        "inputs"].vocabulary
+    full = _examples("promot_rte_1shot", "validation")
+    longest = max(len(ex["inputs"]) for ex in full)
+    assert longest == max(len(vocabulary.encode(_text(ex["inputs_pretokenized"]))) + 1
+                          for ex in full)  # nothing was cut at 1024
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=rf"task promot_rte_1shot: an input of \d+ tokens \(EOS included\) "
+                             rf"does not fit the encoder budget of {longest - 1} tokens.*"
+                             r"--gin.TASK_FEATURE_LENGTHS"):
+        _examples("promot_rte_1shot", "validation",
+                  {"inputs": longest - 1, "targets": 128})
+    fits = _examples("promot_rte_1shot", "validation", {"inputs": longest, "targets": 128})
+    assert all(_text(ex["inputs_pretokenized"]).endswith("answer:") for ex in fits)
+    assert [len(ex["inputs"]) for ex in fits] == [len(ex["inputs"]) for ex in full]
+    # the in-context cut to $MEDMT5_ICL_INPUT_TOKENS is the way to fit a smaller budget
+    monkeypatch.setenv(promot_tasks.ICL_INPUT_TOKENS_ENV, str(longest - 1))
+    cut = _examples("promot_rte_1shot", "validation", {"inputs": longest - 1, "targets": 128})
+    assert max(len(ex["inputs"]) for ex in cut) <= longest - 1
+
+
 def test_data_dir_env_override(tmp_path, monkeypatch):
     (tmp_path / "wic").mkdir()
     rows = [{"word": f"w{i}", "sentence1": f"A{i}.", "sentence2": f"B{i}.", "label": i % 2,
