@@ -209,7 +209,8 @@ def test_corpus_source_shards_files_across_hosts(tmp_path):
 
 
 def test_corpus_source_lists_files_lazily(tmp_path):
-    source = cr.CorpusDataSource(str(tmp_path), "it")  # nothing there yet: no error
+    # nothing there yet: no error (fraction 0: the one document must not be held out)
+    source = cr.CorpusDataSource(str(tmp_path), "it", validation_fraction=0)
     with pytest.raises(FileNotFoundError, match="'it'"):
         source.list_shards("train")
     _write_jsonl(tmp_path / "it.jsonl", [{"text": "Il paziente è stabile."}])

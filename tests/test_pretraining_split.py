@@ -3,6 +3,7 @@ text) and its use by EVAL_PERIOD during pretraining."""
 import glob
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -109,10 +110,15 @@ def test_pretraining_logs_a_validation_loss(tmp_path, capsys):
     from medmt5.plotting import read_scalars
 
     model_dir = tmp_path / "run"
-    rc = train.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
-                     "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
-                     "--gin.train.log_period=1", "--gin.train.eval_max_examples=4",
-                     "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", *SMALL_MODEL])
+    old_mask = os.umask(0o027)  # the whole MODEL_DIR (orbax checkpoints too) follows it
+    try:
+        rc = train.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
+                         "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
+                         "--gin.train.log_period=1", "--gin.train.eval_max_examples=4",
+                         "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
+                         *SMALL_MODEL])
+    finally:
+        os.umask(old_mask)
     out, err = capsys.readouterr()
     assert rc == 0, err
     out += err  # the progress writer may use either stream
@@ -124,3 +130,8 @@ def test_pretraining_logs_a_validation_loss(tmp_path, capsys):
         (step, loss), = scalars["loss"]
         assert step == 2 and np.isfinite(loss) and loss > 0
     assert glob.glob(str(model_dir / "eval" / "*" / "events.out.tfevents.*"))
+    assert os.listdir(model_dir / "checkpoints")
+    for d, dirs, files in os.walk(model_dir):
+        assert stat.S_IMODE(os.stat(d).st_mode) == 0o750, d
+        for name in files:
+            assert stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) == 0o640, name
