@@ -64,7 +64,7 @@ def test_model_dir_not_writable(capsys):
 
 def test_gcs_model_dir_without_credentials(tmp_path, capsys, monkeypatch):
     for var in ("GOOGLE_APPLICATION_CREDENTIALS", "CLOUDSDK_CONFIG", "GCE_METADATA_HOST",
-                "TPU_ACCELERATOR_TYPE"):
+                "TPU_ACCELERATOR_TYPE", "STORAGE_EMULATOR_HOST"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.chdir(tmp_path)
