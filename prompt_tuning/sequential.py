@@ -11,21 +11,25 @@ For each task in turn (method):
                    frozen.
   "finetune"       stage "model": plain fine-tuning of the backbone (no prompt).
   "prompt_tuning"  stage "prompt" only: the backbone never changes.
-Every stage is an ordinary `medmt5.train.train` run in MODEL_DIR/stages/<i>_<task>_<stage>/
-(resumable on its own). After a stage MODEL_DIR holds:
-  prompts/<task>.npy              the task's prompt [P, H] (kept for every earlier task too)
-  backbones/<i>_<task>/           the backbone after task i (checkpoint without the prompt)
+Every stage is the recipe's stage (prompt_tuning.recipe.stage_train_kwargs, the same settings
+as gin/promot/stage1_prompt.gin and stage2_model.gin: Adafactor without parameter scaling and
+weight decay 1e-5 for the prompt, dropout 0.1 in both stages, label smoothing 0.1 in stage 2,
+the best step on the task's metric kept), an ordinary `medmt5.train.train` run in
+MODEL_DIR/stages/<i>_<task>_<stage>/ (resumable on its own). After a stage MODEL_DIR holds:
+  prompts/<task>.npy              the task's best prompt [P, H] (kept for every earlier task)
+  backbones/<i>_<task>/           the best backbone after task i (checkpoint without prompt)
   state.json                      completed stages and their measurements (atomic writes)
   metrics.jsonl / metrics.csv     one row per measurement (also printed)
-Measurements (after the initial model and after every stage): each task seen so far scored
-on `eval_split` with its own prompt (shows forgetting), and the held-out in-context tasks
-scored with every prompt removed, plus their normalised average ("Norm. Avg.").
+Measurements (after the initial model and after every stage, decoded with beam 4): each task
+seen so far scored on `eval_split` with its own prompt attached when it has one (shows
+forgetting; the prompt-tuning baseline is scored with its prompt on its own task, as the
+paper reports it), and the held-out in-context tasks scored with every prompt removed, plus
+their normalised average ("Norm. Avg.").
 Rerunning the same command skips completed stages and continues where it stopped.
 """
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import logging
 import os
@@ -33,6 +37,8 @@ import sys
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
+
+from prompt_tuning import recipe
 
 log = logging.getLogger("medmt5")
 
@@ -42,15 +48,9 @@ STATE_FILE = "state.json"
 PROMPT_PATTERN = "prompt/.*"
 
 
-@dataclasses.dataclass(frozen=True)
-class StageSettings:
-    """Optimisation settings of one kind of stage."""
-    steps: int
-    learning_rate: float
-    schedule: str = "constant"
-    warmup_steps: int = 0
-    dropout_rate: float = 0.0
-    label_smoothing: float = 0.0
+# The stage settings are the recipe's (prompt_tuning.recipe): one implementation of the
+# stages for the gin stages, this driver and the miniature.
+StageSettings = recipe.StageSettings
 
 
 def _atomic_json(obj: Any, path: str) -> None:
@@ -145,8 +145,8 @@ class Measurer:
 
     def __init__(self, cfg, task_feature_lengths: Mapping[str, int], eval_split: str,
                  heldout_tasks: Sequence[str], heldout_split: str, batch_size: int,
-                 max_examples: Optional[int], prompt_length: int):
-        self.cfg, self.prompt_length = cfg, prompt_length
+                 max_examples: Optional[int], prompt_length: int, beam_size: int = 4):
+        self.cfg, self.prompt_length, self.beam_size = cfg, prompt_length, beam_size
         self.lengths = dict(task_feature_lengths)
         self.batch_size, self.max_examples = batch_size, max_examples
         self.eval_split, self.heldout_split = eval_split, heldout_split
@@ -161,7 +161,8 @@ class Measurer:
         if self._heldout is None and self.heldout_tasks:
             self._heldout = evaluation.Evaluator(
                 self.heldout_tasks, self.lengths, split=self.heldout_split,
-                batch_size=self.batch_size, max_examples=self.max_examples)
+                batch_size=self.batch_size, max_examples=self.max_examples,
+                beam_size=self.beam_size)
         return self._heldout
 
     def _evaluator(self, task: str):
@@ -170,7 +171,7 @@ class Measurer:
         if task not in self._task_evaluators:
             self._task_evaluators[task] = evaluation.Evaluator(
                 [task], self.lengths, split=self.eval_split, batch_size=self.batch_size,
-                max_examples=self.max_examples)
+                max_examples=self.max_examples, beam_size=self.beam_size)
         return self._task_evaluators[task]
 
     def measure(self, backbone: Mapping[str, Any], prompts: Mapping[str, np.ndarray],
@@ -232,7 +233,9 @@ def _fmt(value) -> str:
 
 def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method: str,
                    initial_checkpoint_path: str, task_feature_lengths: Mapping[str, int],
-                   batch_size: int, prompt_stage: StageSettings, model_stage: StageSettings,
+                   batch_size: int, prompt_stage: StageSettings = recipe.PROMPT_STAGE,
+                   model_stage: StageSettings = recipe.MODEL_STAGE,
+                   best_metric: Optional[str] = None, beam_size: int = 4,
                    prompt_length: int = 100, prompt_init: str = "uniform",
                    heldout_tasks: Sequence[str] = (), eval_split: str = "validation",
                    heldout_split: str = "test", eval_batch_size: int = 32,
@@ -245,7 +248,6 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     simulate an interruption between stages). train_fn defaults to medmt5.train.train.
     """
     import medmt5
-    from medmt5 import optimizers
     from medmt5.train import _canonical_config
     from prompt_tuning import initializers, stages
 
@@ -257,7 +259,7 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     state = SequentialState(model_dir, tasks, method)
     measurer = Measurer(cfg.replace(dropout_rate=0.0), task_feature_lengths, eval_split,
                         heldout_tasks, heldout_split, eval_batch_size, eval_max_examples,
-                        prompt_length)
+                        prompt_length, beam_size=beam_size)
     prompts_dir = os.path.join(model_dir, "prompts")
 
     def load_prompts(seen):
@@ -283,44 +285,34 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
         settings = prompt_stage if stage == "prompt" else model_stage
         if not state.done(name):
             log.info("sequential %s: stage %s (%d steps)", method, name, settings.steps)
-            run_cfg = cfg.replace(dropout_rate=settings.dropout_rate)
-            kwargs = dict(
-                model_dir=stage_dir, model_config=run_cfg, mixture_or_task_name=task,
-                task_feature_lengths=task_feature_lengths, train_steps=settings.steps,
-                batch_size=batch_size, pack=False, seed=seed,
-                label_smoothing=settings.label_smoothing, save_period=settings.steps,
-                keep_checkpoints=1,
-                schedule=optimizers.make_schedule(settings.schedule, settings.learning_rate,
-                                                  warmup_steps=settings.warmup_steps,
-                                                  decay_steps=max(settings.steps, 1)))
             prompt_file = os.path.join(prompts_dir, f"{task}.npy")
+            common = dict(model_dir=stage_dir, model_config=cfg, task=task,
+                          initial_checkpoint_path=backbone,
+                          task_feature_lengths=task_feature_lengths, batch_size=batch_size,
+                          settings=settings, best_metric=best_metric, eval_split=eval_split,
+                          eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples,
+                          seed=seed)
             if stage == "prompt":  # stage 1: new prompt, backbone frozen
                 init = stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
                                                  checkpoint=backbone, seed=seed + i)
-                kwargs.update(initial_checkpoint_path=stages.required_checkpoint(backbone),
-                              new_params=[PROMPT_PATTERN], trainable=[PROMPT_PATTERN],
-                              checkpoint_hooks=[stages.PromptWriter()],
-                              model_factory=lambda c, init=init: stages.prompted_model(
-                                  c, prompt_length, init))
+                kwargs = recipe.stage_train_kwargs(stage="prompt", prompt_length=prompt_length,
+                                                   prompt_init=init, **common)
             elif method == "promot":  # stage 2: backbone tuned, this task's prompt frozen
-                init = stages.prompt_initializer("file", path=prompt_file)
-                kwargs.update(initial_checkpoint_path=stages.stage2_checkpoint(
-                    backbone, prompt_file), new_params=[PROMPT_PATTERN],
-                    frozen=[PROMPT_PATTERN], checkpoint_hooks=[stages.PromptWriter()],
-                    model_factory=lambda c, init=init: stages.prompted_model(
-                        c, prompt_length, init))
+                kwargs = recipe.stage_train_kwargs(stage="model", prompt_file=prompt_file,
+                                                   **common)
             else:  # plain fine-tuning
-                kwargs.update(initial_checkpoint_path=stages.required_checkpoint(backbone))
+                kwargs = recipe.stage_train_kwargs(stage="model", **common)
             result = train_fn(**kwargs)
             reached = getattr(result, "step", settings.steps)
             if reached < settings.steps:  # stopped early (SIGTERM, data ran out): not done
                 log.warning("sequential: stage %s stopped at step %d of %d; rerun the command "
                             "to continue it", name, reached, settings.steps)
                 return state.data["measurements"]
+            best_dir = os.path.join(stage_dir, "best")  # keep-best: the best step, not the last
             if stage == "prompt":
-                export_prompt(stage_dir, prompt_file)
+                export_prompt(best_dir, prompt_file)
             if stage == "model":
-                export_backbone(stage_dir, backbone_out)
+                export_backbone(best_dir, backbone_out)
             state.complete(name)
         if stage == "model":
             backbone = backbone_out
@@ -342,7 +334,8 @@ def main(argv: Sequence[str]) -> int:
         with gin.unlock_config():
             _GIN_REGISTERED["run_sequential"] = gin.external_configurable(
                 run_sequential, name="run_sequential")
-            gin.external_configurable(StageSettings, name="StageSettings")
+            gin.external_configurable(recipe.prompt_stage, name="prompt_stage")
+            gin.external_configurable(recipe.model_stage, name="model_stage")
 
     def run(flags):
         del flags

@@ -21,7 +21,7 @@ TASKS = ["mini_rte", "mini_count"]
 CFG = T5Config(vocab_size=2176, d_model=16, d_kv=4, d_ff=32, num_heads=2,
                num_encoder_layers=1, num_decoder_layers=1,
                relative_attention_num_buckets=8, relative_attention_max_distance=16)
-LENGTHS = {"inputs": 40, "targets": 4}
+LENGTHS = {"inputs": 64, "targets": 4}
 P = 3
 
 
@@ -61,6 +61,7 @@ def _argv(model_dir, pretrained):
             f"--gin.SEQUENTIAL_TASKS={TASKS!r}", "--gin.SEQUENTIAL_METHOD='promot'",
             "--gin.HELDOUT_TASKS=['mini_icl_copy']", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS!r}",
             "--gin.BATCH_SIZE=8", "--gin.PROMPT_STEPS=2", "--gin.MODEL_STEPS=2",
+            "--gin.PROMPT_EVAL_PERIOD=2", "--gin.MODEL_EVAL_PERIOD=2",
             f"--gin.PROMPT_LENGTH={P}", "--gin.run_sequential.prompt_init='vocab'",
             "--gin.run_sequential.eval_max_examples=8", "--gin.run_sequential.eval_batch_size=8"]
 
@@ -91,9 +92,12 @@ def test_promot_stages_measurements_and_prompts(straight):
     for i, task in enumerate(TASKS):
         saved = np.load(os.path.join(d, "prompts", f"{task}.npy"))
         assert saved.shape == (P, CFG.d_model)
-        for stage in ("prompt", "model"):  # stage 2 keeps the stage-1 prompt frozen
-            _, params = medmt5.load_checkpoint(os.path.join(d, "stages", f"{i}_{task}_{stage}"))
+        for stage in ("prompt", "model"):  # the kept best; stage 2 keeps the prompt frozen
+            stage_dir = os.path.join(d, "stages", f"{i}_{task}_{stage}")
+            _, params = medmt5.load_checkpoint(os.path.join(stage_dir, "best"))
             np.testing.assert_array_equal(params["prompt"]["embedding"], saved)
+            with open(os.path.join(stage_dir, "best", "best.json")) as f:
+                assert json.load(f)["metric"] == "accuracy"  # mini_rte / mini_count's kind
     # The second task's prompt stage trains only its prompt: backbone equals task 0's.
     _, b0 = medmt5.load_checkpoint(os.path.join(d, "backbones", "0_mini_rte"))
     _, p1 = medmt5.load_checkpoint(os.path.join(d, "stages", "1_mini_count_prompt"))
@@ -171,7 +175,8 @@ def test_stage_stopped_early_is_not_marked_complete(pretrained, tmp_path):
     rows = sequential.run_sequential(
         model_dir=d, model_config=CFG, tasks=TASKS, method="finetune",
         initial_checkpoint_path=pretrained, task_feature_lengths=LENGTHS, batch_size=8,
-        prompt_stage=sequential.StageSettings(2, 0.3), model_stage=sequential.StageSettings(2, 0.01),
+        prompt_stage=sequential.StageSettings(2, 0.3, eval_period=2),
+        model_stage=sequential.StageSettings(2, 0.01, eval_period=2),
         heldout_tasks=[], eval_batch_size=8, eval_max_examples=8, train_fn=stopped)
     assert calls == ["0_mini_rte_model"]
     assert [r["after"] for r in rows] == ["initial"]
