@@ -347,4 +347,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from medmt5 import failures
+    failures.exit_process(main(sys.argv[1:]))
