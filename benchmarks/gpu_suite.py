@@ -36,7 +36,8 @@ from benchmarks import common  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVERS = ["--dtype", "bfloat16", "--scan_layers", "true", "--remat_policy", "dots",
           "--attention_impl", "cudnn", "--vocab_chunk_size", "8192"]
-TINY_SHAPE = ["--size", "tiny", "--vocab_size", "256", "--layers", "1", "--threads", "1"]
+TINY_SHAPE = ["--size", "tiny", "--vocab_size", "256", "--layers", "1", "--threads", "1",
+              "--num_devices", "1"]
 
 
 def _train(full: list, tiny: list) -> dict:
@@ -267,7 +268,7 @@ def main(argv: Optional[list] = None) -> int:
             common.log(f"gpu_suite (tiny, in process): {name}")
             try:
                 _write(os.path.join(args.out_dir, f"{name}.json"), run_one(name, True, True))
-            except Exception as e:  # noqa: BLE001 - recorded, the suite goes on
+            except (Exception, SystemExit) as e:  # noqa: BLE001 - recorded, the suite goes on
                 failed += 1
                 _write(os.path.join(args.out_dir, f"{name}.json"),
                        {"measurement": name, "error": f"{type(e).__name__}: {e}"})

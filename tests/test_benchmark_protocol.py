@@ -111,3 +111,24 @@ def test_matmul_rate_is_a_positive_measured_figure():
     rec = common.matmul_rate(n=128, reps=2)
     assert rec["numpy_gflops"] > 0 and rec["jax_gflops"] > 0
     assert rec["ceiling_gflops"] == max(rec["numpy_gflops"], rec["jax_gflops"])
+
+
+def test_data_pipeline_stages_alternate_in_rounds():
+    from benchmarks import data_pipeline
+    import itertools
+    stages = {"a": (itertools.count(), lambda x: 1),
+              "b": (iter(itertools.repeat([0] * 3)), lambda ex: len(ex))}
+    out, order = data_pipeline._rounds(stages, rounds=3, seconds=0.01)
+    assert order == ["a", "b"] * 3
+    for name in ("a", "b"):
+        rec = out[name]
+        assert len(rec["rates"]) == 3 and rec["min"] <= rec["median"] <= rec["max"]
+        assert len(rec["other_cpu_s"]) == 3
+    assert out["b"]["median"] > 0
+
+
+def test_data_pipeline_refuses_a_loaded_machine(monkeypatch):
+    from benchmarks import data_pipeline
+    monkeypatch.setattr(os, "getloadavg", lambda: (4.0, 4.0, 4.0))
+    with pytest.raises(SystemExit, match="refused to measure"):
+        data_pipeline.main(["--seconds", "1"])
