@@ -44,6 +44,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The checkpoint's own vocabulary travels with it (tasks/vocab.py reads it from the folder;
+# docs/vocabulary.md): spiece.model, Hugging Face added tokens, our vocab.json record.
+VOCABULARY_FILES = ("spiece.model", "added_tokens.json", "tokenizer.json", "vocab.json")
+
+
+def copy_vocabulary(src: str, dst: str, names: Sequence[str] = VOCABULARY_FILES) -> list:
+    """Copies the vocabulary files of checkpoint folder `src` (or, for .../checkpoints/<step>,
+    its MODEL_DIR) into `dst`; returns the names copied (none when `src` has none)."""
+    from medmt5 import paths
+
+    folder = src if paths.isdir(src) else paths.dirname(src)
+    if paths.basename(paths.dirname(folder)) == "checkpoints":
+        folder = paths.dirname(paths.dirname(folder))
+    copied = []
+    for name in names:
+        if paths.isfile(paths.join(folder, name)):
+            with paths.open(paths.join(dst, name), "wb") as f:
+                f.write(paths.read_bytes(paths.join(folder, name)))
+            copied.append(name)
+    return copied
+
+
 def run(args: argparse.Namespace) -> str:
     """Perform one conversion; returns a one-line summary. Raises CheckpointError."""
     from medmt5.checkpoint_io import load_checkpoint, save_params_checkpoint
@@ -61,6 +83,7 @@ def run(args: argparse.Namespace) -> str:
             raise CheckpointError(f"{args.src}: not a Hugging Face model directory (no config.json).")
         cfg, params = load_hf(src)
         save_params_checkpoint(cfg, params, args.dst, overwrite=args.overwrite)
+        copy_vocabulary(src, args.dst, ("spiece.model", "added_tokens.json", "tokenizer.json"))
     elif args.command == "t5x-to-medmt5":
         cfg, params = load_t5x(args.src, args.step,
                                relative_attention_max_distance=args.relative_attention_max_distance)
@@ -72,6 +95,7 @@ def run(args: argparse.Namespace) -> str:
             params = {k: v for k, v in params.items() if k != "prompt"}
             note = " (soft prompt not exported: Hugging Face models have no place for it)"
         save_hf(cfg, params, args.dst, overwrite=args.overwrite)
+        copy_vocabulary(args.src, args.dst)
         return f"wrote {args.dst}{note}"
     else:  # argparse restricts the choices
         raise CheckpointError(f"unknown command {args.command!r}")

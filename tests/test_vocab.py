@@ -392,3 +392,32 @@ def test_our_vocabulary_equals_a_plain_seqio_one():
     v = vocab.get_vocabulary("tiny")
     vocab.vocabulary_identity(v)
     assert v == seqio.SentencePieceVocabulary(vocab.TINY_VOCAB_PATH, extra_ids=100)
+
+
+def test_converters_carry_the_checkpoints_vocabulary(tmp_path, tagged_folder):
+    """hf-to-medmt5 and medmt5-to-hf copy spiece.model (+ added tokens, vocab.json), so the
+    converted checkpoint still supplies its own vocabulary."""
+    from medmt5.config import T5Config
+    from medmt5.convert import main
+    from medmt5.hf_io import save_hf
+    from medmt5.param_tree import expected_shapes, unflatten
+
+    cfg = T5Config(vocab_size=2176, d_model=8, d_kv=4, d_ff=12, num_heads=2,
+                   num_encoder_layers=1, num_decoder_layers=1)
+    rng = np.random.default_rng(0)
+    params = unflatten({n: rng.normal(0, 0.5, s).astype(np.float32)
+                        for n, s in expected_shapes(cfg).items()})
+    hf = str(tmp_path / "hf")
+    save_hf(cfg, params, hf)
+    for name in (vocab.SPIECE_FILE, vocab.ADDED_TOKENS_FILE, vocab.TOKENIZER_FILE):
+        with open(os.path.join(tagged_folder, name), "rb") as f:
+            (tmp_path / "hf" / name).write_bytes(f.read())
+    ours, back = str(tmp_path / "ours"), str(tmp_path / "back")
+    assert main(["hf-to-medmt5", hf, ours]) == 0
+    assert vocab.resolve_vocabulary(None, ours) == ours
+    assert vocab.load_vocabulary(ours).vocab_size == PIECES + len(TAGS)
+    vocab_record.write_record(ours, vocab.vocabulary_identity(vocab.load_vocabulary(ours)))
+    assert main(["medmt5-to-hf", os.path.join(ours, "checkpoints", "0"), back]) == 0
+    assert {vocab.SPIECE_FILE, vocab.ADDED_TOKENS_FILE, vocab_record.RECORD_FILE} <= \
+        set(os.listdir(back))
+    assert vocab.load_vocabulary(back).added_tokens == TAGS
