@@ -10,7 +10,8 @@ lowers the loss; the markers are drawn per episode from words.PAIR/SEP/QUERY_MAR
   select     class selection: "a b c = b" where the answer is always the word of one class,
              the class drawn per episode; query "d e f =" -> its word of that class
 Target tasks (no demonstrations, a fixed format of their own, learnt by tuning):
-  verify     "check k1 = v1 , ... ? k = v" -> "true" / "false" (is v the value of k)
+  verify     "check k1 = v1 , ... ? k = v" -> "true" / "false" (is v an animal: a fixed rule
+             in recall's surface, so tuning on it can leak into the in-context families)
   verify_1shot  verify with one solved query first: "check CTX ? k = v false ? k' = v'"
   sameclass  "compare x , y ?" -> "same" / "different" (are x and y of one class)
 `batch(kind, rng, n)` -> {"inputs" [n, ENC_LEN], "targets" [n, DEC_LEN]} int32 (pad 0,
@@ -89,11 +90,17 @@ def _select(rng, vary):
     return f" {sm} ".join(demos) + f" {qm} {' '.join(q)} {pm}", a
 
 
+VERIFY_CLASS = "animal"
+
+
 def _verify_query(rng, keys, vals):
-    j = rng.integers(NUM_PAIRS)
+    """(k, v, answer): k a context key, v any content word; true iff v is an animal (a fixed
+    rule: the first design, true iff v is k's value, stayed at chance after 200
+    fine-tuning steps, failing the >= 90% target gate)."""
+    k = keys[rng.integers(NUM_PAIRS)]
     true = bool(rng.integers(2))
-    v = vals[j] if true else vals[(j + 1 + rng.integers(NUM_PAIRS - 1)) % NUM_PAIRS]
-    return keys[j], v, "true" if true else "false"
+    pool = [w for w in W.CONTENT if (W.CLASS_OF[w] == VERIFY_CLASS) == true]
+    return k, pool[rng.integers(len(pool))], "true" if true else "false"
 
 
 def _verify(rng, vary, shots: int = 0):
