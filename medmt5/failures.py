@@ -15,15 +15,18 @@ locals hold the iterators. So after an error the CLIs
 1. close the iterators they own (`medmt5.data.BatchIterator.close`, `Evaluator.close`);
 2. `release(exc)`: clear the frames of the exception's traceback chain and collect garbage,
    so every pipeline is destroyed now, while the interpreter can still run its readers;
-3. print the one-line message, flush, and `exit_process(rc)`: that arms a last-resort timer
-   (faulthandler's C watchdog thread, which still runs while the interpreter finalizes and
-   Python threads no longer do) that dumps the stacks and `_exit(1)`s if shutdown stalls
-   for EXIT_GRACE_S seconds ($MEDMT5_EXIT_GRACE_S).
+3. print the one-line message, flush, and `exit_process(rc)`: it runs the atexit handlers
+   and then `os._exit(rc)`, skipping the interpreter's finalization (where the hang was, and
+   which alone took over 20 s on a busy machine), under a last-resort timer (faulthandler's
+   C watchdog thread, which runs even when no Python thread can) that dumps the stacks and
+   `_exit(1)`s if that stalls for EXIT_GRACE_S seconds ($MEDMT5_EXIT_GRACE_S).
 """
 from __future__ import annotations
 
+import atexit
 import faulthandler
 import gc
+import logging
 import os
 import sys
 import traceback
@@ -84,13 +87,24 @@ def grace_seconds() -> float:
 
 
 def exit_process(rc: int) -> None:
-    """sys.exit(rc); when rc != 0 a last-resort timer first ensures the process ends even if
-    interpreter shutdown stalls (the timer dumps the stacks to stderr, then exits with 1)."""
+    """Ends the CLI process with status rc.
+
+    rc == 0: a normal sys.exit. rc != 0: the error is printed and the run's objects are
+    released, so there is nothing left worth the interpreter's own shutdown, which is where
+    the process used to hang (or took tens of seconds on a busy machine tearing down TF and
+    XLA): flush, run the atexit handlers (orbax, logging) under a last-resort timer, then
+    os._exit(rc). The timer (faulthandler's C thread) dumps the stacks and exits with 1 if
+    an atexit handler stalls for EXIT_GRACE_S seconds."""
     flush_std()
-    if rc:
-        try:
-            faulthandler.dump_traceback_later(grace_seconds(), exit=True, file=sys.__stderr__)
-        except (ValueError, RuntimeError, AttributeError, OSError):
-            # no usable stderr (e.g. closed): nothing can be reported; end now instead
-            os._exit(rc)
-    sys.exit(rc)
+    if not rc:
+        sys.exit(0)
+    try:
+        faulthandler.dump_traceback_later(grace_seconds(), exit=True, file=sys.__stderr__)
+    except (ValueError, RuntimeError, AttributeError, OSError):
+        pass  # no usable stderr (e.g. closed): skip the timer, still exit below
+    try:
+        atexit._run_exitfuncs()  # pylint: disable=protected-access
+    finally:
+        logging.shutdown()
+        flush_std()
+        os._exit(rc)
