@@ -93,7 +93,7 @@ def _pick_examples(eval_dir: str, per_language: int) -> list[dict]:
     return picked
 
 
-def run(out_dir: str, pretrain_steps: int = 150, finetune_steps: int = 600,
+def run(out_dir: str, pretrain_steps: int = 150, finetune_steps: int = 400,
         eval_period: int = 200, eval_examples: int = 22, pretrain_eval_period: int = 50,
         task_feature_lengths: str = "{'inputs': 80, 'targets': 112}",
         extra_pretrain: Sequence[str] = (),
@@ -229,7 +229,7 @@ def main(argv: Sequence[str]) -> int:
     # the fine-tuning steps go where the F1 comes from (see README, "The demo").
     parser.add_argument("--pretrain_steps", type=int, default=150)
     parser.add_argument("--pretrain_eval_period", type=int, default=50)
-    parser.add_argument("--finetune_steps", type=int, default=600)
+    parser.add_argument("--finetune_steps", type=int, default=400)
     parser.add_argument("--eval_period", type=int, default=200)
     parser.add_argument("--eval_examples", type=int, default=22,
                         help="test sentences per language (the sample has 22)")
