@@ -134,13 +134,17 @@ def task_metric_names(task_name: str) -> List[str]:
 
 def _metric_fn_names(fn) -> List[str]:
     """The keys a metric function returns, found by calling it on a one-example probe."""
-    for targets, preds in ((["a b"], ["a b"]), ([["a b"]], ["a b"]), (["a b"], [0.0])):
+    probes = ((["a b"], ["a b"]),              # text (accuracy, BLEU, ROUGE)
+              ([["a b"]], ["a b"]),            # lists of references (exact match)
+              ([["B-X", "O"]], [["B-X", "O"]]),  # tag sequences (span F1)
+              (["a b"], [0.0]))                # scores
+    for targets, preds in probes:
         try:
             out = fn(targets, preds)
         except Exception:  # a probe of the wrong shape for this function
             continue
         if isinstance(out, Mapping):
-            return list(out)
+            return [k for k in out if k != "f1_X"]  # per-label F1 of the probe's label X
     name = getattr(fn, "__name__", "")
     return [name] if name in KIND_METRICS else []
 

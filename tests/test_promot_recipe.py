@@ -10,7 +10,7 @@ import numpy as np
 import optax
 import pytest
 
-import tasks.promot_tasks  # noqa: F401  (registers promot_* / icl_* tasks)
+import tasks  # noqa: F401  (registers every task: benchmarks, promot_* / icl_*)
 import trainer_fixtures as tf
 from medmt5 import gin_utils, optimizers
 from prompt_tuning import recipe
@@ -159,7 +159,8 @@ def test_stage1_gin_optimizer_is_the_recipe_optimizer(tmp_path):
 
 @pytest.mark.parametrize("task,metric", [
     ("promot_rte", "accuracy"), ("promot_wmt14_enfr", "bleu"), ("icl_xsum_1shot", "rouge2"),
-    ("icl_triviaqa_1shot", "exact_match"), ("icl_cb_1shot", "accuracy")])
+    ("icl_triviaqa_1shot", "exact_match"), ("icl_cb_1shot", "accuracy"),
+    ("ncbi_disease_en", "f1"), ("bioasq_en", "rouge2")])
 def test_default_best_metric_per_task_kind(task, metric):
     assert recipe.default_best_metric(task) == metric
     assert recipe.best_metric_for(task) == metric
