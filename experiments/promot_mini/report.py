@@ -192,12 +192,15 @@ def main(argv=None) -> int:
                                  "tables from its results.json")
     ap.add_argument("results")
     ap.add_argument("--readme", help="README.md to update between the table markers")
+    ap.add_argument("--png", help="also draw the curves into this PNG")
     args = ap.parse_args(argv)
     with open(args.results) as f:
         results = json.load(f)
     print(markdown(results))
     if args.readme:
         update_readme(args.readme, results)
+    if args.png:
+        plot_curves(results, args.png)
     return 0
 
 
