@@ -136,8 +136,9 @@ def markdown(results) -> str:
 
 
 def plot_curves(results, out_png: str) -> str:
-    """Held-out format rate and Norm. Avg. (prompt removed, greedy) against the tuning step,
-    mean over seeds, for fine-tuning and ProMoT stage 2 at each LR."""
+    """Held-out format rate and Norm. Avg. (prompt removed, greedy) and the keep-best target
+    check against the tuning step, mean over seeds, for fine-tuning and ProMoT stage 2 at
+    each LR."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -154,8 +155,9 @@ def plot_curves(results, out_png: str) -> str:
         axes[0].plot(steps, mean_of("format_rate"), style, marker="o", label=label)
         axes[1].plot(steps, mean_of("norm_avg"), style, marker="o", label=label)
         axes[2].plot(steps, mean_of("score"), style, marker="o", label=label)
-    for ax, title in zip(axes, ("held-out format rate (%)", "held-out Norm. Avg.",
-                                "target val. accuracy (greedy)")):
+    for ax, title in zip(axes, ("held-out format rate (%), prompt removed, greedy",
+                                "held-out Norm. Avg., prompt removed, greedy",
+                                "target val. accuracy (keep-best check, beam 4)")):
         ax.set_title(title)
         ax.set_xlabel("tuning step")
         ax.grid(alpha=0.3)
