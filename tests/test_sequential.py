@@ -97,7 +97,8 @@ def test_promot_stages_measurements_and_prompts(straight):
             _, params = medmt5.load_checkpoint(os.path.join(stage_dir, "best"))
             np.testing.assert_array_equal(params["prompt"]["embedding"], saved)
             with open(os.path.join(stage_dir, "best", "best.json")) as f:
-                assert json.load(f)["metric"] == "accuracy"  # mini_rte / mini_count's kind
+                assert json.load(f)["metric"] == {"mini_rte": "accuracy",
+                                                   "mini_count": "exact_match"}[task]
     # The second task's prompt stage trains only its prompt: backbone equals task 0's.
     _, b0 = medmt5.load_checkpoint(os.path.join(d, "backbones", "0_mini_rte"))
     _, p1 = medmt5.load_checkpoint(os.path.join(d, "stages", "1_mini_count_prompt"))
