@@ -15,7 +15,7 @@ from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 
 P, H = 3, 16
 TASKS = ("promot_rte", "promot_wmt14_enfr")
-LENGTHS = {"inputs": 48, "targets": 8}
+LENGTHS = {"inputs": 112, "targets": 40}
 
 
 def _rows(ds):

@@ -135,7 +135,7 @@ TINY = ["--gin.T5Config.d_model=16", "--gin.T5Config.d_kv=8", "--gin.T5Config.d_
         "--gin.T5Config.num_decoder_layers=1", "--gin.T5Config.relative_attention_num_buckets=8",
         "--gin.T5Config.relative_attention_max_distance=16", "--gin.TRAIN_STEPS=2",
         "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
-        "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 6}",
+        "--gin.TASK_FEATURE_LENGTHS={'inputs': 112, 'targets': 6}",
         "--gin.train.eval_max_examples=8", "--gin.train.eval_beam_size=1"]
 
 
@@ -210,7 +210,7 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
             "--gin.MIXTURE_OR_TASK_NAME='promot_rte'", "--gin.EVAL_SPLIT='validation'",
             f"--gin.PROMPT_MODE='{mode}'", "--gin.BEAM_SIZE=1", "--gin.BATCH_SIZE=8",
             f"--gin.EVAL_OUTPUT_DIR='{out}'", "--gin.promot_evaluate.max_examples=8",
-            "--gin.TASK_FEATURE_LENGTHS={'inputs': 48, 'targets': 6}"]) == 0
+            "--gin.TASK_FEATURE_LENGTHS={'inputs': 112, 'targets': 6}"]) == 0
         with open(os.path.join(out, "metrics.json")) as f:
             return json.load(f)
 
