@@ -56,6 +56,9 @@ def register(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
             raise
     else:
         promot_tasks.register_promot_tasks(data_dir=promot_dir, vocabulary=vocabulary)
+        from tasks import icl_medical_tasks  # the medical in-context suite (benchmark data)
+        icl_medical_tasks.register_medical_icl_tasks(data_dir=benchmark_dir,
+                                                     vocabulary=vocabulary)
 
 
 def _have_seqio() -> bool:
@@ -67,5 +70,6 @@ if _have_seqio():
     from tasks import pretraining as _pretraining  # noqa: E402,F401
     from tasks import benchmarks as _benchmarks  # noqa: E402,F401
     from tasks import promot_tasks as _promot_tasks  # noqa: E402,F401
+    from tasks import icl_medical_tasks as _icl_medical_tasks  # noqa: E402,F401
 
     register_abstrct_multilingual()
