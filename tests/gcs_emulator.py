@@ -40,8 +40,13 @@ def _free_port() -> int:
 
 def _clear_fsspec_caches():
     import gcsfs
+    from etils.epath import gpath
 
     gcsfs.GCSFileSystem.clear_instance_cache()
+    # etils caches its "use TensorFlow's gfile?" answer (EPATH_USE_TF) on first use; an earlier
+    # test in the same process may have cached True, which would send gs:// to TF's client,
+    # and that cannot reach an emulator. (A private etils function: tests only.)
+    gpath._is_tf_installed.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -292,10 +292,13 @@ def test_cli_fails_cleanly(case, env):
     check_case(case, env)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 @pytest.mark.parametrize("case", [c for c in CASES if c.data_error],
                          ids=[c.id for c in CASES if c.data_error])
 def test_data_errors_exit_every_time(case, env):
-    """The hang after a data error was intermittent: 10 runs of each case, every one exits."""
+    """The hang after a data error was intermittent: 10 runs of each case, every one exits.
+
+    About 10 x 30 s per case on 2 cores, so it is a `soak` test, outside `make test`:
+    `pytest -m soak tests/test_cli_failures.py`."""
     for _ in range(10):
         check_case(case, env)
