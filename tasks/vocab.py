@@ -166,23 +166,22 @@ def read_added_tokens(folder: str) -> Dict[str, int]:
                              f"{token_id} in {path}; the tokenizer folder is inconsistent.")
         out[content], origin[content] = token_id, path
 
-    path = os.path.join(folder, ADDED_TOKENS_FILE)
-    if _exists(path):
+    def read_json(path):
         try:
-            data = json.loads(_read_bytes(path).decode("utf-8"))
+            return json.loads(_read_bytes(path).decode("utf-8"))
         except ValueError as e:
             raise ValueError(f"{path}: not valid JSON ({e}).") from None
+
+    path = os.path.join(folder, ADDED_TOKENS_FILE)
+    if _exists(path):
+        data = read_json(path)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: must be a JSON object {{token: id}}.")
         for content, token_id in data.items():
             add(content, token_id, path)
     path = os.path.join(folder, TOKENIZER_FILE)
     if _exists(path):
-        try:
-            data = json.loads(_read_bytes(path).decode("utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}).") from None
-        for entry in data.get("added_tokens") or []:
+        for entry in read_json(path).get("added_tokens") or []:
             add(entry.get("content"), entry.get("id"), path)
     return out
 
