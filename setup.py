@@ -44,7 +44,7 @@ setup(
     package_data={"tasks": ["data/**/*"]},
     include_package_data=True,
     # gin/ sits at the top of the repo (users edit it); installed copies go to
-    # <prefix>/share/medmt5/gin, which medmt5.gin_utils always searches.
+    # <prefix>/share/medmt5/gin, which medmt5.cli.gin_utils always searches.
     data_files=_gin_data_files(),
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES + DATA_REQUIRES,
@@ -53,17 +53,17 @@ setup(
         "gpu": ["jax[cuda12]>=0.10,<0.11"],
         "tpu": ["jax[tpu]>=0.10,<0.11"],
         "core": [],  # model + trainer only: install with --no-deps and INSTALL_REQUIRES
-        # gs:// without TensorFlow (etils.epath's fsspec backend); hub ids (medmt5.hub)
+        # gs:// without TensorFlow (etils.epath's fsspec backend); hub ids (medmt5.data.hub)
         "gcs": ["gcsfs>=2024.2"],
         "hub": ["huggingface_hub>=0.30"],
     },
     entry_points={
         "console_scripts": [
-            "medmt5-train=medmt5.train:console_main",
-            "medmt5-eval=medmt5.eval:console_main",
-            "medmt5-infer=medmt5.infer:console_main",
-            "medmt5-check-data=medmt5.check_data:console_main",
-            "medmt5-convert=medmt5.convert:console_main",
+            "medmt5-train=medmt5.cli.train:console_main",
+            "medmt5-eval=medmt5.cli.eval:console_main",
+            "medmt5-infer=medmt5.cli.infer:console_main",
+            "medmt5-check-data=medmt5.cli.check_data:console_main",
+            "medmt5-convert=medmt5.cli.convert:console_main",
         ]
     },
 )

@@ -74,7 +74,7 @@ def read_gin_size(size: str) -> dict:
 
 def model_config(size: str, vocab_size: Optional[int] = None, **overrides):
     """`T5Config` of a named size; vocab_size and run options (dtype, scan_layers, ...) override."""
-    from medmt5.config import T5Config
+    from medmt5.model.config import T5Config
     fields = read_gin_size(size)
     if vocab_size is not None:
         fields["vocab_size"] = int(vocab_size)
@@ -96,7 +96,7 @@ def matmul_flops(cfg, batch: int, inputs_length: int, targets_length: int) -> di
 
 
 def param_count(cfg) -> int:
-    """Parameters of the model (matches medmt5.train_state.param_count of an init)."""
+    """Parameters of the model (matches medmt5.training.train_state.param_count of an init)."""
     h, nd, f, v = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff, cfg.vocab_size
     rel = cfg.num_heads * cfg.relative_attention_num_buckets
     enc_layer = 4 * h * nd + 3 * h * f + 2 * h

@@ -1,4 +1,4 @@
-"""Beam-search decoding throughput: medmt5.decoding.generate (cached, jitted) vs Hugging Face
+"""Beam-search decoding throughput: medmt5.decoding.sampling.generate (cached, jitted) vs Hugging Face
 `generate` on the same weights (written with medmt5.save_hf), same inputs, same run.
 
     python -m benchmarks.decode_throughput --size small --vocab_size 32128 --batch 8 \
@@ -64,7 +64,7 @@ def init_params(cfg, head_scale: float):
     """Random model params (host numpy), LM head multiplied by head_scale."""
     import jax
     from flax import linen as nn
-    from medmt5.model import Transformer
+    from medmt5.model.transformer import Transformer
     x = np.ones((1, 8), np.int32)
     params = nn.unbox(Transformer(cfg).init(jax.random.PRNGKey(0), x, x,
                                             enable_dropout=False)["params"])
@@ -85,11 +85,11 @@ def seq_lengths(seqs: np.ndarray, eos_id: int) -> np.ndarray:
 
 
 def setup_ours(cfg, params, enc: np.ndarray, args) -> tuple:
-    """medmt5.decoding.generate as a protocol Side; done() -> (extra fields, sequences)."""
+    """medmt5.decoding.sampling.generate as a protocol Side; done() -> (extra fields, sequences)."""
     import jax
     import jax.numpy as jnp
-    from medmt5 import decoding
-    from medmt5.model import Transformer
+    from medmt5.decoding import sampling as decoding
+    from medmt5.model.transformer import Transformer
     common.log(f"ours: {args.method}")
     model = Transformer(cfg)
     dev_params = jax.device_put(params)

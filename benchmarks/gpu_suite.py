@@ -114,8 +114,11 @@ def run_finetune_memory(args) -> dict:
     import jax
     import jax.numpy as jnp
     from flax import linen as nn
-    from medmt5 import optimizers, partitioning, train_state, trainer
-    from medmt5.model import Transformer
+    from medmt5.training import optimizers
+    from medmt5.training import partitioning
+    from medmt5.training import train_state
+    from medmt5.training import trainer
+    from medmt5.model.transformer import Transformer
     from prompt_tuning.prompts import PROMPT_PATTERN
     from prompt_tuning.stages import prompted_model
 

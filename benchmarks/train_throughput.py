@@ -118,7 +118,8 @@ def _jit_without_donation(step_config, mesh, shardings):
     """trainer.jit_train_step with donate_argnums=() (the lever's off position)."""
     import jax
     from flax import linen as nn
-    from medmt5 import partitioning, trainer
+    from medmt5.training import partitioning
+    from medmt5.training import trainer
     rep = partitioning.replicated(mesh)
     fn = jax.jit(functools.partial(trainer.train_step, step_config),
                  in_shardings=(shardings, partitioning.batch_sharding(mesh), rep),
@@ -134,8 +135,11 @@ def setup_ours(cfg, batch_np: dict, args) -> tuple:
     """Our jitted train step as a protocol Side, and done() -> the side's extra fields."""
     import jax
     import jax.numpy as jnp
-    from medmt5 import optimizers, partitioning, train_state, trainer
-    from medmt5.model import Transformer
+    from medmt5.training import optimizers
+    from medmt5.training import partitioning
+    from medmt5.training import train_state
+    from medmt5.training import trainer
+    from medmt5.model.transformer import Transformer
 
     n = args.num_devices or jax.device_count()
     if n > jax.device_count():
@@ -307,7 +311,7 @@ def run_config(args) -> dict:
                    "attention_impl": cfg.attention_impl, "cudnn_attention_active": cudnn_active,
                    "vocab_chunk_size": args.vocab_chunk_size or None, "donate": args.donate,
                    "xla_flags": args.xla_flags},
-        "optimizer": {"ours": "medmt5.optimizers.adafactor (T5X defaults: decay 0.8, clip 1.0, "
+        "optimizer": {"ours": "medmt5.training.optimizers.adafactor (T5X defaults: decay 0.8, clip 1.0, "
                               "parameter scale, factored), constant lr",
                       "peer": "transformers Adafactor(scale_parameter=True, relative_step=False, "
                               "warmup_init=False), constant lr",

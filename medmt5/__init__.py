@@ -8,10 +8,10 @@ import importlib
 __version__ = "0.1.0"
 
 _LAZY = {
-    "T5Config": ("medmt5.config", "T5Config"),
-    "Transformer": ("medmt5.model", "Transformer"),
-    "load_checkpoint": ("medmt5.checkpoint_io", "load_checkpoint"),
-    "save_hf": ("medmt5.hf_io", "save_hf"),
+    "T5Config": ("medmt5.model.config", "T5Config"),
+    "Transformer": ("medmt5.model.transformer", "Transformer"),
+    "load_checkpoint": ("medmt5.checkpointing.checkpoint_io", "load_checkpoint"),
+    "save_hf": ("medmt5.checkpointing.hf_io", "save_hf"),
 }
 
 

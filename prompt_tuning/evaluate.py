@@ -42,8 +42,9 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
     import jax
 
     import medmt5
-    from medmt5 import evaluation, partitioning
-    from medmt5.model import Transformer
+    from medmt5.run import evaluation
+    from medmt5.training import partitioning
+    from medmt5.model.transformer import Transformer
     from prompt_tuning import inference, recipe
     from prompt_tuning.prompts import PromptedTransformer
     from tasks import promot_metrics
@@ -56,7 +57,7 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
     if format_pattern is None and target_task:
         format_pattern = recipe.target_format_pattern(target_task)
     cfg, params = medmt5.load_checkpoint(checkpoint_path)
-    from medmt5 import vocab_record  # fit + the checkpoint's and prompt's vocabulary records
+    from medmt5.checkpointing import vocab_record  # fit + the checkpoint's and prompt's vocabulary records
     vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size)
     if prompt_file:
         vocab_record.check_checkpoint(prompt_file, vocab_record.run_identity(tasks[0]),
@@ -205,7 +206,7 @@ USAGE = __doc__
 
 
 def main(argv: Sequence[str]) -> int:
-    from medmt5 import gin_utils
+    from medmt5.cli import gin_utils
 
     def run(flags):
         del flags
@@ -220,5 +221,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    from medmt5 import failures
+    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))

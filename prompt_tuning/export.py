@@ -14,7 +14,7 @@ backbone exported with `medmt5.save_hf` (or `python -m medmt5.convert medmt5-to-
 peft prepends the prompt to inputs_embeds and extends the attention mask, exactly what
 PromptedTransformer does. DIR is written all-or-nothing; a non-empty DIR needs --overwrite.
 Both formats also write DIR/vocab.json, the vocabulary identity of the run that trained the
-prompt (medmt5.vocab_record), which stage 2 checks against its own vocabulary.
+prompt (medmt5.checkpointing.vocab_record), which stage 2 checks against its own vocabulary.
 """
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from medmt5.atomic_dir import atomic_directory
-from medmt5.param_tree import CheckpointError
+from medmt5.checkpointing.atomic_dir import atomic_directory
+from medmt5.checkpointing.param_tree import CheckpointError
 
 FORMATS = ("npy", "peft")
 PEFT_CONFIG = "adapter_config.json"
@@ -44,7 +44,7 @@ def read_prompt(checkpoint: str, step: Optional[int] = None):
         if step is not None:
             raise CheckpointError(f"--step applies to a checkpoint dir, not {checkpoint}.")
         return load_npy(checkpoint), None
-    from medmt5.checkpoint_io import load_checkpoint
+    from medmt5.checkpointing.checkpoint_io import load_checkpoint
 
     if not os.path.exists(checkpoint):
         raise CheckpointError(f"--checkpoint {checkpoint}: no such directory or file.")
@@ -87,7 +87,7 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = No
     if cfg is not None and prompt.shape[1] != cfg.d_model:
         raise CheckpointError(f"{checkpoint}: prompt width {prompt.shape[1]} != d_model "
                               f"{cfg.d_model}.")
-    from medmt5 import vocab_record
+    from medmt5.checkpointing import vocab_record
 
     record, _ = vocab_record.checkpoint_record(checkpoint)
     if record is None:
@@ -95,7 +95,7 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = No
               "the export cannot name the vocabulary its prompt was trained with.",
               file=sys.stderr)
     with atomic_directory(out, overwrite) as tmp:
-        if record is not None:  # the identity stage 2 / evaluation check (medmt5.vocab_record)
+        if record is not None:  # the identity stage 2 / evaluation check (medmt5.checkpointing.vocab_record)
             with open(os.path.join(tmp, vocab_record.RECORD_FILE), "w") as f:
                 json.dump(record, f, indent=2, sort_keys=True)
         if fmt == "npy":

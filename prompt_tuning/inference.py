@@ -6,7 +6,7 @@ Multi-task ProMoT: a prompt table [N, P, H] (`stack_prompts`), one row per examp
 task_ids [B] (`select_prompts`), all in one mixed batch. ProMoT + 1-shot needs nothing here:
 the `*_1shot` tasks put the demonstration text in front of the query, and the prompt is
 prepended to those tokens, so the encoder reads [prompt; demonstration; query].
-Everything goes through `medmt5.decoding.generate` on the backbone (`prompt=` argument).
+Everything goes through `medmt5.decoding.sampling.generate` on the backbone (`prompt=` argument).
 """
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from typing import Any, Mapping, Optional, Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from medmt5 import decoding
-from medmt5.model import Transformer
+from medmt5.decoding import sampling as decoding
+from medmt5.model.transformer import Transformer
 from prompt_tuning.initializers import load_npy
 from prompt_tuning.prompts import PARAM_NAME
 
@@ -84,7 +84,7 @@ def generate_promot(config, params: Mapping[str, Any], batch: Mapping[str, Any],
 
     params: a prompt-tuning tree (backbone + params["prompt"]) or a plain backbone tree;
     prompt: overrides the stored one ([P, H], a table [N, P, H] with task_ids [B], or a .npy
-    path). generate_kwargs go to `medmt5.decoding.generate` (method, beam_size,
+    path). generate_kwargs go to `medmt5.decoding.sampling.generate` (method, beam_size,
     max_decode_length, ...). Returns (sequences [B, L], scores [B]).
     """
     if mode not in PROMPT_MODES:
@@ -120,7 +120,7 @@ def prompted_logits(config, params: Mapping[str, Any], batch: Mapping[str, Any],
 
 def prompt_from_checkpoint(path: str, step: Optional[int] = None) -> np.ndarray:
     """The params["prompt"] array of a prompt-tuning checkpoint (MODEL_DIR, MODEL_DIR/best)."""
-    from medmt5.checkpoint_io import load_checkpoint
+    from medmt5.checkpointing.checkpoint_io import load_checkpoint
 
     _, params = load_checkpoint(path, step=step)
     _, prompt = split_prompt(params)

@@ -72,7 +72,7 @@ def from_array(values, source: str = "prompt array") -> Lazy:
 
 def load_npy(path: str) -> np.ndarray:
     """A prompt file: float [P, H] `.npy` (clear errors for a missing or mis-shaped file)."""
-    from medmt5 import paths  # PROMPT_FILE may be gs://
+    from medmt5.data import paths  # PROMPT_FILE may be gs://
 
     path = os.fspath(path)
     if not paths.isfile(path):

@@ -2,7 +2,7 @@
 
 The per-task prompts (PROMPT_FILES, .npy [P, H], in MULTITASK_TASKS order) are stacked into
 the model's prompt table params["prompt"]["embedding"] [N, P, H]; every training example
-carries task_ids (its task's index in MULTITASK_TASKS, `medmt5.data.task_id_mixture`), so a
+carries task_ids (its task's index in MULTITASK_TASKS, `medmt5.data.pipeline.task_id_mixture`), so a
 mixed batch attaches each example's own prompt. gin: gin/promot/multitask_stage2.gin.
 """
 from __future__ import annotations

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from medmt5.model import Transformer
+from medmt5.model.transformer import Transformer
 from prompt_tuning import initializers
 
 PROMPT_AXES = ("prompt_length", "prompt_embed")

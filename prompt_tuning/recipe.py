@@ -51,7 +51,7 @@ PROMPT_PATTERN = "prompt/.*"
 # predicted (decoded) accuracy for classification, BLEU for translation, ROUGE-2 for
 # summarisation, exact match for QA, span F1 for tagging.
 KIND_METRICS = ("accuracy", "bleu", "rouge2", "exact_match", "f1")
-# Reported by medmt5.evaluation for every task from teacher forcing, not from predictions:
+# Reported by medmt5.run.evaluation for every task from teacher forcing, not from predictions:
 # never a keep-best metric unless the task's own metric functions also produce the name.
 TEACHER_FORCED = ("loss", "accuracy")
 
@@ -71,15 +71,15 @@ class StageSettings:
     eval_beam_size: int = 4       # the paper decodes with beam 4
 
     def schedule_fn(self) -> Callable:
-        from medmt5 import optimizers
+        from medmt5.training import optimizers
 
         return optimizers.make_schedule(self.schedule, self.learning_rate,
                                         warmup_steps=self.warmup_steps,
                                         decay_steps=max(self.steps, 1))
 
     def optimizer_fn(self) -> Callable:
-        """optimizer_fn(schedule=, logical_axes=, mask=) for medmt5.train.train."""
-        from medmt5 import optimizers
+        """optimizer_fn(schedule=, logical_axes=, mask=) for medmt5.cli.train.train."""
+        from medmt5.training import optimizers
 
         def make(schedule, logical_axes=None, mask=None):
             return optimizers.create_optimizer(
@@ -121,7 +121,7 @@ def _replace(settings: StageSettings, **changes) -> StageSettings:
 def task_metric_names(task_name: str) -> List[str]:
     """Names of the metrics a registered task's own metric functions produce (decoded
     predictions or scores; the evaluator's teacher-forced loss/accuracy excluded)."""
-    from medmt5 import data as data_lib
+    from medmt5.data import pipeline as data_lib
 
     task = data_lib.get_task_or_mixture(task_name)
     names: List[str] = []
@@ -187,7 +187,7 @@ def best_metric_for(task: str, metric: Optional[str] = None,
 
 
 def _eval_task_names(task: str) -> List[str]:
-    from medmt5 import data as data_lib
+    from medmt5.data import pipeline as data_lib
 
     provider = data_lib.get_task_or_mixture(task)
     return [t.name for t in (getattr(provider, "tasks", None) or [provider])]
@@ -215,14 +215,14 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
                        eval_split: str = "validation", eval_batch_size: Optional[int] = None,
                        eval_max_examples: Optional[int] = None, seed: int = 0,
                        keep_checkpoints: Optional[int] = 1) -> dict:
-    """The keyword arguments of medmt5.train.train for one stage.
+    """The keyword arguments of medmt5.cli.train.train for one stage.
 
     stage: "prompt" (stage 1: a new prompt, backbone frozen), "model" with prompt_file
     (stage 2: backbone tuned, the prompt attached and frozen) or "model" without (plain
     fine-tuning). prompt_init: an initializer kind ("uniform", "vocab", ...) or a flax
     initializer.
     """
-    from medmt5.train import _canonical_config
+    from medmt5.cli.train import _canonical_config
     from prompt_tuning import stages
 
     if stage not in ("prompt", "model"):
@@ -283,7 +283,7 @@ class _PromptedFactory:
 
 
 def _splits(task: str) -> Sequence[str]:
-    from medmt5 import data as data_lib
+    from medmt5.data import pipeline as data_lib
 
     return list(data_lib.get_task_or_mixture(task).splits)
 
@@ -293,7 +293,7 @@ def _run(kwargs: dict, train_fn: Optional[Callable], prompt_file: Optional[str],
     from prompt_tuning import stages
 
     if train_fn is None:
-        from medmt5.train import train as train_fn
+        from medmt5.cli.train import train as train_fn
     result = train_fn(**kwargs)
     model_dir = kwargs["model_dir"]
     best = getattr(result, "best", None)
@@ -376,7 +376,7 @@ class Scorer:
                  split: str = "test", batch_size: int = 8, beam_size: int = 4,
                  max_examples: Optional[int] = None, format_pattern: Optional[str] = None,
                  mesh=None, max_decode_length: Optional[int] = None):
-        from medmt5 import evaluation
+        from medmt5.run import evaluation
 
         self.lengths = dict(task_feature_lengths)
         self.format_pattern = format_pattern
@@ -390,7 +390,7 @@ class Scorer:
               prompt: Union[str, np.ndarray, None] = "removed") -> ScoreResult:
         """prompt: "removed" (the bare backbone), "attached" (params' own prompt), or a
         [P, H] array / .npy path put in front of every input."""
-        from medmt5.model import Transformer
+        from medmt5.model.transformer import Transformer
         from prompt_tuning import inference
         from prompt_tuning.initializers import load_npy
         from prompt_tuning.prompts import PromptedTransformer
@@ -442,7 +442,7 @@ def target_format_pattern(task_name: str, split: str = "train",
     """The FORMAT_PATTERN of a classification target task: its distinct target strings (e.g.
     RTE's "true" / "false") read from the first `max_examples` of `split`. A task with more
     than MAX_FORMAT_LABELS distinct targets has no label format: pass FORMAT_PATTERN."""
-    from medmt5 import data as data_lib
+    from medmt5.data import pipeline as data_lib
 
     task = data_lib.get_task_or_mixture(task_name)
     if split not in task.splits:

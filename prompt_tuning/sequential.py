@@ -14,7 +14,7 @@ For each task in turn (method):
 Every stage is the recipe's stage (prompt_tuning.recipe.stage_train_kwargs, the same settings
 as gin/promot/stage1_prompt.gin and stage2_model.gin: Adafactor without parameter scaling and
 weight decay 1e-5 for the prompt, dropout 0.1 in both stages, label smoothing 0.1 in stage 2,
-the best step on the task's metric kept), an ordinary `medmt5.train.train` run in
+the best step on the task's metric kept), an ordinary `medmt5.cli.train.train` run in
 MODEL_DIR/stages/<i>_<task>_<stage>/ (resumable on its own). After a stage MODEL_DIR holds:
   prompts/<task>.npy              the task's best prompt [P, H] (kept for every earlier task)
   backbones/<i>_<task>/           the best backbone after task i (checkpoint without prompt)
@@ -123,7 +123,7 @@ def _strip_prompt(params: Mapping[str, Any]) -> dict:
 def export_backbone(stage_dir: str, out_dir: str) -> None:
     """Writes the stage's final params without the prompt as a loadable checkpoint dir."""
     import medmt5
-    from medmt5.checkpoint_io import save_params_checkpoint
+    from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 
     cfg, params = medmt5.load_checkpoint(stage_dir)
     save_params_checkpoint(cfg, _strip_prompt(params), out_dir, step=0, overwrite=True)
@@ -156,7 +156,7 @@ class Measurer:
 
     @property
     def heldout(self):
-        from medmt5 import evaluation
+        from medmt5.run import evaluation
 
         if self._heldout is None and self.heldout_tasks:
             self._heldout = evaluation.Evaluator(
@@ -166,7 +166,7 @@ class Measurer:
         return self._heldout
 
     def _evaluator(self, task: str):
-        from medmt5 import evaluation
+        from medmt5.run import evaluation
 
         if task not in self._task_evaluators:
             self._task_evaluators[task] = evaluation.Evaluator(
@@ -176,7 +176,7 @@ class Measurer:
 
     def measure(self, backbone: Mapping[str, Any], prompts: Mapping[str, np.ndarray],
                 seen: Sequence[str]) -> dict:
-        from medmt5.model import Transformer
+        from medmt5.model.transformer import Transformer
         from prompt_tuning.prompts import PromptedTransformer
         from tasks.promot_metrics import headline_score, normalized_average
 
@@ -245,14 +245,14 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     """Runs (or resumes) the sequential plan; returns the measurements (list of dicts).
 
     stop_after: a stage name "<i>_<task>_<stage>" after which to return (tests use it to
-    simulate an interruption between stages). train_fn defaults to medmt5.train.train.
+    simulate an interruption between stages). train_fn defaults to medmt5.cli.train.train.
     """
     import medmt5
-    from medmt5.train import _canonical_config
+    from medmt5.cli.train import _canonical_config
     from prompt_tuning import initializers, stages
 
     if train_fn is None:
-        from medmt5.train import train as train_fn
+        from medmt5.cli.train import train as train_fn
     cfg = _canonical_config(model_config)
     plan = stage_plan(tasks, method)
     os.makedirs(model_dir, exist_ok=True)
@@ -328,7 +328,7 @@ _GIN_REGISTERED: Dict[str, Callable] = {}
 def main(argv: Sequence[str]) -> int:
     import gin
 
-    from medmt5 import gin_utils
+    from medmt5.cli import gin_utils
 
     if not _GIN_REGISTERED:  # once per process; a config locked by an earlier run is no bar
         with gin.unlock_config():
@@ -347,5 +347,5 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    from medmt5 import failures
+    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))

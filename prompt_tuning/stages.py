@@ -1,4 +1,4 @@
-"""ProMoT's two stages as arguments of `medmt5.train.train` (what gin/promot/*.gin bind).
+"""ProMoT's two stages as arguments of `medmt5.cli.train.train` (what gin/promot/*.gin bind).
 
 Stage 1 (prompt tuning, gin/promot/stage1_prompt.gin): backbone restored from
 INITIAL_CHECKPOINT_PATH (required: `required_checkpoint`) and frozen, only params["prompt"]
@@ -43,8 +43,8 @@ def prompted_model(config, prompt_length: int = 100, prompt_init=None,
 
 
 def _is_remote(path: str) -> bool:
-    """A URL (gs://...) or a Hugging Face hub id (medmt5.hub): not checked on local disk."""
-    from medmt5 import hub
+    """A URL (gs://...) or a Hugging Face hub id (medmt5.data.hub): not checked on local disk."""
+    from medmt5.data import hub
 
     return "://" in path or hub.is_hub_id(path)
 
@@ -79,7 +79,7 @@ def stage2_checkpoint(path: Optional[str], prompt_file: Optional[str]) -> str:
 
 def backbone_embedding(checkpoint_path: str) -> np.ndarray:
     """The checkpoint's token embedding [V, H] (host numpy)."""
-    from medmt5.checkpoint_io import load_checkpoint
+    from medmt5.checkpointing.checkpoint_io import load_checkpoint
 
     _, params = load_checkpoint(required_checkpoint(checkpoint_path))
     return np.asarray(params["token_embedder"]["embedding"], np.float32)
@@ -149,8 +149,8 @@ def prompt_path(model_dir: str, step: Optional[int] = None) -> str:
 
 def save_prompt(values: np.ndarray, path: str) -> str:
     """Writes a .npy atomically (temporary file, then rename); on an object store (gs://,
-    through medmt5.paths) one write replaces the object."""
-    from medmt5 import paths
+    through medmt5.data.paths) one write replaces the object."""
+    from medmt5.data import paths
 
     if paths.is_remote(path):
         import io
@@ -178,7 +178,7 @@ class PromptWriter:
         values = prompt_array(params)
         if best:
             save_prompt(values, prompt_path(model_dir))
-            from medmt5 import paths
+            from medmt5.data import paths
             paths.write_text(paths.join(model_dir, PROMPTS_SUBDIR, "best.json"),
                              json.dumps({"step": int(step)}))
         else:

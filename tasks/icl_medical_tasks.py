@@ -123,7 +123,7 @@ class TaggingPostprocessor:
 
     The prediction is first cut at the next example ("Sentence:", a blank line); the query's
     words come from the example's "sentence" feature (the few-shot inputs hold more text).
-    The label set is `label_set`, deliberately not `labels`: medmt5.evaluation constrains
+    The label set is `label_set`, deliberately not `labels`: medmt5.run.evaluation constrains
     decoding to copy the input words for postprocessors with `labels`, which would be wrong
     for a few-shot prompt; in-context evaluation decodes freely, as in the paper.
     """

@@ -7,7 +7,7 @@ validation_fraction of the documents; corpus_readers.in_validation_split), which
 evaluates during pretraining (validation loss and token accuracy). Importing this
 module registers them on the shipped sample with the tiny vocabulary;
 register_pretraining_tasks(data_dir, vocabulary, exponent) re-registers them, e.g. for the
-real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.setup_tasks, bound in
+real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.pipeline.setup_tasks, bound in
 gin (setup_tasks.corpus_dir, setup_tasks.vocabulary, setup_tasks.corpus_exponent); see
 docs/data.md.
 """

@@ -79,7 +79,7 @@ def rouge2(targets: Sequence[Reference], predictions: Sequence[str]) -> Dict[str
 
 # The headline metric of each task family, in lookup order (all on 0-100); seqeval span "f1"
 # (tasks.metrics.span_f1) is the medical tagging tasks'. "accuracy" comes last because
-# medmt5.evaluation also reports a teacher-forced token "accuracy" for every task; only the
+# medmt5.run.evaluation also reports a teacher-forced token "accuracy" for every task; only the
 # classification tasks (CB, WiC, RTE) have no other metric.
 HEADLINE_METRICS = ("exact_match", "bleu", "rouge2", "f1", "accuracy")
 

@@ -26,7 +26,7 @@ A Hugging Face tokenizer folder may add tokens after the sentencepiece pieces
 Medical mT5 whose tag tokens take ids 250100..250121, `vocab_size` 250122).
 `AddedTokensVocabulary` encodes those strings to their ids and decodes them back.
 
-Names the VOCABULARY gin macro (medmt5.data.setup_tasks) accepts, see `get_vocabulary`:
+Names the VOCABULARY gin macro (medmt5.data.pipeline.setup_tasks) accepts, see `get_vocabulary`:
   "tiny"                 tasks/data/vocab/medmt5_tiny.model (2,000 pieces + 100 appended)
   "mt5"                  $MEDMT5_MT5_VOCAB or MT5_VOCAB_DEFAULT (a .model file or a folder)
   /path/spiece.model     that sentencepiece model
@@ -65,7 +65,7 @@ TOKENIZER_FILE = "tokenizer.json"
 SENTINEL_PIECE = "▁<extra_id_{}>"
 
 
-# Remote paths (gs://...) go through etils.epath, like medmt5.paths: TensorFlow's gfile when
+# Remote paths (gs://...) go through etils.epath, like medmt5.data.paths: TensorFlow's gfile when
 # TensorFlow is installed, fsspec/gcsfs otherwise or with EPATH_USE_TF=false (the GCS emulator
 # in tests/test_remote.py).
 def _epath(path: str):
@@ -500,7 +500,7 @@ def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = Non
     if checkpoint_path:
         path = checkpoint_path
         try:
-            from medmt5 import hub  # the hub-id resolver (a plain module; no model code)
+            from medmt5.data import hub  # the hub-id resolver (a plain module; no model code)
         except ImportError:  # pragma: no cover - medmt5 always ships it
             hub = None
         if hub is not None and hub.is_hub_id(path):

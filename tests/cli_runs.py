@@ -56,7 +56,7 @@ def read(path):
 
 
 def history(model_dir):
-    from medmt5.metrics_history import read_history
+    from medmt5.run.metrics_history import read_history
     return read_history(os.path.join(model_dir, "train", "metrics.jsonl"))
 
 
@@ -108,7 +108,7 @@ def main_inprocess(argv, capsys):
     import io
     import logging
 
-    from medmt5 import train
+    from medmt5.cli import train
     capsys.readouterr()
     buf = io.StringIO()
     handler = logging.StreamHandler(buf)

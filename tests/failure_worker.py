@@ -27,8 +27,8 @@ def main(port: str, process_id: str, mode: str, out_dir: str) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(f"127.0.0.1:{port}", 2, int(process_id),
                                heartbeat_timeout_seconds=60)
-    from medmt5.preemption import PreemptionGuard
-    from medmt5.watchdog import Watchdog
+    from medmt5.runtime.preemption import PreemptionGuard
+    from medmt5.runtime.watchdog import Watchdog
 
     mesh = jax.make_mesh((4,), ("data",), devices=jax.devices())
     sharding = NamedSharding(mesh, P("data"))

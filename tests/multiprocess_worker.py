@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 def main(port: str, process_id: str, num_processes: str, mesh_shape: str, out: str) -> None:
     import jax
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    from medmt5 import partitioning
+    from medmt5.training import partitioning
     partitioning.initialize_distributed(f"127.0.0.1:{port}", int(num_processes),
                                         int(process_id))
     import trainer_fixtures as tf

@@ -50,7 +50,7 @@ def test_config_mistakes_are_named(tmp_path, capsys, flag, rc, needles):
 
 
 def test_missing_required_macro(capsys):
-    from medmt5 import train
+    from medmt5.cli import train
     rc = train.main(["--gin_file=models/mt5_tiny.gin", "--gin_file=runs/pretrain.gin"])
     err = capsys.readouterr().err
     assert rc == 2 and "Missing required gin macros: MIXTURE_OR_TASK_NAME, MODEL_DIR" in err
@@ -101,10 +101,11 @@ def test_bad_corpus_file_is_named_with_its_line(tmp_path, capsys, content, needl
 
 def _other_shape_checkpoint(model_dir):
     """A step-1 checkpoint of the same model with d_ff=48 (the CLI runs d_ff=64)."""
-    from medmt5 import partitioning, train_state
-    from medmt5.checkpoint_io import save_params_checkpoint
-    from medmt5.config import T5Config
-    from medmt5.model import Transformer
+    from medmt5.training import partitioning
+    from medmt5.training import train_state
+    from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
+    from medmt5.model.config import T5Config
+    from medmt5.model.transformer import Transformer
 
     cfg = T5Config(vocab_size=2176, d_model=32, d_kv=16, d_ff=48, num_heads=2,
                    num_encoder_layers=1, num_decoder_layers=1)

@@ -12,7 +12,7 @@ import jax  # noqa: E402
 import pytest  # noqa: E402
 
 from benchmarks import common, decode_throughput, train_throughput  # noqa: E402
-from medmt5.model import Transformer  # noqa: E402
+from medmt5.model.transformer import Transformer  # noqa: E402
 
 TINY = ["--size", "tiny", "--vocab_size", "256", "--inputs_length", "12",
         "--steps", "1", "--warmup", "1", "--threads", "1", "--force"]

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from medmt5 import check_data
+from medmt5.cli import check_data
 from tasks import benchmarks
 
 E3C = ("-DOCSTART- -X- O\n\nUn O\npaziente O\ncon O\nfebbre B-ety\nalta I-ety\n. O\n\n"

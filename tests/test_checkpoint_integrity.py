@@ -22,7 +22,7 @@ def trained(tmp_path_factory):
     """A 4-step run with checkpoints at steps 2 and 4 (kept as a pristine copy)."""
     model_dir = str(tmp_path_factory.mktemp("ckpt") / "run")
     gin.clear_config()
-    from medmt5 import train
+    from medmt5.cli import train
     rc = train.main(cli_runs.inprocess_argv(model_dir, steps=4, save_period=2))
     gin.clear_config()
     assert rc == 0

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import trainer_fixtures as tf
-from medmt5 import checkpoints, train_state
-from medmt5.checkpoint_io import save_params_checkpoint
+from medmt5.checkpointing import checkpoints
+from medmt5.training import train_state
+from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 
 MESH = (2, 1)
 

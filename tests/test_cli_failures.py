@@ -4,7 +4,7 @@ Each case must: exit non-zero (the documented code) within 60 s, print a message
 file, flag or parameter, print no traceback, and leave an existing MODEL_DIR (a real earlier
 run's) byte-identical. In-process tests cannot see the failure this guards against: after a
 data error the interpreter's shutdown destroyed a still-referenced tf.data iterator and hung
-or aborted (medmt5.failures). `test_data_errors_exit_every_time` (slow) repeats the
+or aborted (medmt5.runtime.failures). `test_data_errors_exit_every_time` (slow) repeats the
 hang-prone cases 10 times each.
 """
 import dataclasses
@@ -167,7 +167,7 @@ CASES = [
          ("--gin_file=no_such_recipe.gin: no such file",)),
     Case("unknown_flag", lambda e: ["--gin_fle=medmt5_tiny.gin"], 2,
          ("Unknown flag '--gin_fle'",)),
-    # ---- values: types and ranges (medmt5.preflight.check_bound_values) ------------------------
+    # ---- values: types and ranges (medmt5.runtime.preflight.check_bound_values) ------------------------
     Case("train_steps_string", lambda e: train(e, "--gin.TRAIN_STEPS='30'"), 2,
          ("TRAIN_STEPS='30' (--gin.TRAIN_STEPS flag), used as train.train_steps is a str",
           "--gin.TRAIN_STEPS=30 (no quotes")),

@@ -11,15 +11,16 @@ import weakref
 import pytest
 
 import cli_runs
-from medmt5 import failures, preflight
-from medmt5.atomic_dir import atomic_write_text
+from medmt5.runtime import failures
+from medmt5.runtime import preflight
+from medmt5.checkpointing.atomic_dir import atomic_write_text
 
 
 def _fail_while_reading(log):
     """A training-like frame that holds a live BatchIterator when a data error escapes."""
     import tensorflow as tf
 
-    from medmt5 import data as data_lib
+    from medmt5.data import pipeline as data_lib
 
     def gen():
         yield {"x": [1]}
@@ -50,7 +51,7 @@ def test_exit_timer_ends_a_stalled_shutdown():
     """An atexit handler that never returns stands in for a destructor that waits forever."""
     code = textwrap.dedent("""
         import atexit, sys, time
-        from medmt5 import failures
+        from medmt5.runtime import failures
         atexit.register(lambda: time.sleep(600))
         print("error: something named", file=sys.stderr)
         failures.exit_process(2)
@@ -66,7 +67,7 @@ def test_exit_timer_ends_a_stalled_shutdown():
 
 def test_exit_without_a_stall_keeps_the_status():
     env = dict(os.environ, PYTHONPATH=cli_runs.ROOT)
-    proc = subprocess.run([sys.executable, "-c", "from medmt5 import failures; "
+    proc = subprocess.run([sys.executable, "-c", "from medmt5.runtime import failures; "
                            "failures.exit_process(2)"], env=env, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and "Timeout" not in proc.stderr, proc.stderr

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from medmt5 import decoding
-from medmt5.config import T5Config
-from medmt5.constraints import (TokenAutomaton, TokenAutomatonConstraint,
+from medmt5.decoding import sampling as decoding
+from medmt5.model.config import T5Config
+from medmt5.decoding.constraints import (TokenAutomaton, TokenAutomatonConstraint,
                                 compile_word_automaton, seqlabel_constraint)
-from medmt5.model import Transformer
+from medmt5.model.transformer import Transformer
 from tasks import seqlabel
 
 VOCAB_PATH = os.path.join(os.path.dirname(__file__), os.pardir, "tasks", "data", "vocab",

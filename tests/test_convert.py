@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from medmt5.checkpoint_io import load_checkpoint, restore_params_item, save_params_checkpoint
-from medmt5.config import T5Config
-from medmt5.convert import main
-from medmt5.hf_io import load_hf, save_hf
-from medmt5.param_tree import CheckpointError, expected_shapes, flatten, unflatten
-from medmt5.t5x_io import write_t5x
+from medmt5.checkpointing.checkpoint_io import load_checkpoint, restore_params_item, save_params_checkpoint
+from medmt5.model.config import T5Config
+from medmt5.cli.convert import main
+from medmt5.checkpointing.hf_io import load_hf, save_hf
+from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+from medmt5.checkpointing.t5x_io import write_t5x
 
 CFG = T5Config(vocab_size=40, d_model=8, d_kv=3, d_ff=12, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=6,
@@ -96,12 +96,12 @@ def test_our_layout_scanned_step_dirs_and_prompt(tmp_path):
 
 
 def test_reads_a_training_checkpoint(tmp_path):
-    """What medmt5.checkpoints writes during training: sharded jax arrays, 3 items, async."""
+    """What medmt5.checkpointing.checkpoints writes during training: sharded jax arrays, 3 items, async."""
     import jax
     import orbax.checkpoint as ocp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    from medmt5.checkpoints import make_checkpoint_manager
+    from medmt5.checkpointing.checkpoints import make_checkpoint_manager
 
     mesh = Mesh(np.array(jax.devices()[:2]).reshape(1, 2), ("data", "model"))
     shard = lambda x: jax.device_put(  # noqa: E731

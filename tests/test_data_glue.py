@@ -1,4 +1,4 @@
-"""medmt5.data: feature shapes, packing, sharding, deterministic shuffling and exact resume."""
+"""medmt5.data.pipeline: feature shapes, packing, sharding, deterministic shuffling and exact resume."""
 import functools
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 seqio = pytest.importorskip("seqio")
 tf = pytest.importorskip("tensorflow")
 
-from medmt5 import data  # noqa: E402
+from medmt5.data import pipeline as data  # noqa: E402
 
 TASK = "medmt5_test_data_glue"
 _WORDS = "patient fever cough heart lung liver tumor dose drug trial".split()

@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5 import beam_search as bs
-from medmt5 import decoding
-from medmt5.constraints import TokenAutomaton, TokenAutomatonConstraint
+from medmt5.decoding import beam_search as bs
+from medmt5.decoding import sampling as decoding
+from medmt5.decoding.constraints import TokenAutomaton, TokenAutomatonConstraint
 
 V, EOS, START = 5, 1, 0
 
@@ -252,8 +252,8 @@ def test_constrained_greedy_is_accepted():
 # ----------------------------------------------------------------------------- the model
 import flax.linen as nn  # noqa: E402
 
-from medmt5.config import T5Config  # noqa: E402
-from medmt5.model import Transformer, scan_params  # noqa: E402
+from medmt5.model.config import T5Config  # noqa: E402
+from medmt5.model.transformer import Transformer, scan_params  # noqa: E402
 
 MODEL_V = 64
 

@@ -1,6 +1,6 @@
 """End to end on the tiny model: the demo's train -> fine-tune -> eval -> infer, a few steps.
 
-Drives the real CLIs in-process (medmt5.demo.run), then resumes the pretraining run and
+Drives the real CLIs in-process (medmt5.cli.demo.run), then resumes the pretraining run and
 checks it continues from the saved step and data position.
 """
 import json
@@ -20,8 +20,9 @@ def _meta(model_dir, step):
 
 @pytest.mark.timeout(900)  # ~1-2 CPU-minutes; more wall time on a loaded machine
 def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
-    from medmt5 import demo, train
-    from medmt5.plotting import read_scalars
+    from medmt5.cli import demo
+    from medmt5.cli import train
+    from medmt5.run.plotting import read_scalars
 
     small = ["--gin.BATCH_SIZE=8"]  # one row per fake device (conftest: 8 CPU devices)
     # pretraining with 0 steps still writes its config and a step-0 checkpoint that the

@@ -1,4 +1,4 @@
-"""medmt5.evaluation: decode -> postprocess -> metrics plumbing, scoring, best checkpoint."""
+"""medmt5.run.evaluation: decode -> postprocess -> metrics plumbing, scoring, best checkpoint."""
 import json
 import os
 
@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("seqio")
 
-from medmt5 import evaluation  # noqa: E402
-from medmt5.config import T5Config  # noqa: E402
-from medmt5.model import Transformer  # noqa: E402
+from medmt5.run import evaluation  # noqa: E402
+from medmt5.model.config import T5Config  # noqa: E402
+from medmt5.model.transformer import Transformer  # noqa: E402
 
 TASK = "abstrct_neoplasm_en"  # shipped sample: 12 validation sentences, labels Claim/Premise
 LENGTHS = {"inputs": 96, "targets": 128}
@@ -77,7 +77,7 @@ def test_untagged_copy_scores_zero_and_metrics_are_logged(tiny, tmp_path):
     ev.decode_fn = OracleDecoder(ev.data[0], copy_input=True)
     out = ev.evaluate(model, params, step=7)
     assert out[f"{TASK}/f1"] == 0.0 and f"{TASK}/loss" in out
-    from medmt5.plotting import read_scalars
+    from medmt5.run.plotting import read_scalars
     scalars = read_scalars(str(tmp_path / TASK))
     assert scalars["f1"] == [(7, 0.0)]
 

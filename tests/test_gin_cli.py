@@ -5,8 +5,8 @@ import sys
 import gin
 import pytest
 
-from medmt5 import gin_utils
-from medmt5.gin_utils import UsageError
+from medmt5.cli import gin_utils
+from medmt5.cli.gin_utils import UsageError
 
 
 @pytest.fixture(autouse=True)
@@ -109,7 +109,7 @@ def test_config_gin_written_and_reparses(tmp_path):
 
 
 def test_cli_main_reports_usage_error_without_traceback(capsys):
-    from medmt5 import train
+    from medmt5.cli import train
 
     rc = train.main(["--gin_file=medmt5_tiny.gin"])
     assert rc == 2

@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5.config import T5Config
-from medmt5.hf_io import load_hf, save_hf
-from medmt5.model import Transformer
-from medmt5.param_tree import expected_shapes, flatten
+from medmt5.model.config import T5Config
+from medmt5.checkpointing.hf_io import load_hf, save_hf
+from medmt5.model.transformer import Transformer
+from medmt5.checkpointing.param_tree import expected_shapes, flatten
 
 try:  # imported once for the module
     import torch

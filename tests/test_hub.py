@@ -19,12 +19,12 @@ import os
 import numpy as np
 import pytest
 
-from medmt5 import hub
-from medmt5.checkpoint_io import load_checkpoint
-from medmt5.config import T5Config
-from medmt5.convert import main as convert_main
-from medmt5.hf_io import save_hf
-from medmt5.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+from medmt5.data import hub
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
+from medmt5.model.config import T5Config
+from medmt5.cli.convert import main as convert_main
+from medmt5.checkpointing.hf_io import save_hf
+from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPM = os.path.join(ROOT, "tasks", "data", "vocab", "medmt5_tiny.model")
@@ -151,7 +151,7 @@ def test_convert_takes_a_hub_id(hub_cache, tmp_path):
 
 
 def test_eval_output_of_a_hub_id_is_neither_in_the_cache_nor_an_org_folder(hub_cache, tmp_path):
-    from medmt5.eval import default_output_dir
+    from medmt5.cli.eval import default_output_dir
 
     out = default_output_dir("hf://google/mt5-small@v1", "validation")
     assert out == str(tmp_path / "eval" / "google--mt5-small@v1" / "eval_validation")

@@ -240,7 +240,7 @@ def test_normalized_average_by_hand():
     assert M.normalized_average(scores) == pytest.approx((50 + 66.6666667 + 20 + 10) / 4)
     with pytest.raises(ValueError, match="outside 0-100"):
         M.normalized_average({"icl_cb_1shot": 0.5, "x": 120.0})
-    # As medmt5.evaluation reports them: every task also has loss and token "accuracy".
+    # As medmt5.run.evaluation reports them: every task also has loss and token "accuracy".
     results = {"icl_cb_1shot": {"loss": 3.0, "accuracy": 40.0},
                "icl_xsum_1shot": {"loss": 2.0, "accuracy": 70.0, "rouge1": 30.0,
                                   "rouge2": 12.0, "rougeL": 25.0},

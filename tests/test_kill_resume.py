@@ -119,7 +119,7 @@ def test_final_params_and_history_equal_an_uninterrupted_run(chain):
 
 
 def test_history_ignores_a_torn_line_and_is_cut_back_on_resume(tmp_path):
-    from medmt5.metrics_history import MetricsHistory, read_history
+    from medmt5.run.metrics_history import MetricsHistory, read_history
     d = str(tmp_path / "train")
     h = MetricsHistory(d, 0, enabled=True)
     for step in (1, 2, 3):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5 import losses
+from medmt5.training import losses
 
 
 def test_z_loss_and_plain_ce_by_hand():

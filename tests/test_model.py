@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5.config import T5Config
-from medmt5.model import Transformer, init_cache, scan_params, unscan_params
-from medmt5.relpos import relative_position_bucket
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer, init_cache, scan_params, unscan_params
+from medmt5.model.relpos import relative_position_bucket
 
 CFG = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_heads=3, num_encoder_layers=2,
                num_decoder_layers=2, relative_attention_num_buckets=8,
@@ -262,8 +262,8 @@ def test_scanned_equals_unscanned(model_and_params, reference_loss_and_grads, po
 
 
 def test_remat_policies_are_wired():
-    from medmt5 import stacks
-    from medmt5.config import REMAT_POLICIES
+    from medmt5.model import stacks
+    from medmt5.model.config import REMAT_POLICIES
     assert set(stacks.REMAT_POLICIES) == set(REMAT_POLICIES) - {"none"}
     assert stacks.REMAT_POLICIES["dots"] is jax.checkpoint_policies.checkpoint_dots
     enc, dec, _ = _batch()
@@ -343,7 +343,7 @@ def test_encode_with_input_embeddings(model_and_params):
 def test_cudnn_call_matches_xla_attention(causal):
     """The arguments given to jax.nn.dot_product_attention (scale 1, bias, lengths or mask)
     reproduce the exact path; checked with JAX's own reference implementation on CPU."""
-    from medmt5.attention import AttentionInputs, cudnn_attention, xla_attention
+    from medmt5.model.attention import AttentionInputs, cudnn_attention, xla_attention
     keys = jax.random.split(jax.random.PRNGKey(3), 4)
     q, k, v = (jax.random.normal(x, (2, 6, 3, 4)) for x in keys[:3])
     bias = jax.random.normal(keys[3], (1, 3, 6, 6))
@@ -363,7 +363,7 @@ def test_cudnn_call_matches_xla_attention(causal):
 
 
 def test_cudnn_config_falls_back_to_exact_path_on_cpu():
-    from medmt5.attention import _use_cudnn
+    from medmt5.model.attention import _use_cudnn
     cfg = CFG.replace(attention_impl="cudnn", dtype="bfloat16")
     assert jax.default_backend() != "gpu" and not _use_cudnn(cfg, jnp.bfloat16, False)
 

@@ -1,5 +1,5 @@
 """Two JAX processes on loopback; one is killed with SIGKILL mid-run: the survivor ends with
-a clear error within a bounded time (medmt5.watchdog) instead of hanging in a collective."""
+a clear error within a bounded time (medmt5.runtime.watchdog) instead of hanging in a collective."""
 import os
 import signal
 import socket

@@ -11,7 +11,7 @@ import pytest
 
 import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
-from medmt5 import nonfinite
+from medmt5.runtime import nonfinite
 
 
 
@@ -48,8 +48,8 @@ def test_skip_policy_keeps_params_and_saves_only_finite_state(tmp_path, capsys):
     rows = cli_runs.history(model_dir)
     assert [r["step"] for r in rows] == [1, 2]
     assert all(r["nonfinite"] == 1.0 and not math.isfinite(r["loss"]) for r in rows)
-    from medmt5 import checkpoints
-    from medmt5.checkpoint_io import load_checkpoint
+    from medmt5.checkpointing import checkpoints
+    from medmt5.checkpointing.checkpoint_io import load_checkpoint
     _, p1 = load_checkpoint(model_dir, step=1)
     _, p2 = load_checkpoint(model_dir, step=2)
     for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):

@@ -7,7 +7,7 @@ import pytest
 from flax import linen as nn
 from jax.sharding import PartitionSpec as P
 
-from medmt5 import optimizers as opt
+from medmt5.training import optimizers as opt
 
 
 def _params(key=0):

@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5.config import T5Config
-from medmt5.model import Transformer
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZES = ("tiny", "small", "base", "large", "xl", "xxl")
@@ -31,11 +31,11 @@ HF_COUNTS = {
 }
 
 # Run gin in a subprocess: registering T5Config in this process would clash with the CLI's
-# own registration (medmt5.gin_utils) when the whole suite runs in one interpreter.
+# own registration (medmt5.cli.gin_utils) when the whole suite runs in one interpreter.
 _GIN_SCRIPT = r"""
 import json, sys
 import gin
-from medmt5.config import T5Config
+from medmt5.model.config import T5Config
 gin.external_configurable(T5Config, name="T5Config")
 
 @gin.configurable

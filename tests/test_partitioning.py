@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from medmt5 import partitioning as pt
+from medmt5.training import partitioning as pt
 
 
 def test_rules_table():

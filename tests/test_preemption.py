@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from medmt5.preemption import PreemptionGuard
+from medmt5.runtime.preemption import PreemptionGuard
 from test_multiprocess_failure import start_pair, wait_steps
 
 

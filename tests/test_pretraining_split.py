@@ -106,8 +106,8 @@ def test_shipped_sample_tasks_have_a_validation_split():
 
 
 def test_pretraining_logs_a_validation_loss(tmp_path, capsys):
-    from medmt5 import train
-    from medmt5.plotting import read_scalars
+    from medmt5.cli import train
+    from medmt5.run.plotting import read_scalars
 
     model_dir = tmp_path / "run"
     old_mask = os.umask(0o027)  # the whole MODEL_DIR (orbax checkpoints too) follows it

@@ -7,9 +7,12 @@ import numpy as np
 import pytest
 
 import trainer_fixtures as tf
-from medmt5 import data, optimizers, partitioning, trainer
-from medmt5.checkpoint_io import load_checkpoint, save_params_checkpoint
-from medmt5.model import Transformer
+from medmt5.data import pipeline as data
+from medmt5.training import optimizers
+from medmt5.training import partitioning
+from medmt5.training import trainer
+from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+from medmt5.model.transformer import Transformer
 from prompt_tuning import multitask
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 
@@ -133,7 +136,7 @@ def test_prompt_files_stack_in_order(tmp_path):
 
 @pytest.mark.slow
 def test_cli_multitask_stage2_from_gin(tmp_path):
-    from medmt5 import train
+    from medmt5.cli import train
 
     cfg = tf.tiny_config(vocab_size=2176, d_kv=8, num_heads=2)
     backbone = str(tmp_path / "backbone")

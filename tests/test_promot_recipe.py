@@ -12,7 +12,8 @@ import pytest
 
 import tasks  # noqa: F401  (registers every task: benchmarks, promot_* / icl_*)
 import trainer_fixtures as tf
-from medmt5 import gin_utils, optimizers
+from medmt5.cli import gin_utils
+from medmt5.training import optimizers
 from prompt_tuning import recipe
 from prompt_tuning.prompts import PromptedTransformer
 

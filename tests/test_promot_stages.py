@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 import trainer_fixtures as tf
-from medmt5 import checkpoints, optimizers, partitioning, train_state, trainer
-from medmt5.checkpoint_io import load_checkpoint, save_params_checkpoint
-from medmt5.model import Transformer
+from medmt5.checkpointing import checkpoints
+from medmt5.training import optimizers
+from medmt5.training import partitioning
+from medmt5.training import train_state
+from medmt5.training import trainer
+from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+from medmt5.model.transformer import Transformer
 from prompt_tuning import stages
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 
@@ -149,7 +153,7 @@ def cli_backbone(tmp_path_factory):
 
 
 def _train(argv):
-    from medmt5 import train
+    from medmt5.cli import train
     return train.main(["--gin_file=models/mt5_tiny.gin", *argv, *TINY])
 
 
@@ -244,7 +248,7 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
 def test_promot_gin_files_parse(files, expect):
     import gin
 
-    from medmt5 import gin_utils
+    from medmt5.cli import gin_utils
     argv = [] if files == ["promot/icl_eval.gin"] else ["--gin_file=models/mt5_tiny.gin"]
     argv += [f"--gin_file={f}" for f in files] + [
         "--gin.MODEL_DIR='/tmp/x'", "--gin.INITIAL_CHECKPOINT_PATH='/tmp/b'",

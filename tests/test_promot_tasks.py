@@ -171,7 +171,7 @@ def test_medical_tagging_postprocess_cuts_and_aligns_to_the_query_words():
     pred = b" <Claim> Survival improved </Claim> in both arms . Sentence: <Premise> x </Premise>"
     assert task.postprocess_fn(pred, example=example) == \
         ["B-Claim", "I-Claim", "O", "O", "O", "O"]
-    # No `labels` attribute: medmt5.evaluation would otherwise constrain decoding to copy the
+    # No `labels` attribute: medmt5.run.evaluation would otherwise constrain decoding to copy the
     # few-shot prompt's words (it treats postprocessors with `labels` as sequence labelling).
     assert getattr(task._postprocess_fn, "labels", None) is None
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 import trainer_fixtures as tf
-from medmt5.checkpoint_io import save_params_checkpoint
-from medmt5.hf_io import save_hf
-from medmt5.model import Transformer
+from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
+from medmt5.checkpointing.hf_io import save_hf
+from medmt5.model.transformer import Transformer
 from prompt_tuning import export
 from prompt_tuning.prompts import PromptedTransformer
 

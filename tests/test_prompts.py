@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 import trainer_fixtures as tf
-from medmt5 import decoding, evaluation, partitioning
-from medmt5.model import Transformer
+from medmt5.decoding import sampling as decoding
+from medmt5.run import evaluation
+from medmt5.training import partitioning
+from medmt5.model.transformer import Transformer
 from prompt_tuning import initializers, inference
 from prompt_tuning.prompts import PromptedTransformer
 

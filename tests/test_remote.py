@@ -1,7 +1,7 @@
 """gs:// checkpoints and MODEL_DIR, against a local GCS emulator (tests/gcs_emulator.py).
 
 The same checkpoints as the local tests (test_convert's tiny config, the CLI's tiny run) are
-written to and read from gs://medmt5-test/... through medmt5.paths: etils.epath with gcsfs for
+written to and read from gs://medmt5-test/... through medmt5.data.paths: etils.epath with gcsfs for
 files and folders, tensorstore's gcs driver for orbax and T5X array data. TensorFlow's GCS
 client (tf.io.gfile) cannot reach an emulator (endpoints compiled in; see gcs_emulator.py), so
 the emulator runs exercise the fsspec/gcsfs backend, the one used where TensorFlow is absent.
@@ -16,13 +16,13 @@ import pytest
 import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
-from medmt5 import paths
-from medmt5.checkpoint_io import load_checkpoint, orbax_steps, save_params_checkpoint
-from medmt5.config import T5Config
-from medmt5.convert import main as convert_main
-from medmt5.hf_io import load_hf, save_hf
-from medmt5.param_tree import CheckpointError, expected_shapes, flatten, unflatten
-from medmt5.t5x_io import write_t5x
+from medmt5.data import paths
+from medmt5.checkpointing.checkpoint_io import load_checkpoint, orbax_steps, save_params_checkpoint
+from medmt5.model.config import T5Config
+from medmt5.cli.convert import main as convert_main
+from medmt5.checkpointing.hf_io import load_hf, save_hf
+from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+from medmt5.checkpointing.t5x_io import write_t5x
 
 CFG = T5Config(vocab_size=40, d_model=8, d_kv=3, d_ff=12, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=6,
@@ -128,7 +128,7 @@ def test_prompt_files_on_gcs(gcs_emulator):
 
 def _train(model_dir, steps, extra=()):
     gin.clear_config()
-    from medmt5 import train
+    from medmt5.cli import train
     rc = train.main(cli_runs.inprocess_argv(model_dir, steps=steps, save_period=2, extra=extra))
     gin.clear_config()
     assert rc == 0
@@ -147,7 +147,7 @@ def test_train_resume_and_initial_checkpoint_on_gcs(gcs_emulator, tmp_path):
     assert orbax_steps(run) == [2, 4]
     reference = str(tmp_path / "ref")
     _train(reference, 4)
-    from medmt5.metrics_history import read_history
+    from medmt5.run.metrics_history import read_history
     gcs_rows = read_history(f"{run}/train/metrics.jsonl")
     assert [r["step"] for r in gcs_rows] == [1, 2, 3, 4]
     assert gcs_rows == read_history(os.path.join(reference, "train", "metrics.jsonl"))

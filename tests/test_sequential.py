@@ -12,9 +12,9 @@ import jax  # noqa: E402
 
 import medmt5  # noqa: E402
 from experiments.promot_mini import mini_tasks  # noqa: E402  (registers mini_* tasks)
-from medmt5.checkpoint_io import save_params_checkpoint  # noqa: E402
-from medmt5.config import T5Config  # noqa: E402
-from medmt5.model import Transformer  # noqa: E402
+from medmt5.checkpointing.checkpoint_io import save_params_checkpoint  # noqa: E402
+from medmt5.model.config import T5Config  # noqa: E402
+from medmt5.model.transformer import Transformer  # noqa: E402
 from prompt_tuning import sequential  # noqa: E402
 
 TASKS = ["mini_rte", "mini_count"]
@@ -127,7 +127,7 @@ def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, 
     prompts_before = {t: np.load(os.path.join(r, "prompts", f"{t}.npy")).tobytes()
                       for t in TASKS}
     calls = []
-    import medmt5.train as train_lib
+    import medmt5.cli.train as train_lib
     real_train = train_lib.train
 
     def spy(**kw):
@@ -164,7 +164,7 @@ def test_state_refuses_another_plan(straight, pretrained):
 
 def test_stage_stopped_early_is_not_marked_complete(pretrained, tmp_path):
     """A train run that returns before its last step (SIGTERM) leaves the stage to resume."""
-    from medmt5.train import TrainResult
+    from medmt5.cli.train import TrainResult
 
     d = str(tmp_path / "run")
     calls = []

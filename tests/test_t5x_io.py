@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from flax import serialization
 
-from medmt5.checkpoint_io import load_checkpoint
-from medmt5.config import T5Config
-from medmt5.model import Transformer
-from medmt5.param_tree import CheckpointError, expected_shapes, flatten, unflatten
-from medmt5.t5x_io import find_t5x_checkpoint, load_t5x, read_t5x_state, write_t5x
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer
+from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+from medmt5.checkpointing.t5x_io import find_t5x_checkpoint, load_t5x, read_t5x_state, write_t5x
 
 CFG = T5Config(vocab_size=48, d_model=12, d_kv=5, d_ff=20, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=10,

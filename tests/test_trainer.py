@@ -6,7 +6,10 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import trainer_fixtures as tf
-from medmt5 import optimizers, partitioning, train_state, trainer
+from medmt5.training import optimizers
+from medmt5.training import partitioning
+from medmt5.training import train_state
+from medmt5.training import trainer
 
 STEPS = 3
 

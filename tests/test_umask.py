@@ -5,7 +5,7 @@ import stat
 import numpy as np
 import pytest
 
-from medmt5.atomic_dir import atomic_directory
+from medmt5.checkpointing.atomic_dir import atomic_directory
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def test_checkpoint_hf_and_peft_exports_follow_umask(tmp_path, umask, mask, dir_
     import jax
 
     import medmt5
-    from medmt5 import checkpoint_io
-    from medmt5.config import T5Config
+    from medmt5.checkpointing import checkpoint_io
+    from medmt5.model.config import T5Config
     from prompt_tuning import export
 
     umask(mask)

@@ -45,9 +45,9 @@ def user_module(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # three CLI runs: ~1 CPU-minute
 def test_user_module_trains_evaluates_and_decodes(user_module, tmp_path, capsys):
-    from medmt5 import eval as eval_cli
-    from medmt5 import infer as infer_cli
-    from medmt5 import train as train_cli
+    from medmt5.cli import eval as eval_cli
+    from medmt5.cli import infer as infer_cli
+    from medmt5.cli import train as train_cli
 
     module = ["--gin.MIXTURE_OR_TASK_MODULE='my_tasks'",
               "--gin.MIXTURE_OR_TASK_NAME='my_drug_class'"]
@@ -94,7 +94,8 @@ def test_user_module_trains_evaluates_and_decodes(user_module, tmp_path, capsys)
 
 
 def test_module_list_and_bad_module_are_reported(user_module, tmp_path, capsys):
-    from medmt5 import gin_utils, infer as infer_cli
+    from medmt5.cli import gin_utils
+    from medmt5.cli import infer as infer_cli
 
     assert gin_utils.import_user_task_modules(["my_tasks", "tasks.pretraining"]) == \
         ["my_tasks", "tasks.pretraining"]

@@ -2,9 +2,12 @@
 import jax
 import numpy as np
 
-from medmt5 import optimizers, partitioning, train_state, trainer
-from medmt5.config import T5Config
-from medmt5.model import Transformer
+from medmt5.training import optimizers
+from medmt5.training import partitioning
+from medmt5.training import train_state
+from medmt5.training import trainer
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer
 
 B, S, T, VOCAB = 8, 12, 6, 128
 

@@ -1,14 +1,14 @@
 """Training and measurement of the miniature, built from the project's library pieces.
 
 Model: `medmt5.Transformer` / `prompt_tuning.prompts.PromptedTransformer`; steps:
-`medmt5.trainer.train_step` on a `medmt5.train_state` state with the masked optimizer of
-`medmt5.optimizers` (freezing by trainable / frozen patterns); decoding:
-`medmt5.decoding.generate` (greedy for keep-best checks and curves, beam 4 for final scores);
+`medmt5.training.trainer.train_step` on a `medmt5.training.train_state` state with the masked optimizer of
+`medmt5.training.optimizers` (freezing by trainable / frozen patterns); decoding:
+`medmt5.decoding.sampling.generate` (greedy for keep-best checks and curves, beam 4 for final scores);
 Norm. Avg. as `tasks.promot_metrics.normalized_average` defines it. The stage settings (optimizer and its
 Adafactor options, LR, dropout, label smoothing, keep-best beam) are the recipe's
 (`prompt_tuning.recipe.PROMPT_STAGE` / `MODEL_STAGE`, the same objects gin/promot/*.gin bind);
 only the step counts, evaluation period and prompt length are scaled down. The stages
-themselves are not `recipe.train_prompt` / `train_model`: those run `medmt5.train.train` on
+themselves are not `recipe.train_prompt` / `train_model`: those run `medmt5.cli.train.train` on
 registered seqio tasks with orbax checkpoints (minutes of start-up per stage), too slow for
 a 2-core CPU budget; here the same trainer step runs on in-memory batches (episodes.py) and
 keep-best holds the best parameters in memory.
@@ -31,7 +31,7 @@ MODEL = dict(d_model=64, d_kv=16, d_ff=128, num_heads=4, num_encoder_layers=2,
 
 
 def model_config(dropout_rate: float = 0.0):
-    from medmt5.config import T5Config
+    from medmt5.model.config import T5Config
 
     return T5Config(vocab_size=W.vocab_size(), dropout_rate=dropout_rate, **MODEL)
 
@@ -70,7 +70,7 @@ def to_batch(data: Mapping[str, np.ndarray], task_ids=None) -> Dict[str, jnp.nda
 
 @functools.lru_cache(maxsize=None)
 def _mesh():
-    from medmt5 import partitioning
+    from medmt5.training import partitioning
 
     return partitioning.create_mesh(devices=jax.devices()[:1])
 
@@ -79,7 +79,7 @@ def _mesh():
 def _step_fn(model, settings, mask_key):
     """(jitted train step, optimizer) for one model / settings (compiled once, reused):
     the optimizer is the recipe's (settings.optimizer_fn, schedule_fn) on the mask."""
-    from medmt5 import trainer
+    from medmt5.training import trainer
 
     opt = settings.optimizer_fn()(schedule=settings.schedule_fn(), mask=_MASKS[mask_key])
     config = trainer.StepConfig(model=model, optimizer=opt,
@@ -91,7 +91,7 @@ _MASKS: Dict[tuple, object] = {}
 
 
 def _mask_for(params, prompt_mode: str):
-    from medmt5 import optimizers
+    from medmt5.training import optimizers
     from prompt_tuning.prompts import PROMPT_PATTERN
 
     if prompt_mode == "train":
@@ -106,7 +106,7 @@ def _mask_for(params, prompt_mode: str):
 
 
 def build_model(stage_prompt: str, dropout: float, prompt_length: int, num_prompts: int = 0):
-    from medmt5.model import Transformer
+    from medmt5.model.transformer import Transformer
     from prompt_tuning.prompts import PromptedTransformer
 
     cfg = model_config(dropout)
@@ -128,7 +128,7 @@ def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *
     multitask: kinds are tasks with one prompt row each (task_ids = the kind's index).
     Returns (backbone params, prompt or None, history list, seconds).
     """
-    from medmt5 import train_state
+    from medmt5.training import train_state
     from prompt_tuning.prompts import PARAM_NAME
 
     start = time.time()
@@ -176,7 +176,7 @@ def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *
 
 @functools.lru_cache(maxsize=None)
 def _plain_model():
-    from medmt5.model import Transformer
+    from medmt5.model.transformer import Transformer
 
     return Transformer(model_config(0.0))
 
@@ -185,7 +185,7 @@ def predict(backbone, data: Mapping[str, np.ndarray], prompt=None, beam: bool = 
             task_ids=None) -> np.ndarray:
     """Generated ids [n, DEC_LEN] (greedy or beam 4) with `prompt` [P, H] / per-row
     [n, P, H] attached, or none."""
-    from medmt5 import decoding
+    from medmt5.decoding import sampling as decoding
 
     if prompt is not None and np.ndim(prompt) == 3 and task_ids is not None:
         prompt = jnp.asarray(prompt)[jnp.asarray(task_ids)]

@@ -58,9 +58,9 @@ def pretrain(out: str, cfg: dict, fresh: bool) -> dict:
     """Pretrains in chunks until the gate or the cap; saves after every chunk (a rerun
     continues) and reuses OUT/pretrain after checking its vocabulary hash."""
     import jax
-    from medmt5 import partitioning
-    from medmt5.checkpoint_io import load_checkpoint, save_params_checkpoint
-    from medmt5.train_state import init_boxed_params
+    from medmt5.training import partitioning
+    from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+    from medmt5.training.train_state import init_boxed_params
 
     model_dir = os.path.join(out, "pretrain")
     info_path = os.path.join(model_dir, "pretrain.json")

@@ -1,0 +1,114 @@
+"""`python -m medmt5.eval`: score a checkpoint on seqio tasks (T5X command-line conventions).
+
+    python -m medmt5.eval --gin_file=runs/eval.gin --gin_file=models/mt5_tiny.gin \
+        --gin.CHECKPOINT_PATH="'/tmp/tiny_ft'" --gin.MIXTURE_OR_TASK_NAME="'abstrct_tiny'"
+
+CHECKPOINT_PATH is our MODEL_DIR (latest step), MODEL_DIR/best, a .../checkpoints/<step>
+dir, a Hugging Face model dir or a T5X checkpoint. Writes EVAL_OUTPUT_DIR/metrics.json,
+<task>-predictions.jsonl and TensorBoard summaries (EVAL_OUTPUT_DIR/<task>).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Mapping, Optional, Sequence
+
+import jax
+
+log = logging.getLogger("medmt5")
+
+
+def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> Optional[str]:
+    """CHECKPOINT_PATH/eval_<split>, next to it for a checkpoint file (None if unknown)."""
+    if not checkpoint_path or not split or not isinstance(checkpoint_path, str):
+        return None
+    from medmt5.data import hub
+
+    if hub.is_hub_id(checkpoint_path):  # never inside the hub cache, nor ./org/name (an id)
+        repo_id, revision = hub.parse_hub_id(checkpoint_path)
+        name = repo_id.replace("/", "--") + (f"@{revision}" if revision else "")
+        return os.path.abspath(os.path.join("eval", name, f"eval_{split}"))
+    base = checkpoint_path if not os.path.isfile(checkpoint_path) else \
+        os.path.dirname(os.path.abspath(checkpoint_path))
+    return os.path.join(base, f"eval_{split}")
+
+
+def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
+             mixture_or_task_name: Optional[str] = None,
+             eval_tasks: Optional[Sequence[str]] = None, split: str = "validation",
+             output_dir: Optional[str] = None, batch_size: int = 8,
+             max_examples: Optional[int] = None, beam_size: int = 1,
+             max_decode_length: Optional[int] = None, num_partitions: int = 1,
+             allow_vocabulary_change: bool = False) -> dict:
+    """Loads the checkpoint and evaluates it; returns {"<task>/<metric>": value}.
+
+    eval_tasks default to MIXTURE_OR_TASK_NAME itself (or its sub-tasks) with `split`.
+    """
+    import medmt5
+    from medmt5.run import evaluation
+    from medmt5.training import partitioning
+    from medmt5.model.transformer import Transformer
+
+    if not eval_tasks and not mixture_or_task_name:
+        raise ValueError("evaluate needs MIXTURE_OR_TASK_NAME or evaluate.eval_tasks")
+    tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
+    cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    from medmt5.checkpointing import vocab_record
+    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size,
+                                   allow_vocabulary_change)
+    model = Transformer(cfg)
+    mesh = partitioning.create_mesh(num_partitions=num_partitions)
+    log.info("mesh %s; %s parameters from %s", dict(mesh.shape),
+             f"{sum(x.size for x in jax.tree.leaves(params)):,}", checkpoint_path)
+    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
+    output_dir = output_dir or default_output_dir(checkpoint_path, split)
+    step = evaluation.latest_step(checkpoint_path)
+    evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
+                                     batch_size=batch_size, max_examples=max_examples,
+                                     beam_size=beam_size, max_decode_length=max_decode_length,
+                                     summary_dir=output_dir)
+    results = {}
+    for td in evaluator.data:
+        metrics, records = evaluator.evaluate_task(model, params, td)
+        results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
+        evaluation.write_predictions(output_dir, td.name, records)
+        if evaluator.summary_dir:
+            from medmt5.run import progress
+            writer = progress.SummaryLogger(os.path.join(output_dir, td.name))
+            writer.scalars(step, metrics)
+            writer.close()
+    if jax.process_index() == 0:
+        from medmt5.data import paths  # OUTPUT_DIR may be gs://
+        paths.write_text(paths.join(output_dir, "metrics.json"),
+                         json.dumps({"checkpoint": checkpoint_path, "step": step, "split": split,
+                                     "metrics": results}, indent=2))
+    print(evaluation.format_metrics(step, results), flush=True)
+    return results
+
+
+USAGE = __doc__
+
+
+def main(argv: Sequence[str]) -> int:
+    from medmt5.cli import gin_utils
+
+    def run(flags):
+        del flags
+        out = gin_utils.query_macro("EVAL_OUTPUT_DIR") or default_output_dir(
+            gin_utils.query_macro("CHECKPOINT_PATH"), gin_utils.query_macro("EVAL_SPLIT"))
+        gin_utils.call("evaluate")
+        if out:  # only for an evaluation that ran: a failed one leaves no trace there
+            gin_utils.write_config(out)
+
+    return gin_utils.run_cli(run, argv, "medmt5.eval", USAGE)
+
+
+def console_main() -> None:
+    from medmt5.runtime import failures
+    failures.exit_process(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,569 @@
+"""The gin/flags layer of the CLIs (T5X conventions), kept out of the library.
+
+Flags: --gin_file=F (repeatable, later files win), --gin.NAME=VALUE (repeatable, applied
+after all files), --gin_bindings='NAME = VALUE' (T5X's spelling, repeatable),
+--gin_search_paths=A,B and the multi-host flags --multiprocess_gpu,
+--coordinator_address=HOST:PORT, --process_count=N, --process_index=I.
+
+A bare file name (`medmt5_tiny.gin`, `runs/eval.gin`) is looked up in the search paths, then
+the current directory, the repository's gin/ folder (editable install) and
+<sys.prefix>/share/medmt5/gin (regular install). `include` lines inside gin files use the same
+search path.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+import sys
+from typing import Optional, Sequence
+
+import gin
+
+from medmt5.runtime.failures import TrainingFailure
+
+log = logging.getLogger("medmt5")
+
+# An example value per well-known macro, shown when a required one is missing.
+MACRO_EXAMPLES = {
+    "MODEL_DIR": "\"'/tmp/medmt5_run'\"",
+    "MIXTURE_OR_TASK_NAME": "\"'medmt5_pretrain'\"",
+    "MIXTURE_OR_TASK_MODULE": "\"'my_tasks'\"",
+    "TASK_FEATURE_LENGTHS": "\"{'inputs': 1024, 'targets': 229}\"",
+    "TRAIN_STEPS": "1000",
+    "BATCH_SIZE": "64",
+    "INITIAL_CHECKPOINT_PATH": "\"'/path/to/model_dir_or_hf_dir'\"",
+    "CHECKPOINT_PATH": "\"'/tmp/medmt5_run'\"",
+    "EVAL_PERIOD": "500",
+    "DROPOUT_RATE": "0.1",
+    "LEARNING_RATE": "1e-3",
+    "PROMPT_LENGTH": "100",
+    "PROMPT_FILE": "\"'/path/to/prompt.npy'\"",
+    "OUTPUT_FILE": "\"'/tmp/predictions.jsonl'\"",
+    "EVAL_TASKS": "\"['abstrct_en']\"",
+}
+
+
+class UsageError(ValueError):
+    """A command-line or gin-config mistake; the CLI prints it without a traceback."""
+
+
+@dataclasses.dataclass
+class Flags:
+    gin_files: list[str] = dataclasses.field(default_factory=list)
+    gin_bindings: list[str] = dataclasses.field(default_factory=list)
+    gin_search_paths: list[str] = dataclasses.field(default_factory=list)
+    multiprocess_gpu: bool = False
+    coordinator_address: Optional[str] = None
+    process_count: Optional[int] = None
+    process_index: Optional[int] = None
+    # the command-line argument each gin binding came from (same order as gin_bindings)
+    binding_flags: list[str] = dataclasses.field(default_factory=list)
+
+
+def _flag_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
+    """Value of `--name=V` or `--name V` at argv[i]; returns (value, next index)."""
+    arg = argv[i]
+    if "=" in arg:
+        return arg.split("=", 1)[1], i + 1
+    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+        raise UsageError(f"Flag --{name} needs a value, e.g. --{name}=...")
+    return argv[i + 1], i + 2
+
+
+def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
+    """Parses the command line (without the program name) into Flags.
+
+    Raises UsageError naming an unknown flag. `--help` prints `usage` and exits.
+    """
+    flags = Flags()
+    argv = list(argv)
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if name in ("help", "helpfull"):
+            print(usage or __doc__)
+            raise SystemExit(0)
+        if name is None:
+            raise UsageError(f"Unexpected argument {arg!r}: all arguments are flags such as "
+                             "--gin_file=medmt5_tiny.gin or --gin.MODEL_DIR=\"'/tmp/run'\"")
+        if name.startswith("gin."):
+            if "=" not in arg:
+                raise UsageError(f"{arg}: write gin flags as --gin.NAME=VALUE, e.g. "
+                                 "--gin.TRAIN_STEPS=100")
+            key, value = arg[len("--gin."):].split("=", 1)
+            flags.gin_bindings.append(f"{key} = {value}")
+            flags.binding_flags.append(arg)
+            i += 1
+        elif name == "gin_file":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_files.append(value)
+        elif name == "gin_bindings":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_bindings.append(value)
+            flags.binding_flags.append(f"--gin_bindings={value}")
+        elif name == "gin_search_paths":
+            value, i = _flag_value(argv, i, name)
+            flags.gin_search_paths.extend(p for p in value.split(",") if p)
+        elif name in ("multiprocess_gpu", "nomultiprocess_gpu"):
+            value = arg.split("=", 1)[1].lower() if "=" in arg else "true"
+            flags.multiprocess_gpu = name == "multiprocess_gpu" and value in ("1", "true", "yes")
+            i += 1
+        elif name == "coordinator_address":
+            flags.coordinator_address, i = _flag_value(argv, i, name)
+        elif name in ("process_count", "process_index"):
+            value, i = _flag_value(argv, i, name)
+            try:
+                setattr(flags, name, int(value))
+            except ValueError:
+                raise UsageError(f"--{name} must be an integer, got {value!r}") from None
+        else:
+            raise UsageError(f"Unknown flag {arg.split('=', 1)[0]!r}. Known: --gin_file, "
+                             "--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, "
+                             "--multiprocess_gpu, --coordinator_address, --process_count, "
+                             "--process_index")
+    return flags
+
+
+def default_gin_dirs() -> list[str]:
+    """The gin/ folders that are always searched: repo checkout, then installed copy."""
+    dirs = []
+    repo_gin = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__)))), "gin")
+    for d in (repo_gin, os.path.join(sys.prefix, "share", "medmt5", "gin")):
+        if os.path.isdir(d) and d not in dirs:
+            dirs.append(d)
+    return dirs
+
+
+def search_paths(extra: Sequence[str] = ()) -> list[str]:
+    """User paths first, then the current directory, then the default gin/ folders."""
+    out = []
+    for p in [*extra, os.getcwd(), *default_gin_dirs()]:
+        p = os.path.abspath(os.path.expanduser(p))
+        if p not in out:
+            out.append(p)
+    return out
+
+
+def resolve_gin_file(name: str, paths: Sequence[str]) -> str:
+    """Absolute path of gin file `name` (as given, or found in `paths`); UsageError if none."""
+    candidates = [name] if os.path.isabs(name) else [name] + [os.path.join(p, name) for p in paths]
+    if not name.endswith(".gin"):
+        candidates += [c + ".gin" for c in candidates]
+    for c in candidates:
+        if os.path.isfile(c):
+            return os.path.abspath(c)
+    raise UsageError(f"--gin_file={name}: no such file here or in the gin search path "
+                     f"{list(paths)}. Add its folder with --gin_search_paths=DIR.")
+
+
+_REGISTERED: dict = {}
+
+
+def register_configurables() -> dict:
+    """Registers the library's classes and functions with gin (idempotent).
+
+    The library itself stays gin-free; only the CLIs call this. Names usable in gin files:
+    T5Config, train, evaluate, infer, make_schedule, create_optimizer, setup_tasks. Returns
+    {name: gin-wrapped callable}.
+    """
+    if _REGISTERED:
+        return _REGISTERED
+    from medmt5.data import pipeline as data_lib
+    from medmt5.cli import eval as eval_lib
+    from medmt5.cli import infer as infer_lib
+    from medmt5.training import optimizers
+    from medmt5.cli import train as train_lib
+    from medmt5.model.config import T5Config
+
+    for name, fn in (("T5Config", T5Config), ("train", train_lib.train),
+                     ("evaluate", eval_lib.evaluate), ("infer", infer_lib.infer),
+                     ("make_schedule", optimizers.make_schedule),
+                     ("create_optimizer", optimizers.create_optimizer),
+                     ("setup_tasks", data_lib.setup_tasks)):
+        with gin.unlock_config():  # a config locked by an earlier in-process run is no bar
+            _REGISTERED[name] = gin.external_configurable(fn, name=name)
+    return _REGISTERED
+
+
+def call(name: str, **kwargs):
+    """Calls the gin-configured library function `name` (see register_configurables)."""
+    return register_configurables()[name](**kwargs)
+
+
+def query_macro(name: str, default=None):
+    """The value of gin macro `name` in the parsed config, or `default` if undefined."""
+    try:
+        return gin.query_parameter(f"{name}/macro.value")
+    except ValueError:
+        return default
+
+
+def _missing_required_macros() -> list[str]:
+    """Macros set to %gin.REQUIRED in the parsed config (all of them, not just the first)."""
+    missing = []
+    try:
+        config = gin.config._CONFIG  # pylint: disable=protected-access
+        for (scope, selector), params in config.items():
+            if selector.endswith("gin.macro") and "value" in params:
+                ref = params["value"]
+                if isinstance(ref, gin.config.ConfigurableReference) and \
+                        ref.configurable.wrapped is gin.config._retrieve_constant and \
+                        ref.scoped_configurable_fn() is gin.REQUIRED:
+                    missing.append(scope)
+    except Exception:  # pragma: no cover - private gin API changed; finalize still reports
+        return []
+    return sorted(missing)
+
+
+def missing_macro_message(names: Sequence[str], program: str) -> str:
+    lines = [f"Missing required gin macro{'s' if len(names) > 1 else ''}: {', '.join(names)}.",
+             "Set it on the command line or in a --gin_file, e.g.:"]
+    example = " ".join(f"--gin.{n}={MACRO_EXAMPLES.get(n, 'VALUE')}" for n in names)
+    lines.append(f"  python -m {program} --gin_file=... {example}")
+    return "\n".join(lines)
+
+
+def _hint_for(err: Exception, program: str) -> str:
+    text = str(err)
+    m = re.search(r"(\w+)/macro\.value set to `%gin\.REQUIRED`", text)
+    if m:
+        return missing_macro_message([m.group(1)], program)
+    m = re.search(r"No bindings specified for '(\w+)/gin\.macro'", text)
+    if m:
+        return (f"{text}\nThe config uses macro %{m.group(1)} but never defines it. "
+                + missing_macro_message([m.group(1)], program).split("\n", 1)[1])
+    m = re.search(r"(\S+) set to `%gin\.REQUIRED`", text)
+    if m:
+        return f"{text}\nBind it in a gin file or with --gin.{m.group(1)}=VALUE."
+    if "No configurable matching" in text or "doesn't have a parameter named" in text:
+        return (f"{text}\nHint: check the spelling against the gin files in "
+                f"{default_gin_dirs()}; configurables from other modules need an "
+                "`import module.name` line in a gin file. Macros are UPPER_CASE "
+                "(--gin.MODEL_DIR=...), parameters are configurable.param "
+                "(--gin.T5Config.dropout_rate=0.1).")
+    if "Unable to open file" in text:
+        return (f"{text}\nHint: `include` looks in the gin search path; add the folder with "
+                "--gin_search_paths=DIR.")
+    return f"{text}\nHint: gin values are Python literals: strings need inner quotes, " \
+           "e.g. --gin.MODEL_DIR=\"'/tmp/run'\"."
+
+
+class _GinSearchNoise(logging.Filter):
+    """Drops gin's "Path not found" errors for search-path prefixes that simply miss."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.msg == "Path not found: %s" and "gin" in record.pathname)
+
+
+_NOISE_FILTER = _GinSearchNoise()
+
+
+def _unclosed_bracket(text: str):
+    """(error line, line of the innermost bracket left open) if `text` does not tokenize."""
+    import io
+    import tokenize
+
+    opened = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.OP and tok.string in "([{":
+                opened.append((tok.string, tok.start[0]))
+            elif tok.type == tokenize.OP and tok.string in ")]}" and opened:
+                opened.pop()
+    except tokenize.TokenError as e:
+        line = e.args[1][0] if len(e.args) > 1 and e.args[1] else text.count("\n") + 1
+        return line, opened[-1] if opened else None
+    return None
+
+
+def _token_error_location(path: str, paths: Sequence[str], seen=None):
+    """(file, line, open bracket) of the first tokenize error in gin file `path` or a file it
+    includes."""
+    seen = set() if seen is None else seen
+    if path in seen or not os.path.isfile(path):
+        return None
+    seen.add(path)
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    bad = _unclosed_bracket(text)
+    if bad:
+        return path, bad[0], bad[1]
+    for m in re.finditer(r"^\s*include\s+['\"]([^'\"]+)['\"]", text, re.M):
+        name = m.group(1)
+        for c in [name] + [os.path.join(p, name) for p in (os.path.dirname(path), *paths)]:
+            if os.path.isfile(c):
+                found = _token_error_location(os.path.abspath(c), paths, seen)
+                if found:
+                    return found
+                break
+    return None
+
+
+def _syntax_message(err: BaseException, source: str, paths: Sequence[str]) -> str:
+    """A gin syntax error in `source` (a gin file path, or the --gin. flag) as one message
+    naming the file (or flag) and line."""
+    import tokenize
+
+    if isinstance(err, tokenize.TokenError):
+        if source.startswith("--"):
+            return (f"{source}: the value is incomplete (an unclosed bracket or quote): "
+                    "close every (, [, { and quote")
+        path, line, bracket = _token_error_location(source, paths) or (source, None, None)
+        if bracket:
+            return (f"{path}:{bracket[1]}: gin syntax error: the '{bracket[0]}' opened on line "
+                    f"{bracket[1]} is never closed (the file ends at line {line} inside it)")
+        return (f"{path}{f':{line}' if line else ''}: gin syntax error: the file ends inside "
+                "an unclosed bracket or string")
+    loc = err.args[1] if isinstance(err, SyntaxError) and len(err.args) > 1 else None
+    filename = getattr(loc, "filename", None) or getattr(err, "filename", None)
+    line = getattr(loc, "line_num", None) or getattr(err, "lineno", None)
+    content = (getattr(loc, "line_content", None) or "").rstrip("\n")
+    msg = err.args[0] if err.args else str(err)
+    if source.startswith("--"):
+        text = f"{source}: gin cannot parse this binding ({msg})"
+        key, _, value = source[len("--gin."):].partition("=") if source.startswith(
+            "--gin.") else ("", "", "")
+        if key and value and not value.strip().startswith(("'", '"', "[", "{", "(", "%", "@")):
+            text += (f". Strings need inner quotes: --gin.{key}=\"'{value}'\" (the outer "
+                     "quotes are for the shell, the inner ones make it a gin string)")
+        return text
+    where = f"{filename or source}:{line}" if line else (filename or source)
+    return f"{where}: gin syntax error: {msg}" + (f"\n    {content}" if content else "")
+
+
+def _parse_one(parse, source: str, program: str, paths: Sequence[str]) -> None:
+    for attempt in range(3):
+        try:
+            parse()
+            return
+        except Exception as e:  # noqa: BLE001 - gin raises many types; all are config errors
+            # CPython 3.11 < 3.11.8 (gh-106905): ast/compile in one thread while another
+            # thread (orbax's async save, tf.data) also builds ASTs can fail spuriously with
+            # this message. It is not the user's config: parse again.
+            if "AST constructor recursion depth mismatch" in str(e) and attempt < 2:
+                continue
+            import tokenize
+            if isinstance(e, (SyntaxError, tokenize.TokenError)):
+                raise UsageError(_syntax_message(e, source, paths)) from None
+            if isinstance(e, (ValueError, TypeError, IOError)):
+                prefix = "" if source.startswith("--") else f"{source}: "
+                text = _hint_for(e, program)
+                if source.startswith("--") and source not in text:
+                    text = f"{source}: {text}"
+                raise UsageError(prefix + text) from None
+            raise
+
+
+def parse_gin(flags: Flags, program: str) -> None:
+    """Clears gin, registers configurables, parses files then bindings, and finalizes.
+
+    Files and bindings are parsed one at a time (the same result as gin's
+    parse_config_files_and_bindings), so an error names its file and line or its flag.
+    Raises UsageError with a message naming the missing macro / unknown binding / syntax
+    error and an example flag, instead of gin's bare error.
+    """
+    register_configurables()
+    gin.clear_config()
+    if _NOISE_FILTER not in logging.getLogger().filters:
+        logging.getLogger().addFilter(_NOISE_FILTER)
+    paths = search_paths(flags.gin_search_paths)
+    for p in paths:
+        gin.add_config_file_search_path(p)
+    files = [resolve_gin_file(f, paths) for f in flags.gin_files]
+    if not files:
+        raise UsageError(f"No --gin_file given. Example: python -m {program} "
+                         f"--gin_file=medmt5_tiny.gin --gin.MODEL_DIR=\"'/tmp/run'\"")
+    for path in files:
+        _parse_one(lambda: gin.parse_config_file(path), path, program, paths)
+    sources = flags.binding_flags if len(flags.binding_flags) == len(flags.gin_bindings) \
+        else [f"--gin_bindings={b}" for b in flags.gin_bindings]
+    for binding, source in zip(flags.gin_bindings, sources):
+        _parse_one(lambda: gin.parse_config(binding), source, program, paths)
+    missing = _missing_required_macros()
+    if missing:
+        raise UsageError(missing_macro_message(missing, program))
+    check_values(flags)
+    try:
+        gin.finalize()
+    except (ValueError, TypeError) as e:
+        raise UsageError(_hint_for(e, program)) from e
+
+
+def _macro_value(value, depth: int = 0):
+    """(value, macro name) of a bound value, following %MACRO references."""
+    macro = None
+    while isinstance(value, gin.config.ConfigurableReference) and depth < 20:
+        if value.configurable.name != "macro" or not value.scopes:
+            return value, macro
+        name = value.scopes[-1]
+        macro = macro or name
+        params = gin.config._CONFIG.get((name, "gin.macro"), {})  # pylint: disable=protected-access
+        if "value" not in params:
+            return None, macro
+        value, depth = params["value"], depth + 1
+    return value, macro
+
+
+def bound_values() -> dict:
+    """{"train.train_steps": (value, "TRAIN_STEPS" or None)} for every unscoped binding of the
+    parsed config whose value is a literal (bindings to @configurables are left out)."""
+    out = {}
+    for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
+        if scope or selector.endswith("gin.macro"):
+            continue
+        short = selector.rsplit(".", 1)[-1]
+        for param, value in params.items():
+            value, macro = _macro_value(value)
+            if not isinstance(value, gin.config.ConfigurableReference):  # @f(): its result
+                out[f"{short}.{param}"] = (value, macro)  # is checked where it is used
+    return out
+
+
+def check_values(flags: Flags) -> None:
+    """The validation layer (medmt5.runtime.preflight.check_bound_values) on the parsed config."""
+    from medmt5.runtime import preflight
+
+    names = [f[len("--gin."):].split("=", 1)[0] for f in flags.binding_flags
+             if f.startswith("--gin.")]
+    try:
+        preflight.check_bound_values(bound_values(), names)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def write_config(model_dir: str, filename: str = "config.gin") -> str:
+    """Writes the effective gin config (all bindings after overrides) to model_dir/filename."""
+    import jax
+
+    from medmt5.data import paths
+
+    path = paths.join(model_dir, filename)
+    if jax.process_index() == 0:
+        paths.makedirs(model_dir)
+        from medmt5.checkpointing.atomic_dir import atomic_write_text
+        atomic_write_text(path, gin.config_str())  # never a half-written config.gin
+    return path
+
+
+def init_distributed(flags: Flags) -> None:
+    """Starts multi-host JAX when asked by flags, or on a multi-worker TPU VM slice."""
+    from medmt5.training import partitioning
+
+    if flags.multiprocess_gpu and flags.coordinator_address is None:
+        raise UsageError("--multiprocess_gpu needs --coordinator_address=HOST:PORT, "
+                         "--process_count=N and --process_index=I")
+    try:
+        partitioning.initialize_distributed(flags.coordinator_address, flags.process_count,
+                                            flags.process_index)
+    except ValueError as e:
+        raise UsageError(str(e)) from e
+
+
+# Modules whose import registers the seqio tasks the shipped gin files name. Users add their
+# own with --gin.MIXTURE_OR_TASK_MODULE="'my_tasks'" (import_user_task_modules); a module
+# that defines gin configurables needs an `import my_tasks` line in a gin file instead.
+TASK_MODULES = ("tasks.pretraining", "tasks.benchmarks", "tasks.promot_tasks")
+
+
+def import_task_modules(modules: Sequence[str] = TASK_MODULES) -> None:
+    import importlib
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name:  # the module exists but something it needs is missing
+                raise
+            log.warning("task module %s is not available; its tasks are not registered", name)
+
+
+def _module_names(value) -> list[str]:
+    """MIXTURE_OR_TASK_MODULE as a list of module names (None, a string, or a list of them)."""
+    if value is None or value == "":
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(
+            isinstance(n, str) and n.strip() for n in names):
+        raise UsageError(f"MIXTURE_OR_TASK_MODULE={value!r}: give a module name or a list of "
+                         "them, e.g. --gin.MIXTURE_OR_TASK_MODULE=\"'my_tasks'\" or "
+                         "--gin.MIXTURE_OR_TASK_MODULE=\"['my_tasks', 'more_tasks']\".")
+    return [n.strip() for n in names]
+
+
+def import_user_task_modules(value) -> list[str]:
+    """Imports the modules named by MIXTURE_OR_TASK_MODULE (T5X's macro), which register the
+    user's own seqio tasks; called after the project's tasks are registered with the run's
+    VOCABULARY, before any task is looked up. Returns the module names."""
+    import importlib
+
+    names = _module_names(value)
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+                raise  # the module exists but something it imports is missing
+            raise UsageError(
+                f"MIXTURE_OR_TASK_MODULE: cannot import {name!r} ({e}). Put the folder that "
+                f"holds it on PYTHONPATH (or install it); Python searched {sys.path}.") from None
+        log.info("imported task module %s (MIXTURE_OR_TASK_MODULE)", name)
+    return names
+
+
+def _report(program: str, err: BaseException) -> int:
+    """Prints the one error line (or a traceback for an unexpected error); the exit code."""
+    if isinstance(err, UsageError):
+        print(f"{program}: error: {err}", file=sys.stderr)
+        return 2
+    if isinstance(err, KeyboardInterrupt):
+        print(f"{program}: interrupted", file=sys.stderr)
+        return 130
+    if isinstance(err, (ValueError, FileNotFoundError, TrainingFailure)):
+        # Configuration mistakes found while running (bad values, missing files) and run
+        # failures (non-finite loss, unreadable checkpoint; docs/errors.md): the message
+        # names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
+        if os.environ.get("MEDMT5_TRACEBACK"):
+            import traceback
+            traceback.print_exception(err)
+        print(f"{program}: error: {type(err).__name__}: {err}\n(set MEDMT5_TRACEBACK=1 for "
+              "the traceback)", file=sys.stderr)
+        return 1
+    import traceback  # not an error we anticipated: the traceback is what a report needs
+    traceback.print_exception(err)
+    print(f"{program}: error: unexpected {type(err).__name__}: {err}", file=sys.stderr)
+    return 1
+
+
+def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
+    """Parses flags and gin for `program`, then calls main_fn(flags); reports any error.
+
+    Returns the process exit code (2 for a usage error, 1 for other errors). After an error
+    the exception's frames are released (medmt5.runtime.failures.release), so no tf.data pipeline is
+    left for interpreter shutdown; the console entry points end with failures.exit_process.
+    """
+    from medmt5.runtime import failures
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
+    log.setLevel(logging.INFO)  # our messages; orbax/absl/tf stay at WARNING
+    try:
+        flags = parse_flags(argv, usage)
+        import_task_modules()  # before gin: task modules may define gin configurables
+        parse_gin(flags, program)
+        init_distributed(flags)
+        call("setup_tasks")  # registers every task with the run's VOCABULARY
+        import_user_task_modules(query_macro("MIXTURE_OR_TASK_MODULE"))
+        main_fn(flags)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001 - every error ends in one report and an exit
+        try:
+            rc = _report(program, e)
+        finally:
+            failures.release(e)
+        failures.flush_std()
+        return rc
+    return 0

@@ -1,0 +1,104 @@
+"""`python -m medmt5.infer`: write a checkpoint's predictions as JSONL (T5X conventions).
+
+    python -m medmt5.infer --gin_file=runs/infer.gin \
+        --gin.CHECKPOINT_PATH="'/tmp/tiny_ft'" --gin.MIXTURE_OR_TASK_NAME="'abstrct_tiny'" \
+        --gin.OUTPUT_FILE="'/tmp/predictions.jsonl'"
+
+Inputs come from the task's split, or from INPUT_FILE (one model input per line, or JSONL
+with an "inputs" field), tokenized with the task's vocabulary. Each output line is
+{"inputs", "prediction", "target"} (target is "" for INPUT_FILE lines).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from typing import Mapping, Optional, Sequence
+
+import jax
+
+log = logging.getLogger("medmt5")
+
+
+def read_inputs(path: str) -> list[str]:
+    """Model inputs from a text file (one per line) or JSONL ({"inputs": ...} per line)."""
+    texts = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            if line.lstrip().startswith("{"):
+                try:
+                    texts.append(str(json.loads(line)["inputs"]))
+                except (json.JSONDecodeError, KeyError) as e:
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object with an "
+                                     f"'inputs' field ({e})") from None
+            else:
+                texts.append(line)
+    if not texts:
+        raise ValueError(f"{path}: no inputs (empty file)")
+    return texts
+
+
+def infer(*, checkpoint_path: str, mixture_or_task_name: str,
+          task_feature_lengths: Mapping[str, int], output_file: str, split: str = "test",
+          input_file: Optional[str] = None, batch_size: int = 8,
+          max_examples: Optional[int] = None, beam_size: int = 1,
+          max_decode_length: Optional[int] = None, num_partitions: int = 1,
+          allow_vocabulary_change: bool = False) -> list[dict]:
+    """Predicts every example and writes JSONL to output_file; returns the records."""
+    import medmt5
+    from medmt5.run import evaluation
+    from medmt5.training import partitioning
+    from medmt5.model.transformer import Transformer
+
+    cfg, params = medmt5.load_checkpoint(checkpoint_path)
+    from medmt5.checkpointing import vocab_record
+    vocab_record.check_scoring_run(checkpoint_path, [mixture_or_task_name], cfg.vocab_size,
+                                   allow_vocabulary_change)
+    model = Transformer(cfg)
+    mesh = partitioning.create_mesh(num_partitions=num_partitions)
+    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
+    evaluator = evaluation.Evaluator([], task_feature_lengths, split=split, mesh=mesh,
+                                     batch_size=batch_size, beam_size=beam_size,
+                                     max_decode_length=max_decode_length, lazy=True)
+    if input_file:
+        td = evaluation.TaskData.from_texts(mixture_or_task_name, read_inputs(input_file),
+                                            task_feature_lengths)
+    else:
+        td = evaluation.TaskData(mixture_or_task_name, task_feature_lengths, split,
+                                 max_examples)
+    predictions = evaluator.predict(model, params, td)
+    records = [{"inputs": i, "prediction": p, "target": t}
+               for i, p, t in zip(td.inputs_text, predictions, td.targets_text)]
+    if jax.process_index() == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
+        with open(output_file, "w", encoding="utf-8") as f:
+            for r in records:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+    log.info("wrote %d predictions to %s", len(records), output_file)
+    return records
+
+
+USAGE = __doc__
+
+
+def main(argv: Sequence[str]) -> int:
+    from medmt5.cli import gin_utils
+
+    def run(flags):
+        del flags
+        gin_utils.call("infer")
+
+    return gin_utils.run_cli(run, argv, "medmt5.infer", USAGE)
+
+
+def console_main() -> None:
+    from medmt5.runtime import failures
+    failures.exit_process(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    console_main()

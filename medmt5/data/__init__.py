@@ -1,0 +1,8 @@
+"""Data and files: the only part of medmt5 (with tasks/) that touches TensorFlow.
+
+    pipeline  seqio tasks -> numpy batches with a resumable position (imports TensorFlow)
+    paths     one path layer for local files, gs:// and other fsspec URLs
+    hub       Hugging Face hub ids as checkpoint paths (offline cache aware)
+
+Importing this package imports none of them, so `medmt5.data.paths` stays TensorFlow-free.
+"""

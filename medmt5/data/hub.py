@@ -1,0 +1,120 @@
+"""Hugging Face hub ids as checkpoint paths: `google/mt5-small`, `hf://google/mt5-small`,
+`HiTZ/Medical-mT5-large@<revision>` (a branch, tag or commit sha).
+
+`resolve_checkpoint(path)` turns a hub id into the local snapshot folder of the hub cache
+(downloading only config.json, the weights and the tokenizer files when the network is
+allowed) and leaves every other path alone (local paths made absolute, gs:// untouched).
+The folder holds the checkpoint's own spiece.model, so the vocabulary can be read from it.
+
+The cache is huggingface_hub's: $HF_HUB_CACHE, else $HF_HOME/hub, else ~/.cache/huggingface/hub,
+laid out as models--{org}--{name}/{refs/<branch>, snapshots/<sha>/<files>, blobs/<etag>}
+(huggingface_hub docs, "Understand caching": https://huggingface.co/docs/huggingface_hub/guides/manage-cache).
+HF_HUB_OFFLINE=1 reads only that cache. The variables are read at each call, not at import.
+
+A local folder wins over a hub id of the same spelling (`./google/mt5-small` exists -> local).
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional, Tuple
+
+from medmt5.data import paths
+
+HF_SCHEME = "hf://"
+# What a model checkpoint needs: config, weights (single or sharded safetensors, or torch),
+# and the tokenizer files (spiece.model; added tokens of fine-tuned releases).
+CHECKPOINT_PATTERNS = (
+    "config.json", "generation_config.json", "model.safetensors", "model-*.safetensors",
+    "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model-*.bin",
+    "pytorch_model.bin.index.json", "spiece.model", "tokenizer.json", "tokenizer_config.json",
+    "added_tokens.json", "special_tokens_map.json",
+)
+_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+_ID_RE = re.compile(rf"^({_NAME}/{_NAME})(?:@([A-Za-z0-9._/-]+))?$")
+_TRUE = ("1", "true", "yes", "on")
+
+
+class HubError(ValueError):
+    """A hub id that cannot be resolved (not cached offline, unknown repo, bad revision)."""
+
+
+def is_hub_id(path) -> bool:
+    """True for hf://org/name[@rev], and for org/name[@rev] that is not an existing local path."""
+    path = os.fspath(path)
+    if path.startswith(HF_SCHEME):
+        return True
+    if paths.scheme(path) or path.startswith(("/", ".", "~")):
+        return False
+    if os.path.exists(path):
+        return False
+    return bool(_ID_RE.match(path))
+
+
+def parse_hub_id(path) -> Tuple[str, Optional[str]]:
+    """'hf://google/mt5-small@abc' -> ('google/mt5-small', 'abc'); revision None = main."""
+    path = os.fspath(path)
+    spec = path[len(HF_SCHEME):] if path.startswith(HF_SCHEME) else path
+    m = _ID_RE.match(spec.rstrip("/"))
+    if not m:
+        raise HubError(f"{path!r}: not a Hugging Face model id; write org/name, hf://org/name "
+                       "or org/name@revision (e.g. google/mt5-small@main)")
+    return m.group(1), m.group(2)
+
+
+def hub_cache_dir() -> str:
+    """huggingface_hub's model cache folder, from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
+    """The local snapshot folder for a hub id (see the module docstring). Raises HubError."""
+    repo_id, revision = parse_hub_id(path)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub import errors as hf_errors
+    except ImportError:
+        raise HubError(f"{path}: hub ids need huggingface_hub (pip install huggingface_hub), "
+                       "or pass a local folder") from None
+    cache = hub_cache_dir()
+    shown = f"{repo_id}@{revision}" if revision else repo_id
+    download = (f"on a machine with network access run `hf download {repo_id}"
+                f"{' --revision ' + revision if revision else ''} --include '*.json' "
+                "--include '*.safetensors' --include spiece.model` with the same HF_HOME "
+                f"(or copy {cache}/models--{repo_id.replace('/', '--')} here)")
+    try:
+        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache,
+                                   local_files_only=offline(), allow_patterns=list(patterns))
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
+        why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
+               else f"it could not be downloaded ({type(e).__name__})")
+        local = os.path.abspath(os.fspath(path))
+        raise HubError(f"{shown}: not in the Hugging Face cache {cache} and {why}; {download}. "
+                       f"If you meant a local folder: {local} does not exist") from None
+    except hf_errors.RevisionNotFoundError:
+        raise HubError(f"{shown}: revision {revision!r} does not exist on the hub") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise HubError(f"{repo_id}: no such model on the hub (or it is private: run "
+                       "`hf auth login`)") from None
+    except (OSError, ValueError) as e:
+        raise HubError(f"{shown}: cannot resolve from the hub cache {cache}: {e}") from None
+    if not os.path.isfile(os.path.join(folder, "config.json")):
+        raise HubError(f"{shown}: snapshot {folder} has no config.json; the cached copy is "
+                       f"incomplete: {download}")
+    return folder
+
+
+def resolve_checkpoint(path) -> str:
+    """Hub id -> local snapshot folder; any other path -> paths.normalize(path)."""
+    if is_hub_id(path):
+        return resolve_hub_id(path)
+    return paths.normalize(path)

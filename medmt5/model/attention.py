@@ -1,0 +1,199 @@
+"""T5 multi-head attention: no logit scaling, additive relative bias, optional key/value cache.
+
+Shapes: B batch, T query length, S key length, N heads, D head dim (d_kv), H d_model.
+The softmax is computed in float32 from float32-accumulated logits (T5X
+`float32_attention_logits`). `attention_impl="cudnn"` calls cuDNN flash attention through
+`jax.nn.dot_product_attention` on GPU with bf16/fp16 activations; everywhere else (CPU, TPU,
+float32, attention dropout active, cached decoding) the exact XLA path below runs.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from medmt5.model.config import T5Config
+from medmt5.model.layers import Dense, project
+
+BIG_NEG = -1e10  # T5X's mask value (float32 logits)
+
+
+@flax.struct.dataclass
+class AttentionInputs:
+    """What one attention call needs besides q/k/v inputs (shared by all layers of a stack).
+
+    bias: float32 [b, N, T, S] relative position bias (b is 1 unless positions were given;
+      None for cross-attention). In cached decoding it is the full [b, N, L, L] table and the
+      attention takes row `cache_index`.
+    mask: bool [B|1, 1, T, S], True = may attend (padding, causality, segments combined).
+    q_lengths, kv_lengths: int32 [B] valid lengths for cuDNN's padding mask; only set when
+      inputs are right-padded and unpacked (no segment ids), else None.
+    causal: whether `mask` includes a causal mask (lets cuDNN skip the masked half).
+    """
+
+    bias: Optional[jax.Array] = None
+    mask: Optional[jax.Array] = None
+    q_lengths: Optional[jax.Array] = None
+    kv_lengths: Optional[jax.Array] = None
+    causal: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+def _use_cudnn(cfg: T5Config, dtype, dropout_active: bool) -> bool:
+    return (cfg.attention_impl == "cudnn" and jax.default_backend() == "gpu"
+            and dtype in (jnp.bfloat16, jnp.float16) and not dropout_active)
+
+
+def xla_attention(q, k, v, bias, mask, dropout_fn=None):
+    """q [B,T,N,D], k/v [B,S,N,D], bias f32 [b,N,T,S] | None, mask bool [B|1,1|N,T,S] | None."""
+    logits = jnp.einsum("btnd,bsnd->bnts", q, k, preferred_element_type=jnp.float32)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, BIG_NEG)
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, N, T, S] f32
+    if dropout_fn is not None:
+        weights = dropout_fn(weights)
+    return jnp.einsum("bnts,bsnd->btnd", weights.astype(v.dtype), v,
+                      preferred_element_type=jnp.float32).astype(v.dtype)
+
+
+def cudnn_attention(q, k, v, inputs: AttentionInputs, implementation: str = "cudnn"):
+    """cuDNN flash attention with T5's additive bias and scale 1 (GPU, bf16/fp16 only).
+
+    `implementation="xla"` runs the same call through JAX's reference path (tests use it to
+    check the arguments on CPU).
+    """
+    bias = None if inputs.bias is None else inputs.bias.astype(q.dtype)
+    if inputs.kv_lengths is not None:  # right-padded: padding via lengths keeps bias batch-1
+        return jax.nn.dot_product_attention(
+            q, k, v, bias=bias, scale=1.0, is_causal=inputs.causal,
+            query_seq_lengths=inputs.q_lengths, key_value_seq_lengths=inputs.kv_lengths,
+            implementation=implementation)
+    mask = None
+    if inputs.mask is not None:
+        b, t, s = q.shape[0], q.shape[1], k.shape[1]
+        mask = jnp.broadcast_to(inputs.mask, (inputs.mask.shape[0], 1, t, s))
+        mask = jnp.broadcast_to(mask, (b, 1, t, s))
+    return jax.nn.dot_product_attention(q, k, v, bias=bias, mask=mask, scale=1.0,
+                                        implementation=implementation)
+
+
+class MultiHeadAttention(nn.Module):
+    """query/key/value/out 2-D kernels [H, N*D] / [N*D, H] (T5X layout).
+
+    kind: "self" (encoder), "causal" (decoder self-attention; cached in decode mode) or
+    "cross" (encoder-decoder; keys/values cached on the first decode step when the cache
+    holds them, see `medmt5.model.transformer.init_cache`).
+    """
+
+    config: T5Config
+    kind: str = "self"
+
+    def setup(self):
+        cfg = self.config
+        # T5X folds 1/sqrt(d_kv) into the query initialiser instead of scaling logits.
+        query_init = nn.initializers.variance_scaling(1.0 / cfg.d_kv, "fan_in", "normal")
+        kv_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal")
+        self.query = Dense(cfg, cfg.d_model, cfg.inner_dim, ("embed", "joined_kv"), query_init)
+        self.key = Dense(cfg, cfg.d_model, cfg.inner_dim, ("embed", "joined_kv"), kv_init)
+        self.value = Dense(cfg, cfg.d_model, cfg.inner_dim, ("embed", "joined_kv"), kv_init)
+        self.out = Dense(cfg, cfg.inner_dim, cfg.d_model, ("joined_kv", "embed"), kv_init)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def _heads(self, x):
+        """[B, L, N*D] -> [B, L, N, D] with logical axes."""
+        cfg = self.config
+        x = x.reshape(x.shape[:2] + (cfg.num_heads, cfg.d_kv))
+        return nn.with_logical_constraint(x, ("batch", "length", "heads", "kv"))
+
+    def _project_kv(self, inputs_kv, key_kernel, value_kernel):
+        dtype = self.config.activation_dtype
+        return (self._heads(project(inputs_kv, key_kernel, dtype)),
+                self._heads(project(inputs_kv, value_kernel, dtype)))
+
+    @nn.compact
+    def __call__(self, inputs_q, inputs_kv, inputs: AttentionInputs, deterministic: bool = True,
+                 decode: bool = False):
+        """inputs_q [B, T, H], inputs_kv [B, S, H] -> [B, T, H] (activation dtype)."""
+        cfg = self.config
+        q = self._heads(self.query(inputs_q))  # [B, T, N, D]
+        bias, mask = inputs.bias, inputs.mask
+        if decode and self.kind == "causal":
+            k, v = self._heads(self.key(inputs_kv)), self._heads(self.value(inputs_kv))
+            k, v, bias, mask = self._causal_cache(k, v, bias, mask)
+        elif decode and self.kind == "cross" and (self.has_variable("cache", "cached_key")
+                                                  or self.is_initializing()):
+            k, v = self._cross_cache(inputs_kv)
+        else:
+            k, v = self._heads(self.key(inputs_kv)), self._heads(self.value(inputs_kv))
+
+        dropout_active = (not deterministic) and cfg.dropout_rate > 0.0
+        if not decode and _use_cudnn(cfg, q.dtype, dropout_active):
+            out = cudnn_attention(q, k, v, inputs)
+        else:
+            dropout_fn = None
+            if dropout_active:
+                dropout_fn = lambda w: self.dropout(w, deterministic=False)  # noqa: E731
+            out = xla_attention(q, k, v, bias, mask, dropout_fn)
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        out = out.reshape(out.shape[:2] + (cfg.inner_dim,))  # [B, T, N*D]
+        return self.out(out)
+
+    def _causal_cache(self, k, v, bias, mask):
+        """One decoding step: writes k/v [B,1,N,D] at `cache_index`, attends to keys <= it."""
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        if not initialized:  # init_cache pass: shapes only, run the full causal attention
+            return k, v, bias, mask
+        batch, max_len = cached_key.value.shape[:2]
+        if k.shape[1] != 1:
+            raise ValueError(f"decode=True expects one decoder token per call ([B, 1]), got "
+                             f"length {k.shape[1]}; run the full forward pass (decode=False) "
+                             "for teacher forcing.")
+        if k.shape[0] != batch:
+            raise ValueError(f"decode=True: batch {k.shape[0]} does not match the cache batch "
+                             f"{batch} (init_cache(config, batch_size={batch}, ...)).")
+        idx = cache_index.value
+        keys = jax.lax.dynamic_update_slice(cached_key.value, k, (0, idx, 0, 0))
+        values = jax.lax.dynamic_update_slice(cached_value.value, v, (0, idx, 0, 0))
+        cached_key.value, cached_value.value = keys, values
+        cache_index.value = idx + 1
+        mask = (jnp.arange(max_len) <= idx)[None, None, None, :]  # [1, 1, 1, L]
+        if bias is not None:  # full [b, N, L, L] table -> row of the current position
+            if bias.shape[-1] != max_len:
+                raise ValueError(f"decode=True: max_decode_length={bias.shape[-1]} differs from "
+                                 f"the cache length {max_len}; pass the value given to "
+                                 "init_cache.")
+            bias = jax.lax.dynamic_slice_in_dim(bias, idx, 1, axis=2)  # [b, N, 1, L]
+        return keys, values, bias, mask
+
+    def _cross_cache(self, inputs_kv):
+        """Encoder keys/values [B,S,N,D]: projected on the first step, then read from the cache."""
+        cfg = self.config
+        shape = inputs_kv.shape[:2] + (cfg.num_heads, cfg.d_kv)
+        initialized = self.has_variable("cache", "cached_key")
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, cfg.activation_dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, shape,
+                                     cfg.activation_dtype)
+        filled = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
+        key_kernel, value_kernel = self.key.kernel, self.value.kernel
+        if not initialized:
+            k, v = self._project_kv(inputs_kv, key_kernel, value_kernel)
+            return k, v
+        if cached_key.value.shape != shape:
+            raise ValueError(f"decode=True: encoder output {inputs_kv.shape[:2]} does not match "
+                             f"the cross-attention cache {cached_key.value.shape[:2]}; pass "
+                             "encoder_length=S to init_cache (or None to skip this cache).")
+        old_k, old_v = cached_key.value, cached_value.value
+        k, v = jax.lax.cond(
+            filled.value > 0,
+            lambda: (old_k, old_v),
+            lambda: self._project_kv(inputs_kv, key_kernel, value_kernel))
+        cached_key.value, cached_value.value = k, v
+        filled.value = jnp.array(1, jnp.int32)
+        return k, v

@@ -1,0 +1,122 @@
+"""Building blocks of mT5 / T5 v1.1: RMSNorm, 2-D dense kernels, the token embedder, gated-GELU MLP.
+
+Every parameter carries logical axis names (`nn.with_logical_partitioning`); initialisers
+follow T5X (fan-in scaled normals, unit-normal embeddings). Parameters live in
+`config.param_dtype`, computation in `config.dtype` (activations), norms in float32.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from medmt5.model.config import T5Config
+
+Initializer = Callable[..., jax.Array]
+
+
+def gelu_tanh(x):
+    """GELU with the tanh approximation (HF `gelu_new`, T5X `gelu`)."""
+    return jax.nn.gelu(x, approximate=True)
+
+
+class RMSNorm(nn.Module):
+    """T5 layer norm: x / sqrt(mean(x^2) + eps) * scale; no mean, no bias; float32 inside."""
+
+    config: T5Config
+
+    @nn.compact
+    def __call__(self, x):
+        """x [..., H] -> [..., H] in the activation dtype."""
+        cfg = self.config
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)),
+                           (x.shape[-1],), cfg.parameter_dtype)
+        x32 = x.astype(jnp.float32)
+        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        y = (x32 * jax.lax.rsqrt(var + cfg.layer_norm_epsilon)).astype(cfg.activation_dtype)
+        return y * scale.astype(cfg.activation_dtype)
+
+
+class Dense(nn.Module):
+    """y = x @ kernel with a 2-D `kernel` [in, out] (T5X layout; HF stores the transpose).
+
+    The kernel is created in `setup` so a parent can read `self.<child>.kernel` directly
+    (cross-attention key/value caching projects inside `lax.cond`).
+    """
+
+    config: T5Config
+    in_features: int
+    features: int
+    axes: Sequence[str]
+    kernel_init: Initializer = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+    def setup(self):
+        init = nn.with_logical_partitioning(self.kernel_init, self.axes)
+        self.kernel = self.param("kernel", init, (self.in_features, self.features),
+                                 self.config.parameter_dtype)
+
+    def __call__(self, x):
+        """x [..., in] -> [..., out] in the activation dtype (float32 accumulation)."""
+        return project(x, self.kernel, self.config.activation_dtype)
+
+
+def project(x, kernel, dtype, out_dtype=None):
+    """x [..., in] @ kernel [in, out] computed in `dtype` with float32 accumulation, returned
+    in `out_dtype` (default `dtype`).
+
+    Written as one 2-D matmul over the flattened rows [N, in] (a free reshape of row-major
+    [B, T, in]): the weight gradient is then x2ᵀ·dy, a plain 2-D dot that XLA CPU hands to
+    its matmul library with a transposed-operand flag, where the 3-D einsum's gradient
+    (contracting over both B and T) made XLA write dy out transposed to [out, B, T] first.
+    Same sums in the same order: results are bitwise equal to the einsum on CPU.
+    """
+    lead = x.shape[:-1]
+    y = jnp.dot(x.reshape((-1, x.shape[-1])).astype(dtype), kernel.astype(dtype),
+                preferred_element_type=jnp.float32)
+    return y.reshape(lead + (kernel.shape[-1],)).astype(out_dtype or dtype)
+
+
+class Embed(nn.Module):
+    """Token embedder `embedding` [V, H] (unit-normal init like T5X); `attend` is the tied head."""
+
+    config: T5Config
+
+    def setup(self):
+        cfg = self.config
+        self.embedding = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
+            (cfg.vocab_size, cfg.d_model), cfg.parameter_dtype)
+
+    def __call__(self, tokens):
+        """tokens [B, S] int -> [B, S, H] in the activation dtype."""
+        if not jnp.issubdtype(tokens.dtype, jnp.integer):
+            raise TypeError(f"token ids must be integers, got dtype {tokens.dtype}.")
+        return jnp.take(self.embedding, tokens, axis=0).astype(self.config.activation_dtype)
+
+    def attend(self, hidden):
+        """hidden [B, T, H] -> float32 logits [B, T, V] = hidden @ embedding.T."""
+        dtype = self.config.activation_dtype
+        return jnp.einsum("bth,vh->btv", hidden.astype(dtype), self.embedding.astype(dtype),
+                          preferred_element_type=jnp.float32)
+
+
+class MlpBlock(nn.Module):
+    """Gated GELU: wo(dropout(gelu(x @ wi_0) * (x @ wi_1))); x [B, T, H] -> [B, T, H]."""
+
+    config: T5Config
+
+    def setup(self):
+        cfg = self.config
+        self.wi_0 = Dense(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"))
+        self.wi_1 = Dense(cfg, cfg.d_model, cfg.d_ff, ("embed", "mlp"))
+        self.wo = Dense(cfg, cfg.d_ff, cfg.d_model, ("mlp", "embed"))
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def __call__(self, x, deterministic: bool = True):
+        hidden = gelu_tanh(self.wi_0(x)) * self.wi_1(x)  # [B, T, F]
+        hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
+        hidden = self.dropout(hidden, deterministic=deterministic)
+        return self.wo(hidden)
