@@ -18,6 +18,10 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
+# ruff (pinned in requirements-test.txt; rules in ruff.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
 demo: $(STAMP)
 	$(PY) -m medmt5.demo --out_dir=demo_out
 
