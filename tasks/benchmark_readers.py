@@ -26,6 +26,9 @@ Three layouts (every reader returns `Sentence`s with BIO tags and verbalised lab
     names the released fine-tuned models produce. A flat `{root}/{lang}-{dataset}-{split}.tsv`
     is accepted too.
 
+Every path may be local or a URL the path layer reads (`gs://bucket/...`; see
+medmt5/data/paths.py, the only medmt5 module tasks/ uses here: no model code).
+
 Errors name the file and line (or row) and say what is wrong: different numbers of tokens
 and labels, a label outside the dataset's label set, a malformed line, an empty file,
 invalid UTF-8, a token with whitespace inside, a missing column. Two things are skipped,
@@ -36,12 +39,11 @@ counted in `ReadStats` and logged: rows with no tokens, and whitespace-only toke
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
 import logging
-import os
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from medmt5.data import paths  # local, gs:// and other etils.epath URLs (no model code)
 from tasks import seqlabel
 
 LANGUAGES = ("en", "es", "fr", "it")
@@ -187,10 +189,9 @@ def _missing(path: str) -> BenchmarkDataError:
 
 
 def read_lines(path: str) -> List[str]:
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise _missing(path)
-    with open(path, "rb") as f:
-        raw = f.read()
+    raw = paths.read_bytes(path)
     if not raw.strip():
         raise BenchmarkDataError(f"{path}: file is empty")
     lines = raw.split(b"\n")
@@ -268,6 +269,16 @@ def read_iob_tsv(path: str, labels: Sequence[str],
     return sentences
 
 
+def read_parquet(path: str):
+    """A pyarrow Table of a local or remote parquet file (remote: through the path layer,
+    so gs:// works wherever gcsfs / tf.io.gfile do, emulators included)."""
+    import pyarrow.parquet as pq
+    if not paths.is_remote(path):
+        return pq.read_table(path)
+    with paths.open(path, "rb") as f:
+        return pq.read_table(f)
+
+
 def _hf_label_names(schema, column: str) -> Optional[List[str]]:
     """ClassLabel names of `column` from a parquet file's HF metadata (None if absent)."""
     meta = (schema.metadata or {}).get(b"huggingface")
@@ -320,11 +331,10 @@ def read_token_rows(path: str, labels: Sequence[str],
     """
     stats = stats if stats is not None else ReadStats()
     if path.endswith(".parquet"):
-        import pyarrow.parquet as pq
-        if not os.path.exists(path):
+        if not paths.exists(path):
             raise _missing(path)
         try:
-            table = pq.read_table(path)
+            table = read_parquet(path)
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise BenchmarkDataError(f"{path}: cannot read parquet ({e})") from None
         tok_col = _pick(table.column_names, TOKEN_COLUMNS)
@@ -391,19 +401,20 @@ def abstrct_files(root: str, lang: str, split: str,
     """
     check_language(lang, DATASET_LANGUAGES["abstrct"])
     _check_split(split, ABSTRCT_SPLITS)
-    folder = os.path.join(root, lang)
+    folder = paths.join(root, lang)
     tsv_name = f"{lang}-{ABSTRCT_TSV_NAMES[split]}.tsv"
-    layouts = [sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet"))),
-               sorted(glob.glob(os.path.join(folder, split, "*.parquet"))),
-               [os.path.join(folder, f"{split}.parquet")],
-               [os.path.join(folder, f"{split}.jsonl")],
-               [os.path.join(folder, tsv_name)]]
+    layouts = [lambda: paths.glob(folder, f"{split}-*.parquet"),
+               lambda: paths.glob(folder, f"{split}/*.parquet"),
+               lambda: [paths.join(folder, f"{split}.parquet")],
+               lambda: [paths.join(folder, f"{split}.jsonl")],
+               lambda: [paths.join(folder, tsv_name)]]
     if tsv_root:
-        layouts.append([os.path.join(tsv_root, lang, tsv_name)])
-    for files in layouts:
-        if files and all(os.path.exists(f) for f in files):
+        layouts.append(lambda: [paths.join(tsv_root, lang, tsv_name)])
+    for layout in layouts:  # listed lazily: each is a request on an object store
+        files = layout()
+        if files and all(paths.exists(f) for f in files):
             return files
-    where = folder + (f" or {os.path.join(tsv_root, lang)}" if tsv_root else "")
+    where = folder + (f" or {paths.join(tsv_root, lang)}" if tsv_root else "")
     raise BenchmarkDataError(
         f"no AbstRCT file for {lang}/{split} under {where}: expected the hub download "
         f"{lang}/{split}-00000-of-00001.parquet (or {split}.jsonl), or the authors' TSV "
@@ -442,6 +453,6 @@ def tsv_file(root: str, lang: str, dataset: str, split: str) -> str:
     check_language(lang, DATASET_LANGUAGES[dataset])
     _check_split(split, TSV_SPLITS)
     name = f"{lang}-{FILE_IDS[dataset]}-{split}.tsv"
-    nested = os.path.join(root, lang, name)
-    flat = os.path.join(root, name)
-    return flat if os.path.exists(flat) and not os.path.exists(nested) else nested
+    nested = paths.join(root, lang, name)
+    flat = paths.join(root, name)
+    return flat if not paths.exists(nested) and paths.exists(flat) else nested

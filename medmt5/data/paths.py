@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import glob as _glob
+import io
 import os
 import posixpath
 import re
@@ -108,13 +110,37 @@ def getsize(path) -> int:
     return int(_epath(path).stat().length) if is_remote(path) else os.path.getsize(path)
 
 
-def open(path, mode: str = "r") -> IO:  # noqa: A001 - mirrors builtins.open
-    """builtins.open for local paths; epath's open (modes r, w, rb, wb) for URLs."""
+def open(path, mode: str = "r", encoding=None) -> IO:  # noqa: A001 - mirrors builtins.open
+    """builtins.open for local paths; epath's open (modes r, w, rb, wb) for URLs.
+
+    `encoding` as builtins.open (local); a remote text file is always UTF-8 (only
+    UTF-8 is accepted, as etils.epath does)."""
     if not is_remote(path):
-        return builtins.open(path, mode)
+        return builtins.open(path, mode, encoding=encoding)
     if "a" in mode:
         raise ValueError(f"{path}: object stores cannot append; use paths.append_text")
-    return _epath(path).open(mode)
+    if encoding and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
+        raise ValueError(f"{path}: remote files are read as UTF-8, not {encoding}")
+    if "b" in mode:
+        return _epath(path).open(mode)
+    return io.TextIOWrapper(_epath(path).open(mode + "b"), encoding="utf-8")
+
+
+def glob(folder, pattern: str) -> List[str]:
+    """Sorted paths under `folder` that match `pattern` (`*`, `?`, `[...]` per path
+    component, e.g. "train-*.parquet" or "*/train/*.parquet"); [] when none or no folder.
+    Remote folders are listed through etils.epath (gcsfs's glob for gs://)."""
+    if not is_remote(folder):
+        return sorted(_glob.glob(os.path.join(folder, pattern)))
+    base = _epath(folder)
+    if not base.is_dir():
+        return []
+    root = os.fspath(folder).rstrip("/")
+    found = []
+    for p in base.glob(pattern):
+        rel = posixpath.relpath(os.fspath(p).split("://", 1)[1], root.split("://", 1)[1])
+        found.append(f"{root}/{rel}")
+    return sorted(found)
 
 
 def read_bytes(path) -> bytes:
