@@ -167,7 +167,8 @@ def register_configurables() -> dict:
     """Registers the library's classes and functions with gin (idempotent).
 
     The library itself stays gin-free; only the CLIs call this. Names usable in gin files:
-    T5Config, train, evaluate, infer, make_schedule, create_optimizer, setup_tasks. Returns
+    T5Config, train (and its parts DataConfig, StepSettings, CheckpointConfig, EvalConfig,
+    FreezeConfig), evaluate, infer, make_schedule, create_optimizer, setup_tasks. Returns
     {name: gin-wrapped callable}.
     """
     if _REGISTERED:
@@ -176,10 +177,13 @@ def register_configurables() -> dict:
     from medmt5.cli import eval as eval_lib
     from medmt5.cli import infer as infer_lib
     from medmt5.training import optimizers
-    from medmt5.cli import train as train_lib
+    from medmt5.run import configs, loop
     from medmt5.model.config import T5Config
 
-    for name, fn in (("T5Config", T5Config), ("train", train_lib.train),
+    for name, fn in (("T5Config", T5Config), ("train", loop.train),
+                     *((c.__name__, c) for c in (configs.DataConfig, configs.StepSettings,
+                                                 configs.CheckpointConfig, configs.EvalConfig,
+                                                 configs.FreezeConfig)),
                      ("evaluate", eval_lib.evaluate), ("infer", infer_lib.infer),
                      ("make_schedule", optimizers.make_schedule),
                      ("create_optimizer", optimizers.create_optimizer),

@@ -9,8 +9,8 @@ machine without them fails at once instead of retrying the metadata server.
 `check_bound_values(bindings)`: the one validation layer at the CLI boundary. Every value the
 gin config binds to a parameter in PARAMETER_RULES (steps, periods, lengths, rates, sizes,
 paths) is checked for type and range before anything runs or is written; the message names
-the macro (TRAIN_STEPS) or parameter (train.log_period), the bad value, what it must be and an
-accepted flag. gin_utils.bound_values() collects the bindings.
+the macro (TRAIN_STEPS) or parameter (train.log_period, EvalConfig.eval_beam_size), the bad
+value, what it must be and an accepted flag. gin_utils.bound_values() collects the bindings.
 """
 from __future__ import annotations
 
@@ -121,17 +121,20 @@ _NAME = Rule("str")
 # name (TRAIN_STEPS), with the parameter it feeds. Configurables that a run does not bind are
 # skipped, so one table serves every CLI.
 PARAMETER_RULES: dict[str, Rule] = {
-    "train.model_dir": _PATH, "train.mixture_or_task_name": _NAME,
-    "train.task_feature_lengths": Rule("lengths"), "train.train_steps": _STEPS,
-    "train.batch_size": _POSITIVE, "train.initial_checkpoint_path": _PATH_OR_NONE,
-    "train.eval_period": _STEPS, "train.save_period": Rule("int", 0, optional=True),
-    "train.keep_checkpoints": _POSITIVE_OR_NONE, "train.log_period": _POSITIVE,
-    "train.num_microbatches": _POSITIVE, "train.num_partitions": _POSITIVE,
-    "train.vocab_chunk_size": _POSITIVE_OR_NONE, "train.seed": Rule("int"),
-    "train.z_loss": Rule("float", 0), "train.label_smoothing": _RATE,
-    "train.eval_max_examples": _POSITIVE_OR_NONE, "train.eval_batch_size": _POSITIVE_OR_NONE,
-    "train.eval_beam_size": _POSITIVE, "train.eval_split": _NAME,
+    "train.model_dir": _PATH, "train.train_steps": _STEPS, "train.log_period": _POSITIVE,
+    "train.num_partitions": _POSITIVE,
     "train.step_timeout_s": Rule("float", 0, optional=True, low_open=True),
+    "DataConfig.mixture_or_task_name": _NAME, "DataConfig.task_feature_lengths": Rule("lengths"),
+    "DataConfig.batch_size": _POSITIVE, "DataConfig.seed": Rule("int"),
+    "StepSettings.num_microbatches": _POSITIVE,
+    "StepSettings.vocab_chunk_size": _POSITIVE_OR_NONE,
+    "StepSettings.z_loss": Rule("float", 0), "StepSettings.label_smoothing": _RATE,
+    "CheckpointConfig.initial_checkpoint_path": _PATH_OR_NONE,
+    "CheckpointConfig.save_period": Rule("int", 0, optional=True),
+    "CheckpointConfig.keep_checkpoints": _POSITIVE_OR_NONE,
+    "EvalConfig.eval_period": _STEPS, "EvalConfig.eval_max_examples": _POSITIVE_OR_NONE,
+    "EvalConfig.eval_batch_size": _POSITIVE_OR_NONE, "EvalConfig.eval_beam_size": _POSITIVE,
+    "EvalConfig.eval_split": _NAME,
     "make_schedule.learning_rate": Rule("float", 0, low_open=True),
     "make_schedule.warmup_steps": _STEPS, "make_schedule.decay_steps": _POSITIVE_OR_NONE,
     "T5Config.dropout_rate": _RATE, "T5Config.vocab_size": _POSITIVE,
@@ -203,7 +206,7 @@ def _suggestion(name: str, value: Any, rule: Rule) -> str:
 
 def check_bound_values(bindings: Mapping[str, tuple[Any, Optional[str]]],
                        flag_names: Sequence[str] = ()) -> None:
-    """Raises ValueError naming every bad value of `bindings` ({"train.train_steps": (value,
+    """Raises ValueError naming every bad value of `bindings` ({"DataConfig.batch_size": (value,
     macro name or None)}) against PARAMETER_RULES. flag_names: the NAMEs given as --gin.NAME
     flags, so the message says whether the value came from a flag or a gin file."""
     problems = []
