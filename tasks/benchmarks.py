@@ -15,6 +15,10 @@ $MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it (the releases
   ner/{lang}/{lang}-{dataset}-{train,dev,test}.tsv   the authors' IOB TSV release (AbstRCT
       may come from there too: ner/{lang}/{lang}-neoplasm-train.tsv, ...)
   bioasq/{lang}/{train,test}.jsonl (see tasks/qa.py)
+The folder may be local, `gs://bucket/...`, or a Hugging Face dataset id (`OWNER/NAME`,
+`hf://datasets/OWNER/NAME[@rev][/folder]`) resolved from the hub cache. Each of abstrct /
+ner / bioasq may come from elsewhere (`sources=` or gin `benchmark_sources.abstrct =
+'HiTZ/multilingual-abstrct'`, which needs `import tasks.benchmarks` in the gin file).
 Task splits: train / validation / test (AbstRCT neoplasm dev = validation); the
 glaucoma and mixed AbstRCT sets are test-only tasks.
 """
@@ -26,9 +30,11 @@ import functools
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import gin
 import seqio
 import tensorflow as tf
 
+from medmt5.data import hub, paths  # path layer and hub-id resolver (no model code)
 from tasks import benchmark_readers as readers
 from tasks import metrics
 from tasks import qa
@@ -157,12 +163,39 @@ CROSSLINGUAL_ZERO_SHOT = {
 }
 
 
-_REGISTERED = {"root": DEFAULT_BENCHMARK_DIR}
+SOURCES = ("abstrct", "ner", "bioasq")
+_REGISTERED = {"root": DEFAULT_BENCHMARK_DIR, "sources": {}}
+
+
+@gin.configurable
+def benchmark_sources(abstrct: Optional[str] = None, ner: Optional[str] = None,
+                      bioasq: Optional[str] = None) -> Dict[str, str]:
+    """Per-source folders that replace `<benchmark dir>/<source>`, bindable in gin: a local
+    or gs:// folder, or a dataset id (`benchmark_sources.abstrct = 'HiTZ/multilingual-abstrct'`)."""
+    return {k: v for k, v in (("abstrct", abstrct), ("ner", ner), ("bioasq", bioasq)) if v}
 
 
 def registered_dir() -> str:
     """The folder the tasks were last registered with (register_benchmark_tasks)."""
     return _REGISTERED["root"]
+
+
+def _resolve(path: str, what: str) -> str:
+    try:
+        return hub.resolve_data_dir(path)
+    except hub.HubError as e:
+        raise readers.BenchmarkDataError(f"{what}: {e}") from None
+
+
+def source_dir(root: str, source: str, sources: Optional[Dict[str, str]] = None) -> str:
+    """The folder of one source ("abstrct", "ner", "bioasq"): its override (`sources`, else
+    the registered ones), else `<root>/<source>`; hub dataset ids resolved to the cache."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown benchmark source {source!r}: expected one of {SOURCES}")
+    sources = _REGISTERED["sources"] if sources is None else sources
+    if sources.get(source):
+        return _resolve(sources[source], f"benchmark source {source}")
+    return paths.join(_resolve(root, "benchmark folder"), source)
 
 
 def task_files(name: str, split: str) -> List[str]:
@@ -171,16 +204,16 @@ def task_files(name: str, split: str) -> List[str]:
     Raises BenchmarkDataError naming the expected file when it is missing."""
     root = registered_dir()
     if name in qa.QA_TASKS:
-        return qa.bioasq_files(os.path.join(root, "bioasq"), qa.QA_TASKS[name], split)
+        return qa.bioasq_files(source_dir(root, "bioasq"), qa.QA_TASKS[name], split)
     task = TASKS_BY_NAME[name]
     if split not in task.splits:
         raise ValueError(f"task {name} has no split {split!r}; it has {list(task.splits)}")
     if task.dataset == "abstrct":
-        return readers.abstrct_files(os.path.join(root, "abstrct"), task.lang,
-                                     task.splits[split], tsv_root=os.path.join(root, "ner"))
-    path = readers.tsv_file(os.path.join(root, "ner"), task.lang, task.dataset,
+        return readers.abstrct_files(source_dir(root, "abstrct"), task.lang,
+                                     task.splits[split], tsv_root=source_dir(root, "ner"))
+    path = readers.tsv_file(source_dir(root, "ner"), task.lang, task.dataset,
                             task.splits[split])
-    if not os.path.exists(path):
+    if not paths.exists(path):
         raise readers.BenchmarkDataError(
             f"{path}: no such file; the authors' release is laid out as "
             f"ner/{{lang}}/{{lang}}-{{dataset}}-{{split}}.tsv under the benchmark folder {root} "
@@ -188,21 +221,28 @@ def task_files(name: str, split: str) -> List[str]:
     return [path]
 
 
-def benchmark_dir(data_dir: Optional[str] = None) -> str:
-    """The benchmark folder: `data_dir`, else $MEDMT5_BENCHMARK_DIR, else the samples."""
+def configured_dir(data_dir: Optional[str] = None) -> str:
+    """`data_dir`, else $MEDMT5_BENCHMARK_DIR, else the samples (a hub id left unresolved)."""
     return data_dir or os.environ.get(BENCHMARK_DIR_ENV) or DEFAULT_BENCHMARK_DIR
 
 
-def read_sentences(task: SeqLabelTask, split: str, data_dir: str) -> List[readers.Sentence]:
-    """The sentences of `task`'s seqio `split` (e.g. "validation") under `data_dir`."""
+def benchmark_dir(data_dir: Optional[str] = None) -> str:
+    """The benchmark folder (`configured_dir`), a hub dataset id resolved to the cache."""
+    return _resolve(configured_dir(data_dir), "benchmark folder")
+
+
+def read_sentences(task: SeqLabelTask, split: str, data_dir: str,
+                   sources: Optional[Dict[str, str]] = None) -> List[readers.Sentence]:
+    """The sentences of `task`'s seqio `split` (e.g. "validation") under `data_dir`
+    (per-source overrides: `sources`, else the registered ones; see `source_dir`)."""
     if split not in task.splits:
         raise ValueError(f"task {task.name} has no split {split!r}; it has {list(task.splits)}")
     labels = DATASET_LABELS[task.dataset]
     if task.dataset == "abstrct":
-        return readers.read_abstrct(os.path.join(data_dir, "abstrct"), task.lang,
+        return readers.read_abstrct(source_dir(data_dir, "abstrct", sources), task.lang,
                                     task.splits[split], labels,
-                                    tsv_root=os.path.join(data_dir, "ner"))
-    path = readers.tsv_file(os.path.join(data_dir, "ner"), task.lang, task.dataset,
+                                    tsv_root=source_dir(data_dir, "ner", sources))
+    path = readers.tsv_file(source_dir(data_dir, "ner", sources), task.lang, task.dataset,
                             task.splits[split])
     return readers.read_iob_tsv(path, labels)
 
@@ -242,13 +282,13 @@ class SeqLabelPostprocessor:
         return seqlabel.tagged_to_iob(output, words, self.labels)
 
 
-def _dataset_fn(task: SeqLabelTask, data_dir: str):
+def _dataset_fn(task: SeqLabelTask, data_dir: str, sources: Dict[str, str]):
     labels = DATASET_LABELS[task.dataset]
 
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
         rows = [make_example(s, labels, task.prefixed)
-                for s in read_sentences(task, split, data_dir)]
+                for s in read_sentences(task, split, data_dir, sources)]
         return tf.data.Dataset.from_tensor_slices(
             {"inputs": [r["inputs"] for r in rows], "targets": [r["targets"] for r in rows]})
 
@@ -256,12 +296,13 @@ def _dataset_fn(task: SeqLabelTask, data_dir: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _num_train_sentences(task_name: str, data_dir: str) -> int:
-    return len(read_sentences(TASKS_BY_NAME[task_name], "train", data_dir))
+def _num_train_sentences(task_name: str, data_dir: str, sources: Tuple) -> int:
+    return len(read_sentences(TASKS_BY_NAME[task_name], "train", data_dir, dict(sources)))
 
 
-def _rate_by_train_sentences(data_dir: str):
-    return lambda task: float(_num_train_sentences(task.name, data_dir))
+def _rate_by_train_sentences(data_dir: str, sources: Dict[str, str]):
+    key = tuple(sorted(sources.items()))
+    return lambda task: float(_num_train_sentences(task.name, data_dir, key))
 
 
 def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
@@ -270,13 +311,21 @@ def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
             "targets": seqio.Feature(vocab, add_eos=True)}
 
 
-def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> str:
+def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
+                             sources: Optional[Dict[str, str]] = None) -> str:
     """(Re-)register every benchmark task and mixture (sequence labelling and BioASQ).
 
-    Returns the data folder used. Files are read only when a dataset is requested.
+    `sources` (else gin `benchmark_sources`) replace `<data_dir>/{abstrct,ner,bioasq}`.
+    Returns the data folder used. Files are read (and hub ids resolved) only when a dataset
+    is requested.
     """
-    root = benchmark_dir(data_dir)
-    _REGISTERED["root"] = root
+    root = configured_dir(data_dir)
+    sources = dict(benchmark_sources(), **(sources or {}))
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"register_benchmark_tasks(sources=...): unknown source(s) {unknown}; "
+                         f"expected {list(SOURCES)}")
+    _REGISTERED["root"], _REGISTERED["sources"] = root, sources
     features = output_features(vocabulary)
     for name in MIXTURES:
         seqio.MixtureRegistry.remove(name)
@@ -284,19 +333,20 @@ def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "
         seqio.TaskRegistry.remove(task.name)
         seqio.TaskRegistry.add(
             task.name,
-            source=seqio.FunctionDataSource(_dataset_fn(task, root), splits=list(task.splits)),
+            source=seqio.FunctionDataSource(_dataset_fn(task, root, sources),
+                                            splits=list(task.splits)),
             preprocessors=[seqio.preprocessors.tokenize,
                            seqio.preprocessors.append_eos_after_trim],
             output_features=features,
             postprocess_fn=SeqLabelPostprocessor(DATASET_LABELS[task.dataset]),
             metric_fns=[metrics.span_f1])
-    rate = _rate_by_train_sentences(root)
+    rate = _rate_by_train_sentences(root, sources)
     for name, members in MIXTURES.items():
         if name in TRAIN_MIXTURES:
             seqio.MixtureRegistry.add(name, [(m, rate) for m in members])
         else:
             seqio.MixtureRegistry.add(name, list(members), default_rate=1.0)
-    qa.register_qa_tasks(data_dir=root, vocabulary=vocabulary)
+    qa.register_qa_tasks(data_dir=root, vocabulary=vocabulary, sources=sources)
     return root
 
 

@@ -25,12 +25,19 @@ Directory layout, per `{data_dir}/{dataset}/` (first found wins, see `split_file
   <one folder>/{split}/*.parquet     the same on the auto-converted branch (default/train/0000.parquet)
 Parquet columns are the same fields (structs read as objects, class ids as ints).
 Each parser returns plain dicts with the fields the templates in `tasks/icl.py` use.
+Where: `data_dir` (argument, $MEDMT5_PROMOT_DIR, the samples) may be local, `gs://...`, or a
+Hugging Face dataset id / `hf://datasets/OWNER/NAME[@rev][/folder]` resolved from the hub
+cache (medmt5.data.hub). One dataset's folder may come from elsewhere: gin
+`promot_sources.sources = {'rte': 'hf://datasets/aps/super_glue@refs%2Fconvert%2Fparquet/rte'}`.
 Errors name the file and line (parquet: row) and say what to fix. Pure Python (no TensorFlow).
 """
-import glob
 import json
 import os
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+import gin
+
+from medmt5.data import hub, paths  # local and gs:// files, hub dataset ids (no model code)
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "promot")
 DATA_DIR_ENV = "MEDMT5_PROMOT_DIR"
@@ -42,24 +49,51 @@ class PromotDataError(ValueError):
     """A ProMoT data file is missing or malformed; the message names file and line."""
 
 
+def _resolve(path: str, what: str) -> str:
+    try:
+        return hub.resolve_data_dir(path)
+    except hub.HubError as e:
+        raise PromotDataError(f"{what}: {e}") from None
+
+
 def data_dir(explicit: str = None) -> str:
-    """`explicit`, else $MEDMT5_PROMOT_DIR, else the shipped samples (tasks/data/promot)."""
-    return explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+    """`explicit`, else $MEDMT5_PROMOT_DIR, else the shipped samples (tasks/data/promot);
+    a hub dataset id is resolved to its snapshot folder in the hub cache."""
+    return _resolve(explicit or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR,
+                    "ProMoT data folder")
+
+
+@gin.configurable
+def promot_sources(sources: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """dataset folder name -> the folder that replaces `{data_dir}/{dataset}` (local, gs://
+    or a hub dataset id), bindable in gin (`promot_sources.sources = {...}`)."""
+    unknown = sorted(set(sources or {}) - set(PARSERS))
+    if unknown:
+        raise PromotDataError(f"promot_sources.sources: unknown dataset(s) {unknown}; "
+                              f"known: {sorted(PARSERS)}")
+    return dict(sources or {})
+
+
+def dataset_folder(root: str, dataset: str) -> str:
+    """`{root}/{dataset}`, or the dataset's `promot_sources` folder (hub ids resolved)."""
+    override = promot_sources().get(dataset)
+    if override:
+        return _resolve(override, f"promot_sources.sources[{dataset!r}]")
+    return paths.join(root, dataset)
 
 
 def split_files(root: str, dataset: str, split: str) -> List[str]:
     """The file(s) of one dataset split: JSONL, or the hub's parquet shards (module doc)."""
-    folder = os.path.join(root, dataset)
-    jsonl = os.path.join(folder, f"{split}.jsonl")
-    if os.path.isfile(jsonl):
+    folder = dataset_folder(root, dataset)
+    jsonl = paths.join(folder, f"{split}.jsonl")
+    if paths.isfile(jsonl):
         return [jsonl]
-    for pattern in (f"{split}-*.parquet", f"{split}.parquet", os.path.join(split, "*.parquet")):
-        found = sorted(glob.glob(os.path.join(folder, pattern)))
+    for pattern in (f"{split}-*.parquet", f"{split}.parquet", f"{split}/*.parquet"):
+        found = paths.glob(folder, pattern)
         if found:
             return found
-    nested = sorted(glob.glob(os.path.join(folder, "*", f"{split}-*.parquet"))) or \
-        sorted(glob.glob(os.path.join(folder, "*", split, "*.parquet")))
-    configs = sorted({os.path.dirname(f) for f in nested})
+    nested = paths.glob(folder, f"*/{split}-*.parquet") or paths.glob(folder, f"*/{split}/*.parquet")
+    configs = sorted({paths.dirname(f) for f in nested})
     if len(configs) > 1:
         raise PromotDataError(
             f"{folder}: {split} shards in several folders {configs}; keep only the "
@@ -82,12 +116,12 @@ def iter_parquet(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
     """Yields ("file:row N", row dict) batch by batch (large WMT shards stay streamed)."""
     import pyarrow.parquet as pq
     try:
-        handle = pq.ParquetFile(path)
-        n = 0
-        for batch in handle.iter_batches(batch_size=1024):
-            for row in batch.to_pylist():
-                yield f"{path}:row {n}", row
-                n += 1
+        with paths.open(path, "rb") as f:  # a local or remote (gs://) file object
+            n = 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=1024):
+                for row in batch.to_pylist():
+                    yield f"{path}:row {n}", row
+                    n += 1
     except PromotDataError:
         raise
     except Exception as e:  # pyarrow raises several types for corrupt files
@@ -101,9 +135,9 @@ def iter_rows(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
 def iter_jsonl(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
     """Yields ("file:line", object) for every non-blank line; raises on invalid JSON."""
     try:
-        handle = open(path, encoding="utf-8")
+        handle = paths.open(path, "r", encoding="utf-8")
     except OSError as e:
-        raise PromotDataError(f"{path}: cannot open ({e.strerror})") from None
+        raise PromotDataError(f"{path}: cannot open ({e.strerror or e})") from None
     with handle:
         for n, line in enumerate(handle, start=1):
             if not line.strip():

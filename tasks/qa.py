@@ -20,14 +20,13 @@ mixture `bioasq_multilingual`. Registered when tasks.benchmarks is imported.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import json
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 import gin
 
-from tasks.benchmark_readers import BenchmarkDataError, read_lines, check_language
+from medmt5.data import paths  # local and gs:// files (no model code)
+from tasks.benchmark_readers import BenchmarkDataError, check_language, read_lines, read_parquet
 
 QA_SPLITS = ("train", "test")
 QA_TASKS = {"bioasq_en": "en", "bioasq_es": "es", "bioasq_fr": "fr", "bioasq_it": "it"}
@@ -112,9 +111,10 @@ def read_bioasq(path: str, fields: Optional[Dict[str, str]] = None) -> List[QAEx
             raise BenchmarkDataError(f"{path}: expected a list of questions")
         rows = [(f"{path}: question {i}", r) for i, r in enumerate(data)]
     elif path.endswith(".parquet"):
-        import pyarrow.parquet as pq
+        if not paths.exists(path):
+            raise BenchmarkDataError(f"{path}: no such file")
         try:
-            rows = [(f"{path}:row {i}", r) for i, r in enumerate(pq.read_table(path).to_pylist())]
+            rows = [(f"{path}:row {i}", r) for i, r in enumerate(read_parquet(path).to_pylist())]
         except Exception as e:  # pyarrow raises several types for corrupt files
             raise BenchmarkDataError(f"{path}: cannot read parquet ({e})") from None
     else:
@@ -129,12 +129,11 @@ def bioasq_files(root: str, lang: str, split: str) -> List[str]:
     check_language(lang)
     if split not in QA_SPLITS:
         raise BenchmarkDataError(f"unknown split {split!r}: expected one of {list(QA_SPLITS)}")
-    folder = os.path.join(root, lang)
+    folder = paths.join(root, lang)
     for name in (f"{split}.jsonl", f"{split}.json", f"{split}.parquet"):
-        if os.path.exists(os.path.join(folder, name)):
-            return [os.path.join(folder, name)]
-    shards = sorted(glob.glob(os.path.join(folder, f"{split}-*.parquet"))) or \
-        sorted(glob.glob(os.path.join(folder, split, "*.parquet")))
+        if paths.exists(paths.join(folder, name)):
+            return [paths.join(folder, name)]
+    shards = paths.glob(folder, f"{split}-*.parquet") or paths.glob(folder, f"{split}/*.parquet")
     if shards:
         return shards
     raise BenchmarkDataError(
@@ -155,10 +154,14 @@ def read_split(root: str, lang: str, split: str,
     return out
 
 
-def _dataset_fn(lang: str, root: str, fields: Optional[Dict[str, str]] = None):
+def _dataset_fn(lang: str, data_dir: str, fields: Optional[Dict[str, str]] = None,
+                sources: Optional[Dict[str, str]] = None):
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
         import tensorflow as tf
+
+        from tasks import benchmarks  # lazy: benchmarks imports this module
         del shuffle_files, seed
+        root = benchmarks.source_dir(data_dir, "bioasq", sources)  # hub ids resolved here
         examples = read_split(root, lang, split, fields)  # bad files fail here, not inside tf.data
 
         def generate():
@@ -184,15 +187,17 @@ def postprocess(output, example=None, is_target=False):
 
 
 def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
-                      field_map: Optional[Dict[str, str]] = None) -> None:
-    """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`.
+                      field_map: Optional[Dict[str, str]] = None,
+                      sources: Optional[Dict[str, str]] = None) -> None:
+    """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`, or
+    `sources["bioasq"]` (a folder or hub dataset id; tasks.benchmarks.source_dir).
 
     Column names: `field_map`, else the gin binding of `bioasq_fields` (module doc)."""
     import seqio
     from tasks import benchmarks  # lazy: benchmarks imports this module
     from tasks import metrics
 
-    root = os.path.join(benchmarks.benchmark_dir(data_dir), "bioasq")
+    root = benchmarks.configured_dir(data_dir)
     fields = dict(bioasq_fields(), **(field_map or {}))
     features = benchmarks.output_features(vocabulary)
     seqio.MixtureRegistry.remove(QA_MIXTURE)
@@ -200,7 +205,7 @@ def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
         seqio.TaskRegistry.remove(name)
         seqio.TaskRegistry.add(
             name,
-            source=seqio.FunctionDataSource(_dataset_fn(lang, root, fields),
+            source=seqio.FunctionDataSource(_dataset_fn(lang, root, fields, sources),
                                             splits=list(QA_SPLITS)),
             preprocessors=[seqio.preprocessors.tokenize,
                            seqio.preprocessors.append_eos_after_trim],

@@ -12,6 +12,11 @@ laid out as models--{org}--{name}/{refs/<branch>, snapshots/<sha>/<files>, blobs
 HF_HUB_OFFLINE=1 reads only that cache. The variables are read at each call, not at import.
 
 A local folder wins over a hub id of the same spelling (`./google/mt5-small` exists -> local).
+
+Datasets (`resolve_data_dir`): where a setting names a data folder (benchmark dir, ProMoT
+dir, one benchmark source), `OWNER/NAME[@rev]` or huggingface_hub's file-system URL
+`hf://datasets/OWNER/NAME[@rev][/sub/folder]` is a dataset repository, resolved to its
+snapshot folder in the same cache (datasets--OWNER--NAME/snapshots/<sha>/...).
 """
 from __future__ import annotations
 
@@ -118,3 +123,81 @@ def resolve_checkpoint(path) -> str:
     if is_hub_id(path):
         return resolve_hub_id(path)
     return paths.normalize(path)
+
+
+DATASETS_SCHEME = "hf://datasets/"
+# A revision with slashes is URL-encoded, as HfFileSystem writes it: @refs%2Fconvert%2Fparquet
+_DATASET_URL_RE = re.compile(rf"^({_NAME}/{_NAME})(?:@([A-Za-z0-9._%-]+))?(?:/(.*))?$")
+
+
+def is_dataset_ref(path) -> bool:
+    """True for hf://datasets/OWNER/NAME[@rev][/sub], and for OWNER/NAME[@rev] (or
+    hf://OWNER/NAME) that is not an existing local path."""
+    if path is None:
+        return False
+    path = os.fspath(path)
+    return path.startswith(DATASETS_SCHEME) or is_hub_id(path)
+
+
+def parse_dataset_ref(path) -> Tuple[str, Optional[str], str]:
+    """'hf://datasets/HiTZ/x@v1/en' -> ('HiTZ/x', 'v1', 'en'); 'HiTZ/x' -> ('HiTZ/x', None, '')."""
+    path = os.fspath(path)
+    if path.startswith(DATASETS_SCHEME):
+        m = _DATASET_URL_RE.match(path[len(DATASETS_SCHEME):].rstrip("/"))
+        if not m:
+            raise HubError(f"{path!r}: not a Hugging Face dataset URL; write "
+                           "hf://datasets/OWNER/NAME[@revision][/folder]")
+        from urllib.parse import unquote
+        return m.group(1), unquote(m.group(2)) if m.group(2) else None, m.group(3) or ""
+    repo_id, revision = parse_hub_id(path)
+    return repo_id, revision, ""
+
+
+def resolve_dataset(path) -> str:
+    """The local folder of a dataset reference (module docstring): the snapshot folder of
+    the hub cache, or the sub-folder the URL names in it. Raises HubError naming the id and
+    the `hf download ... --repo-type dataset` command when it is not cached offline."""
+    repo_id, revision, sub = parse_dataset_ref(path)
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub import errors as hf_errors
+    except ImportError:
+        raise HubError(f"{path}: dataset ids need huggingface_hub (pip install "
+                       "huggingface_hub), or pass a local folder") from None
+    cache = hub_cache_dir()
+    shown = f"{repo_id}@{revision}" if revision else repo_id
+    rev = f" --revision {revision}" if revision else ""
+    include = f" --include '{sub}/*'" if sub else ""
+    download = (f"on a machine with network access run `hf download {repo_id} --repo-type "
+                f"dataset{rev}{include}` with the same HF_HOME (or copy "
+                f"{cache}/datasets--{repo_id.replace('/', '--')} here)")
+    try:
+        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision,
+                                   cache_dir=cache, local_files_only=offline(),
+                                   allow_patterns=[f"{sub}/*"] if sub else None)
+    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
+        why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
+               else f"it could not be downloaded ({type(e).__name__})")
+        local = os.path.abspath(os.fspath(path))
+        raise HubError(f"dataset {shown}: not in the Hugging Face cache {cache} and {why}; "
+                       f"{download}. If you meant a local folder: {local} does not exist"
+                       ) from None
+    except hf_errors.RevisionNotFoundError:
+        raise HubError(f"dataset {shown}: revision {revision!r} does not exist on the hub"
+                       ) from None
+    except hf_errors.RepositoryNotFoundError:
+        raise HubError(f"dataset {repo_id}: no such dataset on the hub (or it is private: "
+                       "run `hf auth login`)") from None
+    except (OSError, ValueError) as e:
+        raise HubError(f"dataset {shown}: cannot resolve from the hub cache {cache}: {e}"
+                       ) from None
+    target = os.path.join(folder, *sub.split("/")) if sub else folder
+    if not os.path.isdir(target):
+        raise HubError(f"dataset {shown}: the cached snapshot {folder} has no folder "
+                       f"{sub!r}; {download}")
+    return target
+
+
+def resolve_data_dir(path):
+    """Dataset reference -> local snapshot folder; anything else (None, local, gs://) as is."""
+    return resolve_dataset(path) if is_dataset_ref(path) else path
