@@ -125,7 +125,8 @@ def test_seqlabel_constraint_is_linear_in_sentence_length(sp):
     words = ("Risk factors include previous infections and a family history of the disease "
              ". Diagnosis is based on the clinical history").split()
     labels = ["Disease", "Chemical"]
-    c = seqlabel_constraint([words], labels, sp, eos_id=EOS, state_multiple=1)
+    c = seqlabel_constraint([words], labels, sp, automaton=seqlabel.TaggingAutomaton,
+                            eos_id=EOS, state_multiple=1)
     full = compile_word_automaton(seqlabel.TaggingAutomaton(words, labels), sp)
     used = int(np.asarray(c.accepting).shape[1])
     assert used <= 40 * len(words) < full.num_states
@@ -210,7 +211,8 @@ def test_constrained_generation_is_always_a_valid_tagging(sp, model, method):
     enc = pad_batch([sp.encode(t) + [EOS] for t in inputs])
     words = [seqlabel.input_words(t, labs) for t, labs in zip(inputs, label_sets)]
     assert words == SENTENCES
-    constraint = seqlabel_constraint(words, label_sets, sp, eos_id=EOS)
+    constraint = seqlabel_constraint(words, label_sets, sp, automaton=seqlabel.TaggingAutomaton,
+                                     eos_id=EOS)
     longest = max(compile_word_automaton(seqlabel.TaggingAutomaton(w, labs), sp)
                   .longest_accepted_length() for w, labs in zip(words, label_sets))
     length = longest + 1  # every constrained hypothesis can end

@@ -338,13 +338,14 @@ class _SpanWordsCapped:
 
 def seqlabel_constraint(sentences: Sequence[Sequence[str]],
                         labels: Sequence[str] | Sequence[Sequence[str]], vocab: Any, *,
+                        automaton: Callable[[Sequence[str], Sequence[str]], Any],
                         eos_id: int = 1, **build_kwargs) -> TokenAutomatonConstraint:
-    """The sequence-labelling constraint for a batch (`tasks.seqlabel.TaggingAutomaton`
-    compiled to tokens): sentences[b] are the input words of example b (the sentence only,
-    without a multitask label prefix: `tasks.seqlabel.input_words`); labels is one label set
-    for all examples or one per example. vocab as in `compile_word_automaton`."""
-    from tasks.seqlabel import TaggingAutomaton  # pure Python; no TensorFlow
-
+    """The sequence-labelling constraint for a batch: `automaton(words, labels)` (the task's
+    word-level automaton, e.g. `tasks.seqlabel.TaggingAutomaton`; passed in because the
+    decoding core imports nothing from tasks/) compiled to tokens. sentences[b] are the input
+    words of example b (the sentence only, without a multitask label prefix:
+    `tasks.seqlabel.input_words`); labels is one label set for all examples or one per
+    example. vocab as in `compile_word_automaton`."""
     if labels and not isinstance(labels[0], str):
         per_example = [list(x) for x in labels]
         if len(per_example) != len(sentences):
@@ -352,6 +353,6 @@ def seqlabel_constraint(sentences: Sequence[Sequence[str]],
                              f"{len(sentences)} sentences.")
     else:
         per_example = [list(labels)] * len(sentences)
-    automata = [compile_word_automaton(_SpanWordsCapped(TaggingAutomaton(words, labs)), vocab)
+    automata = [compile_word_automaton(_SpanWordsCapped(automaton(words, labs)), vocab)
                 for words, labs in zip(sentences, per_example)]
     return TokenAutomatonConstraint.build(automata, eos_id=eos_id, **build_kwargs)

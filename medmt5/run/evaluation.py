@@ -210,7 +210,8 @@ class Evaluator:
                 texts = td.inputs_text[start:start + self.batch_size]
                 texts = texts + [texts[-1]] * (self.batch_size - len(texts))  # padded rows
                 words = [seqlabel.input_words(t, td.labels) for t in texts]
-                constraint = constraints.seqlabel_constraint(words, list(td.labels), td.vocab)
+                constraint = constraints.seqlabel_constraint(
+                    words, list(td.labels), td.vocab, automaton=seqlabel.TaggingAutomaton)
             with self._mesh_context():
                 tokens = self.decode_fn(model, params, batch["encoder_input_tokens"],
                                         max_decode_length=self.max_decode_length,
