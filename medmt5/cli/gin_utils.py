@@ -1,9 +1,9 @@
 """The gin/flags layer of the CLIs (T5X conventions), kept out of the library.
 
-Flags: --gin_file=F (repeatable, later files win), --gin.NAME=VALUE (repeatable, applied
-after all files), --gin_bindings='NAME = VALUE' (T5X's spelling, repeatable),
---gin_search_paths=A,B and the multi-host flags --multiprocess_gpu,
---coordinator_address=HOST:PORT, --process_count=N, --process_index=I.
+The flags (absl; medmt5/cli/cli_flags.py): --gin_file=F (repeatable, later files win),
+--gin.NAME=VALUE (repeatable, applied after all files), --gin_bindings='NAME = VALUE' (T5X's
+spelling, repeatable), --gin_search_paths=A,B and the multi-host flags --multiprocess_gpu,
+--coordinator_address=HOST:PORT, --process_count=N, --process_index=I; --helpfull lists them.
 
 A bare file name (`medmt5_tiny.gin`, `runs/eval.gin`) is looked up in the search paths, then
 the current directory, the repository's gin/ folder (editable install) and
@@ -12,15 +12,14 @@ search path.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import re
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import gin
-
+from medmt5.cli.cli_flags import Flags, UsageError, parse_flags  # noqa: F401 (re-exported)
 from medmt5.runtime.failures import TrainingFailure
 
 log = logging.getLogger("medmt5")
@@ -43,88 +42,6 @@ MACRO_EXAMPLES = {
     "OUTPUT_FILE": "\"'/tmp/predictions.jsonl'\"",
     "EVAL_TASKS": "\"['abstrct_en']\"",
 }
-
-
-class UsageError(ValueError):
-    """A command-line or gin-config mistake; the CLI prints it without a traceback."""
-
-
-@dataclasses.dataclass
-class Flags:
-    gin_files: list[str] = dataclasses.field(default_factory=list)
-    gin_bindings: list[str] = dataclasses.field(default_factory=list)
-    gin_search_paths: list[str] = dataclasses.field(default_factory=list)
-    multiprocess_gpu: bool = False
-    coordinator_address: Optional[str] = None
-    process_count: Optional[int] = None
-    process_index: Optional[int] = None
-    # the command-line argument each gin binding came from (same order as gin_bindings)
-    binding_flags: list[str] = dataclasses.field(default_factory=list)
-
-
-def _flag_value(argv: list[str], i: int, name: str) -> tuple[str, int]:
-    """Value of `--name=V` or `--name V` at argv[i]; returns (value, next index)."""
-    arg = argv[i]
-    if "=" in arg:
-        return arg.split("=", 1)[1], i + 1
-    if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
-        raise UsageError(f"Flag --{name} needs a value, e.g. --{name}=...")
-    return argv[i + 1], i + 2
-
-
-def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
-    """Parses the command line (without the program name) into Flags.
-
-    Raises UsageError naming an unknown flag. `--help` prints `usage` and exits.
-    """
-    flags = Flags()
-    argv = list(argv)
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
-        if name in ("help", "helpfull"):
-            print(usage or __doc__)
-            raise SystemExit(0)
-        if name is None:
-            raise UsageError(f"Unexpected argument {arg!r}: all arguments are flags such as "
-                             "--gin_file=medmt5_tiny.gin or --gin.MODEL_DIR=\"'/tmp/run'\"")
-        if name.startswith("gin."):
-            if "=" not in arg:
-                raise UsageError(f"{arg}: write gin flags as --gin.NAME=VALUE, e.g. "
-                                 "--gin.TRAIN_STEPS=100")
-            key, value = arg[len("--gin."):].split("=", 1)
-            flags.gin_bindings.append(f"{key} = {value}")
-            flags.binding_flags.append(arg)
-            i += 1
-        elif name == "gin_file":
-            value, i = _flag_value(argv, i, name)
-            flags.gin_files.append(value)
-        elif name == "gin_bindings":
-            value, i = _flag_value(argv, i, name)
-            flags.gin_bindings.append(value)
-            flags.binding_flags.append(f"--gin_bindings={value}")
-        elif name == "gin_search_paths":
-            value, i = _flag_value(argv, i, name)
-            flags.gin_search_paths.extend(p for p in value.split(",") if p)
-        elif name in ("multiprocess_gpu", "nomultiprocess_gpu"):
-            value = arg.split("=", 1)[1].lower() if "=" in arg else "true"
-            flags.multiprocess_gpu = name == "multiprocess_gpu" and value in ("1", "true", "yes")
-            i += 1
-        elif name == "coordinator_address":
-            flags.coordinator_address, i = _flag_value(argv, i, name)
-        elif name in ("process_count", "process_index"):
-            value, i = _flag_value(argv, i, name)
-            try:
-                setattr(flags, name, int(value))
-            except ValueError:
-                raise UsageError(f"--{name} must be an integer, got {value!r}") from None
-        else:
-            raise UsageError(f"Unknown flag {arg.split('=', 1)[0]!r}. Known: --gin_file, "
-                             "--gin.NAME=VALUE, --gin_bindings, --gin_search_paths, "
-                             "--multiprocess_gpu, --coordinator_address, --process_count, "
-                             "--process_index")
-    return flags
 
 
 def default_gin_dirs() -> list[str]:
@@ -206,21 +123,36 @@ def query_macro(name: str, default=None):
         return default
 
 
+def _binding_keys() -> tuple[list[str], list[str]]:
+    """(macro names, "scope/selector.param" keys) bound in the parsed config, read from gin's
+    public config_str() (one `KEY = value` line per binding; continuation lines are
+    indented)."""
+    macros, params = [], []
+    for m in re.finditer(r"^(\S+) = ", gin.config_str(), re.M):
+        key = m.group(1)
+        (params if "." in key.rsplit("/", 1)[-1] else macros).append(key)
+    return macros, params
+
+
+def _macro_binding(name: str):
+    """The value bound to macro `name` (a reference such as %OTHER unevaluated); KeyError if
+    the macro is not defined."""
+    try:
+        return gin.query_parameter(f"{name}/macro.value")
+    except ValueError:
+        raise KeyError(name) from None
+
+
+def _is_required(value) -> bool:
+    """Whether a bound value is `%gin.REQUIRED`."""
+    return isinstance(value, gin.config.ConfigurableReference) and \
+        value.configurable.name == "constant" and value.scopes[-1:] == ["gin.REQUIRED"]
+
+
 def _missing_required_macros() -> list[str]:
     """Macros set to %gin.REQUIRED in the parsed config (all of them, not just the first)."""
-    missing = []
-    try:
-        config = gin.config._CONFIG  # pylint: disable=protected-access
-        for (scope, selector), params in config.items():
-            if selector.endswith("gin.macro") and "value" in params:
-                ref = params["value"]
-                if isinstance(ref, gin.config.ConfigurableReference) and \
-                        ref.configurable.wrapped is gin.config._retrieve_constant and \
-                        ref.scoped_configurable_fn() is gin.REQUIRED:
-                    missing.append(scope)
-    except Exception:  # pragma: no cover - private gin API changed; finalize still reports
-        return []
-    return sorted(missing)
+    macros, _ = _binding_keys()
+    return sorted(n for n in macros if "/" not in n and _is_required(_macro_binding(n)))
 
 
 def missing_macro_message(names: Sequence[str], program: str) -> str:
@@ -382,11 +314,11 @@ def parse_gin(flags: Flags, program: str) -> None:
         raise UsageError(f"No --gin_file given. Example: python -m {program} "
                          f"--gin_file=medmt5_tiny.gin --gin.MODEL_DIR=\"'/tmp/run'\"")
     for path in files:
-        _parse_one(lambda: gin.parse_config_file(path), path, program, paths)
+        _parse_one(lambda path=path: gin.parse_config_file(path), path, program, paths)
     sources = flags.binding_flags if len(flags.binding_flags) == len(flags.gin_bindings) \
         else [f"--gin_bindings={b}" for b in flags.gin_bindings]
     for binding, source in zip(flags.gin_bindings, sources):
-        _parse_one(lambda: gin.parse_config(binding), source, program, paths)
+        _parse_one(lambda binding=binding: gin.parse_config(binding), source, program, paths)
     missing = _missing_required_macros()
     if missing:
         raise UsageError(missing_macro_message(missing, program))
@@ -405,10 +337,10 @@ def _macro_value(value, depth: int = 0):
             return value, macro
         name = value.scopes[-1]
         macro = macro or name
-        params = gin.config._CONFIG.get((name, "gin.macro"), {})  # pylint: disable=protected-access
-        if "value" not in params:
+        try:
+            value, depth = _macro_binding(name), depth + 1
+        except KeyError:
             return None, macro
-        value, depth = params["value"], depth + 1
     return value, macro
 
 
@@ -416,15 +348,15 @@ def bound_values() -> dict:
     """{"train.train_steps": (value, "TRAIN_STEPS" or None)} for every unscoped binding of the
     parsed config whose value is a literal (bindings to @configurables are left out)."""
     out = {}
-    for (scope, selector), params in gin.config._CONFIG.items():  # pylint: disable=protected-access
-        if scope or selector.endswith("gin.macro"):
+    _, keys = _binding_keys()
+    for key in keys:
+        if "/" in key:  # scoped
             continue
-        short = selector.rsplit(".", 1)[-1]
-        for param, value in params.items():
-            value, macro = _macro_value(value)
-            if not isinstance(value, gin.config.ConfigurableReference):  # @f(): its result
-                out[f"{short}.{param}"] = (value, macro)  # is checked where it is used
-    return out
+        selector, param = key.rsplit(".", 1)
+        value, macro = _macro_value(gin.query_parameter(key))
+        if not isinstance(value, gin.config.ConfigurableReference):  # @f(): its result
+            out[f"{selector.rsplit('.', 1)[-1]}.{param}"] = (value, macro)  # is checked
+    return out  # where it is used
 
 
 def check_values(flags: Flags) -> None:
