@@ -3,12 +3,12 @@
 gin/promot/*.gin start with `import prompt_tuning.configurables`, which registers:
   prompted_model        model factory: train.model_factory = @prompted_model
   prompt_initializer    prompted_model.prompt_init = @prompt_initializer()
-  required_checkpoint   train.initial_checkpoint_path = @required_checkpoint() (stage 1)
+  required_checkpoint   CheckpointConfig.initial_checkpoint_path = @required_checkpoint() (stage 1)
   stage2_checkpoint     the same for stage 2 (also requires PROMPT_FILE)
   prompt_length_of      P read from PROMPT_FILE (stage 2)
-  PromptWriter          train.checkpoint_hooks = [@PromptWriter()]
+  PromptWriter          CheckpointConfig.checkpoint_hooks = [@PromptWriter()]
   promot_evaluate       `python -m prompt_tuning.evaluate` (prompt attached / removed)
-  best_metric_for       train.best_metric = @best_metric_for(): the task kind's keep-best
+  best_metric_for       EvalConfig.best_metric = @best_metric_for(): the task kind's keep-best
                         metric, or BEST_METRIC checked against the task's metrics at start-up
   prompt_table_initializer, num_prompts_of, prompt_length_of_files
                         multi-task stage 2: the [N, P, H] table from PROMPT_FILES

@@ -104,7 +104,7 @@ class PromptedTransformer(Transformer):
         if encoder_segment_ids is not None:
             raise ValueError(
                 "prompt tuning does not support packed inputs (each packed example would need "
-                "its own prompt): set train.pack = False (gin/promot/*.gin do).")
+                "its own prompt): set DataConfig.pack = False (gin/promot/*.gin do).")
         embedded, mask = self.prompted_inputs(encoder_input_tokens, task_ids)
         positions = None
         if encoder_positions is not None:  # unpacked positions: shift by P, prompt = 0..P-1

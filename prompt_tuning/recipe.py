@@ -44,6 +44,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from medmt5.run import configs, loop
+
 log = logging.getLogger("medmt5")
 
 PROMPT_PATTERN = "prompt/.*"
@@ -215,14 +217,15 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
                        eval_split: str = "validation", eval_batch_size: Optional[int] = None,
                        eval_max_examples: Optional[int] = None, seed: int = 0,
                        keep_checkpoints: Optional[int] = 1) -> dict:
-    """The keyword arguments of medmt5.cli.train.train for one stage.
+    """The keyword arguments of medmt5.run.loop.train for one stage: model_dir, model_config,
+    train_steps, schedule, optimizer_fn, the parts data / step / checkpoint / eval / freeze
+    (medmt5.run.configs) and, with a prompt, model_factory.
 
     stage: "prompt" (stage 1: a new prompt, backbone frozen), "model" with prompt_file
     (stage 2: backbone tuned, the prompt attached and frozen) or "model" without (plain
     fine-tuning). prompt_init: an initializer kind ("uniform", "vocab", ...) or a flax
     initializer.
     """
-    from medmt5.cli.train import _canonical_config
     from prompt_tuning import stages
 
     if stage not in ("prompt", "model"):
@@ -236,34 +239,42 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
         raise ValueError(f"task {task!r} has no {eval_split!r} split to keep the best "
                          "checkpoint on; register one or set eval_split.")
     metric = best_metric_for(task, best_metric, eval_tasks)
-    cfg = _canonical_config(model_config).replace(dropout_rate=settings.dropout_rate)
-    kwargs = dict(
-        model_dir=model_dir, model_config=cfg, mixture_or_task_name=task,
-        task_feature_lengths=dict(task_feature_lengths), train_steps=settings.steps,
-        batch_size=batch_size, pack=False, seed=seed, label_smoothing=settings.label_smoothing,
-        schedule=settings.schedule_fn(), optimizer_fn=settings.optimizer_fn(),
-        eval_period=settings.eval_period, save_period=settings.eval_period,
-        keep_checkpoints=keep_checkpoints, eval_tasks=eval_tasks, eval_split=eval_split,
-        eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples,
-        eval_beam_size=settings.eval_beam_size, best_metric=metric)
+    cfg = configs.canonical_model_config(model_config).replace(
+        dropout_rate=settings.dropout_rate)
+    factory, hooks = None, ()
+    freeze = configs.FreezeConfig()
     if stage == "prompt":
         init = (stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
                                           checkpoint=initial_checkpoint_path, seed=seed)
                 if isinstance(prompt_init, str) else prompt_init)
-        kwargs.update(initial_checkpoint_path=stages.required_checkpoint(
-            initial_checkpoint_path), new_params=[PROMPT_PATTERN], trainable=[PROMPT_PATTERN],
-            checkpoint_hooks=[stages.PromptWriter()],
-            model_factory=_PromptedFactory(prompt_length, init))
+        initial = stages.required_checkpoint(initial_checkpoint_path)
+        freeze = configs.FreezeConfig(trainable=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
+        hooks, factory = [stages.PromptWriter()], _PromptedFactory(prompt_length, init)
     elif prompt_file:
-        length = stages.prompt_length_of(prompt_file)
-        kwargs.update(initial_checkpoint_path=stages.stage2_checkpoint(
-            initial_checkpoint_path, prompt_file), new_params=[PROMPT_PATTERN],
-            frozen=[PROMPT_PATTERN], checkpoint_hooks=[stages.PromptWriter()],
-            model_factory=_PromptedFactory(length, stages.prompt_initializer(
-                "file", path=prompt_file)))
+        initial = stages.stage2_checkpoint(initial_checkpoint_path, prompt_file)
+        freeze = configs.FreezeConfig(frozen=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
+        hooks = [stages.PromptWriter()]
+        factory = _PromptedFactory(stages.prompt_length_of(prompt_file),
+                                   stages.prompt_initializer("file", path=prompt_file))
     else:
-        kwargs.update(initial_checkpoint_path=stages.required_checkpoint(
-            initial_checkpoint_path))
+        initial = stages.required_checkpoint(initial_checkpoint_path)
+    kwargs = dict(
+        model_dir=model_dir, model_config=cfg, train_steps=settings.steps,
+        schedule=settings.schedule_fn(), optimizer_fn=settings.optimizer_fn(),
+        data=configs.DataConfig(mixture_or_task_name=task,
+                                task_feature_lengths=dict(task_feature_lengths),
+                                batch_size=batch_size, pack=False, seed=seed),
+        step=configs.StepSettings(label_smoothing=settings.label_smoothing),
+        checkpoint=configs.CheckpointConfig(
+            initial_checkpoint_path=initial, save_period=settings.eval_period,
+            keep_checkpoints=keep_checkpoints, checkpoint_hooks=hooks),
+        eval=configs.EvalConfig(
+            eval_period=settings.eval_period, eval_tasks=eval_tasks, eval_split=eval_split,
+            eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples,
+            eval_beam_size=settings.eval_beam_size, best_metric=metric),
+        freeze=freeze)
+    if factory is not None:
+        kwargs["model_factory"] = factory
     return kwargs
 
 
@@ -292,9 +303,7 @@ def _run(kwargs: dict, train_fn: Optional[Callable], prompt_file: Optional[str],
          stage: str) -> StageResult:
     from prompt_tuning import stages
 
-    if train_fn is None:
-        from medmt5.cli.train import train as train_fn
-    result = train_fn(**kwargs)
+    result = (train_fn or loop.train)(**kwargs)
     model_dir = kwargs["model_dir"]
     best = getattr(result, "best", None)
     if stage == "prompt":

@@ -14,7 +14,7 @@ For each task in turn (method):
 Every stage is the recipe's stage (prompt_tuning.recipe.stage_train_kwargs, the same settings
 as gin/promot/stage1_prompt.gin and stage2_model.gin: Adafactor without parameter scaling and
 weight decay 1e-5 for the prompt, dropout 0.1 in both stages, label smoothing 0.1 in stage 2,
-the best step on the task's metric kept), an ordinary `medmt5.cli.train.train` run in
+the best step on the task's metric kept), an ordinary `medmt5.run.loop.train` run in
 MODEL_DIR/stages/<i>_<task>_<stage>/ (resumable on its own). After a stage MODEL_DIR holds:
   prompts/<task>.npy              the task's best prompt [P, H] (kept for every earlier task)
   backbones/<i>_<task>/           the best backbone after task i (checkpoint without prompt)
@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from medmt5.run import configs, loop
 from prompt_tuning import recipe
 
 log = logging.getLogger("medmt5")
@@ -245,15 +246,13 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     """Runs (or resumes) the sequential plan; returns the measurements (list of dicts).
 
     stop_after: a stage name "<i>_<task>_<stage>" after which to return (tests use it to
-    simulate an interruption between stages). train_fn defaults to medmt5.cli.train.train.
+    simulate an interruption between stages). train_fn defaults to medmt5.run.loop.train.
     """
     import medmt5
-    from medmt5.cli.train import _canonical_config
     from prompt_tuning import initializers, stages
 
-    if train_fn is None:
-        from medmt5.cli.train import train as train_fn
-    cfg = _canonical_config(model_config)
+    train_fn = train_fn or loop.train  # looked up now: tests replace loop.train with a spy
+    cfg = configs.canonical_model_config(model_config)
     plan = stage_plan(tasks, method)
     os.makedirs(model_dir, exist_ok=True)
     state = SequentialState(model_dir, tasks, method)

@@ -1,13 +1,13 @@
-"""ProMoT's two stages as arguments of `medmt5.cli.train.train` (what gin/promot/*.gin bind).
+"""ProMoT's two stages as arguments of `medmt5.run.loop.train` (what gin/promot/*.gin bind).
 
 Stage 1 (prompt tuning, gin/promot/stage1_prompt.gin): backbone restored from
 INITIAL_CHECKPOINT_PATH (required: `required_checkpoint`) and frozen, only params["prompt"]
-trained (train.trainable = [PROMPT_PATTERN], train.new_params = [PROMPT_PATTERN]; the masked
-optimizer holds state for the prompt only). `PromptWriter` writes the prompt as .npy at every
-checkpoint save and new best.
+trained (FreezeConfig.trainable = [PROMPT_PATTERN], FreezeConfig.new_params =
+[PROMPT_PATTERN]; the masked optimizer holds state for the prompt only). `PromptWriter` writes
+the prompt as .npy at every checkpoint save and new best.
 Stage 2 (model tuning, gin/promot/stage2_model.gin): backbone from INITIAL_CHECKPOINT_PATH,
 prompt from PROMPT_FILE (`prompt_initializer(kind="file")`), prompt frozen
-(train.frozen = [PROMPT_PATTERN]), every backbone weight trained.
+(FreezeConfig.frozen = [PROMPT_PATTERN]), every backbone weight trained.
 
 Paper settings (REFERENCE.md): stage 1 Adafactor LR 0.2, batch 64, 5,000 steps, P = 100;
 stage 2 LR 1e-3, dropout 0.1, label smoothing 0.1, batch 64, 1,000 steps; both keep the best

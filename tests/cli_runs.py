@@ -21,7 +21,7 @@ SMALL_MODEL = [
 def train_argv(model_dir, steps, save_period=3, extra=()):
     return ["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
             f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=2", "--gin.EVAL_PERIOD=0",
-            f"--gin.train.save_period={save_period}", "--gin.train.log_period=1",
+            f"--gin.CheckpointConfig.save_period={save_period}", "--gin.train.log_period=1",
             "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", *SMALL_MODEL, *extra]
 
 
@@ -98,7 +98,7 @@ def inprocess_argv(model_dir, steps=2, save_period=1, extra=()):
     """CLI flags for an in-process run on the test process's 8 CPU devices (batch 8)."""
     return ["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
             f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=0",
-            f"--gin.train.save_period={save_period}", "--gin.train.log_period=1",
+            f"--gin.CheckpointConfig.save_period={save_period}", "--gin.train.log_period=1",
             "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}", *SMALL_MODEL, *extra]
 
 

@@ -30,7 +30,7 @@ def _run(tmp_path, capsys, *extra, model_dir=None, steps=2, **kw):
 
 @pytest.mark.parametrize("flag, rc, needles", [
     ("--gin.train.no_such_param=1", 2, ["no_such_param", "Hint"]),
-    ("--gin.train.batch_size=%NO_SUCH_MACRO", 2, ["NO_SUCH_MACRO"]),
+    ("--gin.DataConfig.batch_size=%NO_SUCH_MACRO", 2, ["NO_SUCH_MACRO"]),
     ("--gin.MIXTURE_OR_TASK_NAME='medmt5_pretrian'", 1,
      ["'medmt5_pretrian' is not a registered", "medmt5_pretrain"]),
     ("--gin.T5Config.vocab_size=1000", 1, ["2,100 ids", "vocab_size=1,000", "VOCABULARY"]),
@@ -145,7 +145,8 @@ def test_disk_full_while_saving_keeps_the_last_good_checkpoint(tmp_path, capsys,
 
     monkeypatch.setattr(jch.JsonCheckpointHandler, "_save_fn", full_disk)
     model_dir = str(tmp_path / "run")
-    rc, err = _run(tmp_path, capsys, "--gin.train.keep_checkpoints=1", model_dir=model_dir,
+    rc, err = _run(tmp_path, capsys, "--gin.CheckpointConfig.keep_checkpoints=1",
+                   model_dir=model_dir,
                    steps=3)
     assert rc == 1, err
     assert "No space left on device" in err and "step 1" in err, err

@@ -1,7 +1,7 @@
 """Checkpoint integrity: a half-written step (orbax tmp folder, as a kill during a save
 leaves it) is never restored; a truncated step gives an error naming the step and path, and
-train.checkpoint_fallback=True resumes from the previous step instead (moving the bad one
-aside); metrics.jsonl is cut back to the restored step."""
+CheckpointConfig.checkpoint_fallback=True resumes from the previous step instead (moving the
+bad one aside); metrics.jsonl is cut back to the restored step."""
 import glob
 import os
 import re
@@ -77,7 +77,7 @@ def test_fallback_resumes_from_previous_and_truncates_history(trained, tmp_path,
     model_dir = _copy(trained, tmp_path)
     _truncate_params(model_dir, 4)
     rc, err, resumed = _resume(model_dir, capsys, steps=4,
-                               extra=["--gin.train.checkpoint_fallback=True"])
+                               extra=["--gin.CheckpointConfig.checkpoint_fallback=True"])
     assert rc == 0 and resumed == 2, err
     ckpts = os.listdir(os.path.join(model_dir, "checkpoints"))
     assert "4" in ckpts and any(n.startswith("4.corrupt-") for n in ckpts), ckpts
@@ -90,5 +90,6 @@ def test_all_checkpoints_unreadable_is_an_error_not_a_fresh_start(trained, tmp_p
     model_dir = _copy(trained, tmp_path)
     _truncate_params(model_dir, 4)
     _truncate_params(model_dir, 2)
-    rc, err, _ = _resume(model_dir, capsys, extra=["--gin.train.checkpoint_fallback=True"])
+    rc, err, _ = _resume(model_dir, capsys,
+                         extra=["--gin.CheckpointConfig.checkpoint_fallback=True"])
     assert rc == 1 and "no checkpoint in" in err and "can be restored" in err, err

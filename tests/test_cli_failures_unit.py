@@ -82,7 +82,7 @@ def test_exit_without_a_stall_keeps_the_status():
     ({"make_schedule.learning_rate": (0.0, "LEARNING_RATE")}, ["LEARNING_RATE=0.0", "> 0"]),
     ({"make_schedule.learning_rate": (float("nan"), None)}, ["is NaN"]),
     ({"T5Config.dropout_rate": (1.0, "DROPOUT_RATE")}, ["DROPOUT_RATE=1.0", "in [0, 1)"]),
-    ({"train.task_feature_lengths": ({"inputs": 32, "targets": "8"}, "TASK_FEATURE_LENGTHS")},
+    ({"DataConfig.task_feature_lengths": ({"inputs": 32, "targets": "8"}, "TASK_FEATURE_LENGTHS")},
      ["{'targets': '8'}"]),
     ({"train.model_dir": (7, "MODEL_DIR")}, ["MODEL_DIR=7", "--gin.MODEL_DIR=\"'7'\""]),
     ({"train.model_dir": ("  ", "MODEL_DIR")}, ["is empty"]),
@@ -97,13 +97,13 @@ def test_value_rules_name_the_macro_and_an_accepted_flag(bindings, needles):
 
 def test_value_rules_accept_good_values_and_list_every_bad_one():
     preflight.check_bound_values({
-        "train.train_steps": (0, "TRAIN_STEPS"), "train.save_period": (None, None),
-        "train.keep_checkpoints": (None, None), "make_schedule.learning_rate": (1, None),
-        "train.task_feature_lengths": ({"inputs": 8, "targets": 4}, None),
-        "train.initial_checkpoint_path": (None, "INITIAL_CHECKPOINT_PATH"),
+        "train.train_steps": (0, "TRAIN_STEPS"), "CheckpointConfig.save_period": (None, None),
+        "CheckpointConfig.keep_checkpoints": (None, None), "make_schedule.learning_rate": (1, None),
+        "DataConfig.task_feature_lengths": ({"inputs": 8, "targets": 4}, None),
+        "CheckpointConfig.initial_checkpoint_path": (None, "INITIAL_CHECKPOINT_PATH"),
         "something.unknown": ("anything", None)})
     with pytest.raises(ValueError) as err:
-        preflight.check_bound_values({"train.batch_size": (0, "BATCH_SIZE"),
+        preflight.check_bound_values({"DataConfig.batch_size": (0, "BATCH_SIZE"),
                                       "evaluate.batch_size": (0, "BATCH_SIZE"),
                                       "train.log_period": (0, None)})
     text = str(err.value)

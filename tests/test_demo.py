@@ -30,7 +30,7 @@ def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
     out = demo.run(str(tmp_path), pretrain_steps=0, finetune_steps=2, eval_period=2,
                    eval_examples=2, task_feature_lengths="{'inputs': 24, 'targets': 24}",
                    extra_pretrain=small,
-                   extra_finetune=small + ["--gin.train.eval_max_examples=2"])
+                   extra_finetune=small + ["--gin.EvalConfig.eval_max_examples=2"])
     pre, ft = tmp_path / "pretrain", tmp_path / "finetune"
     # artefacts of every stage
     for path in (pre / "config.gin", pre / "model_config.json", ft / "best" / "best.json",

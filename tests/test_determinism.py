@@ -39,5 +39,5 @@ def test_runs_and_restarts_are_bitwise_identical(tmp_path, capsys):
     assert cli_runs.dumps(restarted) == cli_runs.dumps(first)
     _assert_same_params(tmp_path / "a", tmp_path / "c")
     # and the comparison can fail: another seed trains differently
-    other = _train(str(tmp_path / "d"), capsys, 2, "--gin.train.seed=1")
+    other = _train(str(tmp_path / "d"), capsys, 2, "--gin.DataConfig.seed=1")
     assert [r["loss"] for r in other] != [r["loss"] for r in first[:2]]

@@ -19,11 +19,12 @@ def clean_gin():
 def test_parse_flags_repeatable_and_multihost():
     flags = gin_utils.parse_flags([
         "--gin_file=a.gin", "--gin_file", "b.gin", "--gin.MODEL_DIR='/x'",
-        "--gin.train.batch_size=8", "--gin_bindings=TRAIN_STEPS = 3",
+        "--gin.DataConfig.batch_size=8", "--gin_bindings=TRAIN_STEPS = 3",
         "--gin_search_paths=/p1,/p2", "--multiprocess_gpu", "--coordinator_address=h:1",
         "--process_count=2", "--process_index=1"])
     assert flags.gin_files == ["a.gin", "b.gin"]
-    assert flags.gin_bindings == ["MODEL_DIR = '/x'", "train.batch_size = 8", "TRAIN_STEPS = 3"]
+    assert flags.gin_bindings == ["MODEL_DIR = '/x'", "DataConfig.batch_size = 8",
+                                  "TRAIN_STEPS = 3"]
     assert flags.gin_search_paths == ["/p1", "/p2"]
     assert flags.multiprocess_gpu and flags.coordinator_address == "h:1"
     assert (flags.process_count, flags.process_index) == (2, 1)
@@ -64,7 +65,7 @@ def test_later_files_and_flags_win(tmp_path):
     (tmp_path / "override.gin").write_text("BATCH_SIZE = 4\nTRAIN_STEPS = 7\n")
     _parse(["--gin_file=medmt5_tiny.gin", f"--gin_file={tmp_path}/override.gin",
             "--gin.MODEL_DIR='/tmp/x'", "--gin.TRAIN_STEPS=9"])
-    assert gin.query_parameter("train.batch_size").scoped_configurable_fn() == 4
+    assert gin.query_parameter("DataConfig.batch_size").scoped_configurable_fn() == 4
     assert gin_utils.query_macro("TRAIN_STEPS") == 9
     assert gin_utils.query_macro("MODEL_DIR") == "/tmp/x"
     cfg = gin.query_parameter("train.model_config").scoped_configurable_fn()

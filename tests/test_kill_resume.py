@@ -25,7 +25,7 @@ STEPS = 40
 MARGIN = 15  # kill targets stay this many steps before the end (steps are ms long)
 KILLS = 5
 SIGTERM_BOUND_S = 60.0
-EXTRA = ("--gin.train.keep_checkpoints=2",)
+EXTRA = ("--gin.CheckpointConfig.keep_checkpoints=2",)
 
 
 @pytest.fixture(scope="module")

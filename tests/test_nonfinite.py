@@ -1,6 +1,6 @@
 """A non-finite loss stops training naming the step and the term (default), or is skipped
-(train.nonfinite_policy='skip'); a non-finite state is never saved. The CLI runs with
-train.loss_normalizer=0.0, so every step's loss is sum / 0 = inf."""
+(StepSettings.nonfinite_policy='skip'); a non-finite state is never saved. The CLI runs with
+StepSettings.loss_normalizer=0.0, so every step's loss is sum / 0 = inf."""
 import math
 import os
 
@@ -30,7 +30,7 @@ def test_policy_rows():
 def test_nonfinite_loss_stops_naming_step_and_term(tmp_path, capsys):
     model_dir = str(tmp_path / "run")
     rc, err = cli_runs.main_inprocess(cli_runs.inprocess_argv(
-        model_dir, steps=3, extra=["--gin.train.loss_normalizer=0.0"]), capsys)
+        model_dir, steps=3, extra=["--gin.StepSettings.loss_normalizer=0.0"]), capsys)
     assert rc == 1, err
     assert "non-finite training value at step 1: loss=inf" in err, err
     assert "nonfinite_policy='skip'" in err and "Traceback" not in err
@@ -42,7 +42,8 @@ def test_skip_policy_keeps_params_and_saves_only_finite_state(tmp_path, capsys):
     model_dir = str(tmp_path / "run")
     rc, err = cli_runs.main_inprocess(cli_runs.inprocess_argv(
         model_dir, steps=2, save_period=1,
-        extra=["--gin.train.loss_normalizer=0.0", "--gin.train.nonfinite_policy='skip'"]),
+        extra=["--gin.StepSettings.loss_normalizer=0.0",
+               "--gin.StepSettings.nonfinite_policy='skip'"]),
         capsys)
     assert rc == 0, err
     rows = cli_runs.history(model_dir)

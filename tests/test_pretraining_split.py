@@ -114,7 +114,7 @@ def test_pretraining_logs_a_validation_loss(tmp_path, capsys):
     try:
         rc = train.main(["--gin_file=medmt5_tiny.gin", f"--gin.MODEL_DIR='{model_dir}'",
                          "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
-                         "--gin.train.log_period=1", "--gin.train.eval_max_examples=4",
+                         "--gin.train.log_period=1", "--gin.EvalConfig.eval_max_examples=4",
                          "--gin.TASK_FEATURE_LENGTHS={'inputs': 32, 'targets': 8}",
                          *SMALL_MODEL])
     finally:

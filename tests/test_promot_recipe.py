@@ -47,11 +47,11 @@ def _settings():
         "learning_rate": gin_utils.query_macro("LEARNING_RATE"),
         "schedule": sched["name"], "warmup_steps": sched["warmup_steps"],
         "dropout_rate": gin_utils.query_macro("DROPOUT_RATE"),
-        "label_smoothing": gin.query_parameter("train.label_smoothing")
-        if "label_smoothing" in gin.get_bindings("train") else 0.0,
+        "label_smoothing": gin.query_parameter("StepSettings.label_smoothing")
+        if "label_smoothing" in gin.get_bindings("StepSettings") else 0.0,
         "steps": gin_utils.query_macro("TRAIN_STEPS"),
         "eval_period": gin_utils.query_macro("EVAL_PERIOD"),
-        "eval_beam_size": gin.query_parameter("train.eval_beam_size"),
+        "eval_beam_size": gin.query_parameter("EvalConfig.eval_beam_size"),
     }
 
 
@@ -76,7 +76,7 @@ def test_stage1_gin_is_the_reference_recipe(stage_file, tmp_path):
     assert got == _as_settings(recipe.PROMPT_STAGE)
     assert gin_utils.query_macro("PROMPT_LENGTH") == 100
     assert gin.query_parameter("prompt_initializer.kind") == "uniform"
-    assert gin.query_parameter("train.trainable") == ["prompt/.*"]
+    assert gin.query_parameter("FreezeConfig.trainable") == ["prompt/.*"]
 
 
 @pytest.mark.parametrize("stage_file", ["promot/stage2_model.gin",

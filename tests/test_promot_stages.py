@@ -140,7 +140,7 @@ TINY = ["--gin.T5Config.d_model=16", "--gin.T5Config.d_kv=8", "--gin.T5Config.d_
         "--gin.T5Config.relative_attention_max_distance=16", "--gin.TRAIN_STEPS=2",
         "--gin.BATCH_SIZE=8", "--gin.EVAL_PERIOD=2",
         "--gin.TASK_FEATURE_LENGTHS={'inputs': 112, 'targets': 6}",
-        "--gin.train.eval_max_examples=8", "--gin.train.eval_beam_size=1"]
+        "--gin.EvalConfig.eval_max_examples=8", "--gin.EvalConfig.eval_beam_size=1"]
 
 
 @pytest.fixture(scope="module")
@@ -229,15 +229,17 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
 
 
 @pytest.mark.parametrize("files,expect", [
-    (["promot/stage1_prompt.gin"], {"train.trainable": ["prompt/.*"],
-                                    "make_schedule.learning_rate": 0.2, "train.batch_size": 64,
+    (["promot/stage1_prompt.gin"], {"FreezeConfig.trainable": ["prompt/.*"],
+                                    "make_schedule.learning_rate": 0.2, "DataConfig.batch_size": 64,
                                     "train.train_steps": 5000,
                                     "prompted_model.prompt_length": 100}),
-    (["promot/stage2_model.gin"], {"train.frozen": ["prompt/.*"], "train.label_smoothing": 0.1,
+    (["promot/stage2_model.gin"], {"FreezeConfig.frozen": ["prompt/.*"],
+                                   "StepSettings.label_smoothing": 0.1,
                                    "make_schedule.learning_rate": 1e-3,
                                    "T5Config.dropout_rate": 0.1, "train.train_steps": 1000}),
-    (["promot/finetune_baseline.gin"], {"train.label_smoothing": 0.1, "train.trainable": None}),
-    (["promot/prompt_tuning_baseline.gin"], {"train.trainable": ["prompt/.*"]}),
+    (["promot/finetune_baseline.gin"], {"StepSettings.label_smoothing": 0.1,
+                                        "FreezeConfig.trainable": None}),
+    (["promot/prompt_tuning_baseline.gin"], {"FreezeConfig.trainable": ["prompt/.*"]}),
     (["promot/stage1_prompt.gin", "promot/init_vocab.gin"], {"prompt_initializer.kind": "vocab"}),
     (["promot/stage1_prompt.gin", "promot/init_class_labels.gin"],
      {"prompt_initializer.labels": ["true", "false"]}),

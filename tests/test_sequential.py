@@ -127,7 +127,7 @@ def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, 
     prompts_before = {t: np.load(os.path.join(r, "prompts", f"{t}.npy")).tobytes()
                       for t in TASKS}
     calls = []
-    import medmt5.cli.train as train_lib
+    import medmt5.run.loop as train_lib
     real_train = train_lib.train
 
     def spy(**kw):

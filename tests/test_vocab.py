@@ -300,6 +300,7 @@ def test_train_stops_before_resuming_with_another_vocabulary(tmp_path, mt5_folde
     """medmt5.cli.train.train itself runs the check (before any model is built)."""
     from medmt5.model.config import T5Config
     from medmt5.cli.train import train
+    from medmt5.run.configs import DataConfig
 
     model_dir = str(tmp_path / "run")
     vocab_record.write_record(model_dir, vocab.vocabulary_identity(
@@ -307,8 +308,9 @@ def test_train_stops_before_resuming_with_another_vocabulary(tmp_path, mt5_folde
     cfg = T5Config(vocab_size=2176, d_model=32, d_kv=16, d_ff=64, num_heads=2,
                    num_encoder_layers=1, num_decoder_layers=1)
     with pytest.raises(vocab_record.VocabularyMismatch, match=r"MODEL_DIR .*run"):
-        train(model_dir=model_dir, model_config=cfg, mixture_or_task_name="medmt5_pretrain",
-              task_feature_lengths={"inputs": 32, "targets": 8}, train_steps=1, batch_size=8)
+        train(model_dir=model_dir, model_config=cfg, train_steps=1,
+              data=DataConfig(mixture_or_task_name="medmt5_pretrain",
+                              task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8))
 
 
 def test_hub_id_checkpoint_supplies_its_vocabulary(tmp_path, monkeypatch, tagged_folder):

@@ -103,7 +103,8 @@ def restore(manager, abstract_state, fallback: bool = False):
         if not fallback:
             raise CorruptCheckpointError(
                 f"{message}. To resume from the previous checkpoint instead, pass "
-                "--gin.train.checkpoint_fallback=True (or delete that step folder).") from err
+                "--gin.CheckpointConfig.checkpoint_fallback=True (or delete that step "
+                "folder).") from err
         log.warning("%s; moving it to %s and trying the previous checkpoint "
                     "(checkpoint_fallback=True)", message, quarantine(manager, step_))
     if errors:

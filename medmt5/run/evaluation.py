@@ -131,7 +131,7 @@ class Evaluator:
         from medmt5.training import partitioning
 
         if not tasks and not lazy:
-            raise ValueError(f"no eval tasks: none has split {split!r}; set train.eval_tasks")
+            raise ValueError(f"no eval tasks: none has split {split!r}; set EvalConfig.eval_tasks")
         self.lengths = dict(task_feature_lengths)
         self.mesh = mesh if mesh is not None else partitioning.create_mesh()
         data_size = self.mesh.shape["data"]
@@ -344,7 +344,7 @@ class BestCheckpointKeeper:
         value = aggregate(metrics, self.metric)
         if value is None:
             raise ValueError(f"best_metric {self.metric!r} is not among the eval metrics "
-                             f"{sorted(metrics)}; set train.best_metric to one of them")
+                             f"{sorted(metrics)}; set EvalConfig.best_metric to one of them")
         if not math.isfinite(value) or not self.is_better(value):
             return False
         from medmt5.checkpointing.checkpoint_io import save_params_checkpoint

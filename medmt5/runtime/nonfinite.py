@@ -29,13 +29,13 @@ class NonFiniteLossError(TrainingFailure):
         super().__init__(
             f"non-finite training value at step {step}: {named}. The update was not applied "
             "and no checkpoint after the last finite step is saved. Lower LEARNING_RATE, check "
-            "the data and loss_normalizer, or bind train.nonfinite_policy='skip' to skip such "
-            "steps.")
+            "the data and loss_normalizer, or bind StepSettings.nonfinite_policy='skip' to skip "
+            "such steps.")
 
 
 def check_policy(policy: str) -> str:
     if policy not in POLICIES:
-        raise ValueError(f"train.nonfinite_policy={policy!r}: use one of {POLICIES}")
+        raise ValueError(f"StepSettings.nonfinite_policy={policy!r}: use one of {POLICIES}")
     return policy
 
 
