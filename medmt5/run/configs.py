@@ -198,7 +198,7 @@ class FreezeConfig:
     (trainable None: all). new_params: parameters the initial checkpoint lacks (they keep
     their initial values, e.g. a prompt); unused_params: checkpoint parameters the model has
     no use for. prompt_files: prompts attached to the model, whose vocabulary record must
-    match the run's."""
+    match the run's (None entries are dropped)."""
     trainable: Optional[Sequence[str]] = None
     frozen: Sequence[str] = ()
     new_params: Sequence[str] = ()
@@ -207,6 +207,10 @@ class FreezeConfig:
 
     def __post_init__(self):
         _names(self, "trainable", optional=True)
+        # [%PROMPT_FILE] with PROMPT_FILE unset is [None]: no prompt file to check (the
+        # stage's checkpoint function names the missing macro)
+        if isinstance(self.prompt_files, (list, tuple)):
+            object.__setattr__(self, "prompt_files", [p for p in self.prompt_files if p])
         for field in ("frozen", "new_params", "unused_params", "prompt_files"):
             _names(self, field)
 

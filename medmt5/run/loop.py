@@ -71,6 +71,7 @@ class RunState:
     state: Any  # the TrainState (restored or fresh)
     rng: Any
     data_position: int
+    trainable: Any = None  # the optimizer's mask (None: all trained): prompt-only grads
 
 
 def example_batch(task_feature_lengths: Mapping[str, int], batch_size: int, pack: bool):
@@ -165,7 +166,7 @@ def build_state(model_dir: str, model_config, data: DataConfig, checkpoint: Chec
     log.info("model %s: %s parameters, %s trainable", type(model).__name__,
              f"{num_params:,}", f"{num_trainable:,}")
     return RunState(cfg, model, mesh, shard, host_batch_size, optimizer, state_shardings,
-                    manager, state, rng, data_position)
+                    manager, state, rng, data_position, mask)
 
 
 def build_evaluator(model_dir: str, data: DataConfig, eval: EvalConfig, mesh):
@@ -200,7 +201,8 @@ def run_loop(run: RunState, model_dir: str, train_steps: int, data: DataConfig,
         label_smoothing=step_settings.label_smoothing,
         loss_normalizer=step_settings.loss_normalizer,
         num_microbatches=step_settings.num_microbatches,
-        vocab_chunk_size=step_settings.vocab_chunk_size), run.mesh, run.state_shardings)
+        vocab_chunk_size=step_settings.vocab_chunk_size, trainable=run.trainable),
+        run.mesh, run.state_shardings)
     policy, manager, state = step_settings.nonfinite_policy, run.manager, run.state
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))
     start_step = int(jax.device_get(state.step))
@@ -305,7 +307,7 @@ def train(*, model_dir: str, model_config, train_steps: int, data: DataConfig,
              "freeze": (freeze, FreezeConfig)}
     for name, (value, cls) in parts.items():
         if not isinstance(value, cls):
-            raise TypeError(f"train.{name} must be a {cls.__name__} (medmt5.run.configs; gin: "
+            raise TypeError(f"train.{name} takes a medmt5.run.configs.{cls.__name__} (gin: "
                             f"train.{name} = @{cls.__name__}()), got {type(value).__name__}")
     if isinstance(train_steps, bool) or not isinstance(train_steps, int) or train_steps < 0:
         raise ValueError(f"TRAIN_STEPS={train_steps!r} must be an integer >= 0")
