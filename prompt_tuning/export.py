@@ -18,16 +18,17 @@ prompt (medmt5.checkpointing.vocab_record), which stage 2 checks against its own
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+from absl import flags
 
 from medmt5.checkpointing.atomic_dir import atomic_directory
 from medmt5.checkpointing.param_tree import CheckpointError
+from medmt5.cli.cli_flags import UsageError, parse_tool_flags
 
 FORMATS = ("npy", "peft")
 PEFT_CONFIG = "adapter_config.json"
@@ -36,7 +37,7 @@ PEFT_KEY = "prompt_embeddings"
 NPY_NAME = "prompt.npy"
 
 
-def read_prompt(checkpoint: str, step: Optional[int] = None):
+def read_prompt(checkpoint: str, step: int | None = None):
     """(prompt [P, H] float32, T5Config or None) from a MODEL_DIR or a .npy file."""
     from prompt_tuning.initializers import load_npy
 
@@ -59,7 +60,7 @@ def read_prompt(checkpoint: str, step: Optional[int] = None):
     return prompt, cfg
 
 
-def peft_config(prompt: np.ndarray, cfg=None, base_model: Optional[str] = None) -> dict:
+def peft_config(prompt: np.ndarray, cfg=None, base_model: str | None = None) -> dict:
     """adapter_config.json contents for peft's PromptTuningConfig."""
     config = {
         "peft_type": "PROMPT_TUNING",
@@ -78,8 +79,8 @@ def peft_config(prompt: np.ndarray, cfg=None, base_model: Optional[str] = None) 
     return config
 
 
-def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = None,
-           base_model: Optional[str] = None, overwrite: bool = False) -> str:
+def export(checkpoint: str, out: str, fmt: str = "npy", step: int | None = None,
+           base_model: str | None = None, overwrite: bool = False) -> str:
     """Writes the prompt of `checkpoint` to directory `out`; returns a one-line summary."""
     if fmt not in FORMATS:
         raise CheckpointError(f"--format {fmt!r}: use one of {FORMATS}.")
@@ -109,25 +110,31 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: Optional[int] = No
     return f"wrote {fmt} prompt [{prompt.shape[0]}, {prompt.shape[1]}] to {out}"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m prompt_tuning.export",
-                                description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True,
-                   help="prompt-tuning MODEL_DIR, MODEL_DIR/best, or a prompt .npy")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--out", required=True, help="output directory (absent or empty)")
-    p.add_argument("--format", choices=FORMATS, default="npy", dest="fmt")
-    p.add_argument("--base_model", default=None,
-                   help="peft: base_model_name_or_path to record (the save_hf export)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
-    return p
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("checkpoint", None,
+                        "prompt-tuning MODEL_DIR, MODEL_DIR/best, or a prompt .npy", flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: latest)", flag_values=fv)
+    flags.DEFINE_string("out", None, "output directory (absent or empty)", flag_values=fv)
+    flags.DEFINE_enum("format", "npy", FORMATS, "npy: DIR/prompt.npy; peft: a Hugging Face "
+                      "PEFT prompt-tuning adapter", flag_values=fv)
+    flags.DEFINE_string("base_model", None,
+                        "peft: base_model_name_or_path to record (the save_hf export)",
+                        flag_values=fv)
+    flags.DEFINE_bool("overwrite", False, "replace a non-empty --out", flag_values=fv)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        print(export(args.checkpoint, args.out, args.fmt, args.step, args.base_model,
-                     args.overwrite))
+        fv, rest = parse_tool_flags(_define_flags, sys.argv[1:] if argv is None else argv,
+                                    __doc__, required=("checkpoint", "out"))
+        if rest:
+            raise UsageError(f"unexpected argument {rest[0]!r}: every argument is a flag, "
+                             "e.g. --checkpoint=MODEL_DIR --out=DIR")
+    except UsageError as e:
+        print(f"prompt_tuning.export: error: {e}", file=sys.stderr)
+        return 2
+    try:
+        print(export(fv.checkpoint, fv.out, fv.format, fv.step, fv.base_model, fv.overwrite))
     except (CheckpointError, ValueError, FileNotFoundError) as e:
         print(f"prompt_tuning.export: error: {e}", file=sys.stderr)
         return 1

@@ -98,14 +98,14 @@ def rewrite_gin_args(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     return out, sources
 
 
-def _check_values_present(argv: Sequence[str]) -> None:
+def _check_values_present(argv: Sequence[str], flag_values=FLAGS) -> None:
     """`--gin_file` with no value (last, or followed by another flag): absl would take the next
     flag as the value."""
     for i, arg in enumerate(argv):
         if arg == "--":
             return
         name = arg[2:] if arg.startswith("--") and "=" not in arg else None
-        if name and name in FLAGS and not FLAGS[name].boolean and (
+        if name and name in flag_values and not flag_values[name].boolean and (
                 i + 1 >= len(argv) or argv[i + 1].startswith("--")):
             raise UsageError(f"Flag --{name} needs a value, e.g. --{name}=...")
 
@@ -137,10 +137,13 @@ def absl_error(err: flags.Error, flag_values=FLAGS, known: str = KNOWN) -> Usage
         tip = f" Did you mean --{close[0]}?" if close else ""
         return UsageError(f"Unknown flag '--{err.flagname}'.{tip} Known: {known} (--helpfull "
                           "lists every flag)")
-    m = re.match(r"flag --(\w+)=(.*?): ", str(err), re.S)
-    if m and m.group(1) in flag_values and isinstance(
-            flag_values[m.group(1)].parser, flags.IntegerParser):
-        return UsageError(f"--{m.group(1)} must be an integer, got {m.group(2)!r}")
+    m = re.match(r"flag --(\w+)=(.*?): (.*)", str(err), re.S)
+    if m and m.group(1) in flag_values:
+        name, value, reason = m.groups()
+        if isinstance(flag_values[name].parser, flags.IntegerParser) and not re.fullmatch(
+                r"\s*[-+]?\d+\s*", value):
+            return UsageError(f"--{name} must be an integer, got {value!r}")
+        return UsageError(f"--{name}={value}: {reason}")
     return UsageError(f"{err} (--helpfull lists every flag)")
 
 
@@ -170,3 +173,29 @@ def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
         # --flagfile can add bindings that no argument shows: then name them by their value
         binding_flags=sources if len(sources) == len(bindings)
         else [f"--gin_bindings={b}" for b in bindings])
+
+
+def parse_tool_flags(define, argv: Sequence[str], usage: str,
+                     required: Sequence[str] = ()) -> tuple[flags.FlagValues, list[str]]:
+    """absl parsing for the CLIs without gin (convert, demo, prompt_tuning.export).
+
+    `define(flag_values)` defines the tool's flags on a FlagValues of its own (tools may share
+    flag names such as --step without clashing in one process). Returns (parsed flag values,
+    positional arguments). Raises UsageError naming a bad or missing flag; --help/--helpfull
+    print `usage` and the flags, then exit 0.
+    """
+    fv = flags.FlagValues()
+    define(fv)
+    argv = list(argv)
+    print_help(argv, usage, fv, module=None)
+    _check_values_present(argv, fv)
+    known = ", ".join(f"--{n}" for n in sorted(fv))
+    try:
+        rest = fv(["medmt5", *argv])[1:]
+    except flags.Error as e:
+        raise absl_error(e, fv, known) from None
+    missing = [f"--{n}" for n in required if fv[n].value is None]
+    if missing:
+        raise UsageError(f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+                         "required (--help shows every flag)")
+    return fv, rest

@@ -12,36 +12,72 @@ written in place with the file that marks it complete last); an HF SRC may be a 
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
+
+from absl import flags
 
 from medmt5.checkpointing.atomic_dir import check_destination
 from medmt5.checkpointing.param_tree import CheckpointError
+from medmt5.cli.cli_flags import UsageError, parse_tool_flags
+
+COMMANDS = {  # command: (what it does, what SRC is, the flags it takes besides --overwrite)
+    "hf-to-medmt5": ("Hugging Face MT5/T5 model dir -> medmt5 MODEL_DIR (orbax, step 0).",
+                     "Hugging Face model directory (config.json + safetensors / "
+                     "pytorch_model.bin) or hub id", ()),
+    "medmt5-to-hf": ("medmt5 MODEL_DIR (or any checkpoint) -> Hugging Face model dir.",
+                     "medmt5 MODEL_DIR, MODEL_DIR/checkpoints/<step>, HF dir or T5X checkpoint",
+                     ("step",)),
+    "t5x-to-medmt5": ("T5X checkpoint -> medmt5 MODEL_DIR (orbax, step 0).",
+                      "T5X model dir, checkpoint_<step> dir, or its 'checkpoint' msgpack file",
+                      ("step", "relative_attention_max_distance")),
+}
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medmt5-convert", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+@dataclasses.dataclass(frozen=True)
+class ConvertArgs:
+    command: str
+    src: str
+    dst: str
+    overwrite: bool = False
+    step: int | None = None
+    relative_attention_max_distance: int = 128
 
-    def add(name: str, help_text: str, src_help: str) -> argparse.ArgumentParser:
-        c = sub.add_parser(name, help=help_text, description=help_text)
-        c.add_argument("src", metavar="SRC", help=src_help)
-        c.add_argument("dst", metavar="DST", help="output directory (must be absent or empty)")
-        c.add_argument("--overwrite", action="store_true", help="replace a non-empty DST")
-        return c
 
-    add("hf-to-medmt5", "Hugging Face MT5/T5 model dir -> medmt5 MODEL_DIR (orbax, step 0).",
-        "Hugging Face model directory (config.json + safetensors / pytorch_model.bin)")
-    c = add("medmt5-to-hf", "medmt5 MODEL_DIR (or any checkpoint) -> Hugging Face model dir.",
-            "medmt5 MODEL_DIR, MODEL_DIR/checkpoints/<step>, HF dir or T5X checkpoint")
-    c.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    c = add("t5x-to-medmt5", "T5X checkpoint -> medmt5 MODEL_DIR (orbax, step 0).",
-            "T5X model dir, checkpoint_<step> dir, or its 'checkpoint' msgpack file")
-    c.add_argument("--step", type=int, default=None, help="T5X step (default: latest)")
-    c.add_argument("--relative_attention_max_distance", type=int, default=128,
-                   help="not stored in T5X checkpoints; mT5 uses 128 (default)")
-    return p
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_bool("overwrite", False, "replace a non-empty DST", flag_values=fv)
+    flags.DEFINE_integer("step", None, "checkpoint step (default: latest); medmt5-to-hf and "
+                         "t5x-to-medmt5", flag_values=fv)
+    flags.DEFINE_integer("relative_attention_max_distance", 128, "t5x-to-medmt5: not stored in "
+                         "T5X checkpoints; mT5 uses 128 (default)", flag_values=fv)
+
+
+def _usage() -> str:
+    lines = [__doc__.rstrip("\n"), "", "Commands:"]
+    for name, (what, src, _) in COMMANDS.items():
+        lines.append(f"  {name:<14} {what}\n  {'':<14} SRC: {src}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: Sequence[str]) -> ConvertArgs:
+    """COMMAND SRC DST [--overwrite] [--step=N] [--relative_attention_max_distance=N] (absl
+    flags, before or after the positional arguments). Raises UsageError."""
+    fv, rest = parse_tool_flags(_define_flags, argv, _usage())
+    if not rest or rest[0] not in COMMANDS:
+        got = f"got {rest[0]!r}" if rest else "none given"
+        raise UsageError(f"the first argument is the command, one of {sorted(COMMANDS)} "
+                         f"({got}); --help shows each")
+    if len(rest) != 3:
+        raise UsageError(f"{rest[0]} takes SRC and DST, got {rest[1:]}: "
+                         f"python -m medmt5.convert {rest[0]} SRC DST")
+    takes = COMMANDS[rest[0]][2]
+    extra = [f"--{n}" for n in ("step", "relative_attention_max_distance")
+             if fv[n].present and n not in takes]
+    if extra:
+        raise UsageError(f"{rest[0]} does not take {', '.join(extra)}")
+    return ConvertArgs(rest[0], rest[1], rest[2], fv.overwrite, fv.step,
+                       fv.relative_attention_max_distance)
 
 
 # The checkpoint's own vocabulary travels with it (tasks/vocab.py reads it from the folder;
@@ -66,12 +102,12 @@ def copy_vocabulary(src: str, dst: str, names: Sequence[str] = VOCABULARY_FILES)
     return copied
 
 
-def run(args: argparse.Namespace) -> str:
+def run(args: ConvertArgs) -> str:
     """Perform one conversion; returns a one-line summary. Raises CheckpointError."""
     from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
     from medmt5.checkpointing.hf_io import is_hf_dir, load_hf, save_hf
-    from medmt5.data.hub import HubError, resolve_checkpoint
     from medmt5.checkpointing.t5x_io import load_t5x
+    from medmt5.data.hub import HubError, resolve_checkpoint
 
     check_destination(args.dst, args.overwrite)  # fail before the (slow) read
     if args.command == "hf-to-medmt5":
@@ -80,7 +116,8 @@ def run(args: argparse.Namespace) -> str:
         except HubError as e:
             raise CheckpointError(str(e)) from None
         if not is_hf_dir(src):
-            raise CheckpointError(f"{args.src}: not a Hugging Face model directory (no config.json).")
+            raise CheckpointError(f"{args.src}: not a Hugging Face model directory "
+                                  "(no config.json).")
         cfg, params = load_hf(src)
         save_params_checkpoint(cfg, params, args.dst, overwrite=args.overwrite)
         copy_vocabulary(src, args.dst, ("spiece.model", "added_tokens.json", "tokenizer.json"))
@@ -97,17 +134,22 @@ def run(args: argparse.Namespace) -> str:
         save_hf(cfg, params, args.dst, overwrite=args.overwrite)
         copy_vocabulary(args.src, args.dst)
         return f"wrote {args.dst}{note}"
-    else:  # argparse restricts the choices
+    else:  # parse_args restricts the choices
         raise CheckpointError(f"unknown command {args.command!r}")
     return f"wrote {args.dst}"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    from medmt5.runtime import failures
+
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as e:
+        print(f"medmt5-convert: error: {e}", file=sys.stderr)
+        return 2
     try:
         print(run(args))
     except (CheckpointError, ValueError, OSError) as e:
-        from medmt5.runtime import failures
         print(f"medmt5-convert {args.command}: error: {e}", file=sys.stderr)
         failures.release(e)
         return 1

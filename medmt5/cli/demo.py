@@ -16,13 +16,16 @@ Every step is the CLI itself, called in-process with the flags printed before it
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
 import sys
 import time
-from typing import Sequence
+from collections.abc import Sequence
+
+from absl import flags
+
+from medmt5.cli import cli_flags
 
 LANGUAGES = ("en", "es", "fr", "it")
 SHOW_PER_LANGUAGE = 1  # held-out test sentences per language shown next to their gold tags
@@ -64,8 +67,7 @@ def write_mean_curves(eval_dir: str, tasks: Sequence[str], tags: Sequence[str]) 
     """Averages each tag over the tasks' eval summaries (eval_dir/<task>) at the steps all of
     them logged, writes the means to eval_dir/MEAN_DIR (TensorBoard) and returns
     {tag: [(step, mean), ...]}."""
-    from medmt5.run import plotting
-    from medmt5.run import progress
+    from medmt5.run import plotting, progress
 
     per_task = [plotting.read_scalars(os.path.join(eval_dir, t)) for t in tasks]
     out: dict = {}
@@ -220,21 +222,35 @@ def print_report(result: dict, out_dir: str) -> None:
     print("=" * 78, flush=True)
 
 
-def main(argv: Sequence[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medmt5.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out_dir", default="demo_out")
+def _define_flags(fv: flags.FlagValues) -> None:
+    flags.DEFINE_string("out_dir", "demo_out", "output folder (a rerun resumes from it)",
+                        flag_values=fv)
     # Budget: at most 10 minutes on an idle 2-core machine. 200 + 200 steps (unpacked) used
     # 5.4 CPU-minutes in all (measured); packed fine-tuning costs the same per step and
     # sees 2-3 sentences per row. 150 pretraining steps show the validation loss falling;
     # the fine-tuning steps go where the F1 comes from (see README, "The demo").
-    parser.add_argument("--pretrain_steps", type=int, default=150)
-    parser.add_argument("--pretrain_eval_period", type=int, default=50)
-    parser.add_argument("--finetune_steps", type=int, default=400)
-    parser.add_argument("--eval_period", type=int, default=200)
-    parser.add_argument("--eval_examples", type=int, default=22,
-                        help="test sentences per language (the sample has 22)")
-    args = parser.parse_args(argv)
+    flags.DEFINE_integer("pretrain_steps", 150, "pretraining steps", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("pretrain_eval_period", 50, "pretraining validation period",
+                         lower_bound=1, flag_values=fv)
+    flags.DEFINE_integer("finetune_steps", 400, "fine-tuning steps", lower_bound=0,
+                         flag_values=fv)
+    flags.DEFINE_integer("eval_period", 200, "fine-tuning validation period", lower_bound=1,
+                         flag_values=fv)
+    flags.DEFINE_integer("eval_examples", 22,
+                         "test sentences per language (the sample has 22)", lower_bound=1,
+                         flag_values=fv)
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        args, rest = cli_flags.parse_tool_flags(_define_flags, argv, __doc__)
+        if rest:
+            raise cli_flags.UsageError(f"unexpected argument {rest[0]!r}: every argument is a "
+                                       "flag, e.g. --out_dir=demo_out")
+    except cli_flags.UsageError as e:
+        print(f"medmt5.demo: error: {e}", file=sys.stderr)
+        return 2
     if os.path.exists(os.path.join(args.out_dir, "pretrain")):
         print(f"medmt5.demo: {args.out_dir} exists; training resumes from its checkpoints "
               "(delete it for a fresh run)", file=sys.stderr)
