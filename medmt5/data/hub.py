@@ -148,7 +148,11 @@ def parse_dataset_ref(path) -> Tuple[str, Optional[str], str]:
             raise HubError(f"{path!r}: not a Hugging Face dataset URL; write "
                            "hf://datasets/OWNER/NAME[@revision][/folder]")
         from urllib.parse import unquote
-        return m.group(1), unquote(m.group(2)) if m.group(2) else None, m.group(3) or ""
+        sub = m.group(3) or ""
+        if sub and any(part in ("", ".", "..") for part in sub.split("/")):
+            raise HubError(f"{path!r}: the folder {sub!r} inside the dataset must be a plain "
+                           "relative path (no '.', '..' or '//')")
+        return m.group(1), unquote(m.group(2)) if m.group(2) else None, sub
     repo_id, revision = parse_hub_id(path)
     return repo_id, revision, ""
 
