@@ -18,7 +18,7 @@ import re
 import sys
 from typing import Mapping, Optional, Sequence
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],

@@ -46,7 +46,7 @@ import numpy as np
 
 from medmt5.run import configs, loop
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 PROMPT_PATTERN = "prompt/.*"
 # The keep-best metric of each task kind, in preference order when a task produces several:

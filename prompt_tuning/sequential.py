@@ -41,7 +41,7 @@ import numpy as np
 from medmt5.run import configs, loop
 from prompt_tuning import recipe
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 METHODS = {"promot": ("prompt", "model"), "finetune": ("model",),
            "prompt_tuning": ("prompt",)}

@@ -26,7 +26,7 @@ import numpy as np
 from prompt_tuning import initializers
 from prompt_tuning.prompts import PARAM_NAME, PROMPT_PATTERN, PromptedTransformer
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 PROMPTS_SUBDIR = "prompts"
 BEST_PROMPT = "prompt_best.npy"

@@ -24,7 +24,7 @@ import jax
 from medmt5.checkpointing import checkpoints
 from medmt5.runtime.failures import TrainingFailure
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 class CorruptCheckpointError(TrainingFailure):

@@ -22,7 +22,7 @@ import logging
 import os
 from typing import Any, Optional, Sequence
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 RECORD_FILE = "vocab.json"
 ALLOW_FLAG = "--gin.ALLOW_VOCABULARY_CHANGE=True"

@@ -21,7 +21,7 @@ import logging
 import sys
 from typing import Dict, List, Optional, Sequence
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 # Rows are counted up to this many per split (the real pretraining corpus has millions).
 MAX_COUNT = 20_000

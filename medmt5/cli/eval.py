@@ -17,7 +17,7 @@ from typing import Mapping, Optional, Sequence
 
 import jax
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> Optional[str]:

@@ -22,7 +22,9 @@ import gin
 from medmt5.cli.cli_flags import Flags, UsageError, parse_flags  # noqa: F401 (re-exported)
 from medmt5.runtime.failures import TrainingFailure
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
+# Every module logs to logging.getLogger(__name__); the CLIs show these packages' INFO lines.
+LOGGED_PACKAGES = ("medmt5", "prompt_tuning", "tasks")
 
 # An example value per well-known macro, shown when a required one is missing.
 MACRO_EXAMPLES = {
@@ -484,7 +486,8 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
     from medmt5.runtime import failures
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
-    log.setLevel(logging.INFO)  # our messages; orbax/absl/tf stay at WARNING
+    for package in LOGGED_PACKAGES:  # our messages; orbax/absl/tf stay at WARNING
+        logging.getLogger(package).setLevel(logging.INFO)
     try:
         flags = parse_flags(argv, usage)
         import_task_modules()  # before gin: task modules may define gin configurables

@@ -18,7 +18,7 @@ from typing import Mapping, Optional, Sequence
 
 import jax
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def read_inputs(path: str) -> list[str]:

@@ -22,7 +22,7 @@ from medmt5.run.loop import TrainResult, train
 
 __all__ = ["TrainResult", "train", "main", "console_main"]
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 USAGE = __doc__

@@ -29,7 +29,7 @@ import numpy as np
 from medmt5.data import pipeline as data_lib
 from medmt5.data import paths
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def default_eval_tasks(mixture_or_task_name: str, split: str) -> list[str]:

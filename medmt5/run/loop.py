@@ -46,7 +46,7 @@ from medmt5.training import partitioning
 from medmt5.training import train_state
 from medmt5.training import trainer
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional
 
 import jax
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 FILENAME = "metrics.jsonl"
 

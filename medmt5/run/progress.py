@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 
 import numpy as np
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def _is_chief() -> bool:

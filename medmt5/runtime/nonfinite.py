@@ -16,7 +16,7 @@ from typing import Iterable, Mapping
 
 from medmt5.runtime.failures import TrainingFailure
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 POLICIES = ("raise", "skip")
 TERMS = ("loss", "cross_entropy", "z_loss", "grad_norm")

@@ -20,7 +20,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 
 def _preemption_sync_manager():

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Optional
 
-log = logging.getLogger("medmt5")
+log = logging.getLogger(__name__)
 
 EXIT_CODE = 3
 
