@@ -21,7 +21,7 @@ them with PROMPT_STAGE / MODEL_STAGE), prompt_tuning/sequential.py and the minia
     result = scorer.score_checkpoint(s2.checkpoint, prompt="removed")   # -> ScoreResult
     result.scores, result.format_rate, result.norm_avg
 
-Settings (REFERENCE.md, the ProMoT paper; optimizer settings of google-research/prompt-tuning,
+Settings (the ProMoT paper, docs/promot.md; optimizer settings of google-research/prompt-tuning,
 prompt_tuning/configs/models/t5_1_1_prompt.gin: `adafactor.Adafactor.decay_rate = 0.8,
 step_offset = 0, multiply_by_parameter_scale = False, weight_decay_rate = 0.00001`):
   PROMPT_STAGE  Adafactor without parameter scaling, weight decay 1e-5, LR 0.2 constant,

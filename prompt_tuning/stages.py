@@ -9,7 +9,7 @@ Stage 2 (model tuning, gin/promot/stage2_model.gin): backbone from INITIAL_CHECK
 prompt from PROMPT_FILE (`prompt_initializer(kind="file")`), prompt frozen
 (FreezeConfig.frozen = [PROMPT_PATTERN]), every backbone weight trained.
 
-Paper settings (REFERENCE.md): stage 1 Adafactor LR 0.2, batch 64, 5,000 steps, P = 100;
+Paper settings (ProMoT, docs/promot.md): stage 1 Adafactor LR 0.2, batch 64, 5,000 steps, P = 100;
 stage 2 LR 1e-3, dropout 0.1, label smoothing 0.1, batch 64, 1,000 steps; both keep the best
 checkpoint on the target task.
 """

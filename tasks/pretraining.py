@@ -28,7 +28,7 @@ PRETRAIN_TASKS = {
     "medmt5_pretrain_it": "it",
 }
 PRETRAIN_MIXTURE = "medmt5_pretrain"
-# Rows per split of HiTZ/Multilingual-Medical-Corpus (REFERENCE.md).
+# Rows per split of HiTZ/Multilingual-Medical-Corpus (its dataset card; docs/data.md).
 REAL_CORPUS_ROWS = {"en": 21_200_000, "es": 35_400_000, "fr": 7_200_000, "it": 3_500_000}
 
 

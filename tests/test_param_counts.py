@@ -82,7 +82,7 @@ def abstract_count(cfg: T5Config) -> int:
 
 
 def test_gin_sizes_match_reference(gin_configs):
-    expect = {  # d_model, d_ff, heads, layers (REFERENCE.md); d_kv 64, vocab 250,112
+    expect = {  # d_model, d_ff, heads, layers (mT5 model cards); d_kv 64, vocab 250,112
         "small": (512, 1024, 6, 8), "base": (768, 2048, 12, 12), "large": (1024, 2816, 16, 24),
         "xl": (2048, 5120, 32, 24), "xxl": (4096, 10240, 64, 24)}
     for size, (d, f, n, layers) in expect.items():

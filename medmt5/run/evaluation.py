@@ -3,7 +3,7 @@
 `Evaluator` loads each task's eval split once (in order, unshuffled), then on every call
   * teacher-forced scoring: eval loss / token accuracy, and per-example log-likelihoods for
     score metric functions `(targets, scores)`;
-  * inference with `medmt5.generation.generate` (beam search or greedy), constrained for
+  * inference with `medmt5.decoding.generate` (beam search or greedy), constrained for
     sequence-labelling tasks to copying the input words and valid tags;
   * the task's postprocessor on predictions (and targets, `is_target=True`) and its predict
     metric functions `(targets, predictions)`.
