@@ -11,7 +11,6 @@ other processes used.
   python -m benchmarks.data_pipeline [--task medmt5_pretrain] [--seconds 20] [--vocabulary tiny]
 """
 import argparse
-import json
 import os
 import platform
 import statistics

@@ -1,5 +1,5 @@
-"""Beam-search decoding throughput: medmt5.decoding.sampling.generate (cached, jitted) vs Hugging Face
-`generate` on the same weights (written with medmt5.save_hf), same inputs, same run.
+"""Beam-search decoding throughput: medmt5.decoding.sampling.generate (cached, jitted) vs
+Hugging Face `generate` on the same weights (written with medmt5.save_hf), same inputs, same run.
 
     python -m benchmarks.decode_throughput --size small --vocab_size 32128 --batch 8 \
         --inputs_length 256 --max_decode_length 64 --beam_size 4
@@ -15,7 +15,6 @@ import argparse
 import os
 import sys
 import tempfile
-from typing import Optional
 
 import numpy as np
 
@@ -64,6 +63,7 @@ def init_params(cfg, head_scale: float):
     """Random model params (host numpy), LM head multiplied by head_scale."""
     import jax
     from flax import linen as nn
+
     from medmt5.model.transformer import Transformer
     x = np.ones((1, 8), np.int32)
     params = nn.unbox(Transformer(cfg).init(jax.random.PRNGKey(0), x, x,
@@ -88,6 +88,7 @@ def setup_ours(cfg, params, enc: np.ndarray, args) -> tuple:
     """medmt5.decoding.sampling.generate as a protocol Side; done() -> (extra fields, sequences)."""
     import jax
     import jax.numpy as jnp
+
     from medmt5.decoding import sampling as decoding
     from medmt5.model.transformer import Transformer
     common.log(f"ours: {args.method}")
@@ -113,6 +114,7 @@ def setup_peer(cfg, params, enc: np.ndarray, args) -> tuple:
     """HF generate on the same weights as a protocol Side; done() -> (fields, sequences)."""
     import torch
     import transformers
+
     from medmt5 import save_hf
     torch.set_num_threads(args.threads)
     common.log(f"peer: HF generate, {args.threads} intra-op threads")
@@ -235,7 +237,7 @@ def run(args) -> dict:
     return record
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     common.emit(run(args), args.out)
     return 0

@@ -19,7 +19,6 @@ import os
 import shutil
 import subprocess
 import sys
-from typing import Optional
 
 from benchmarks import common
 
@@ -118,8 +117,8 @@ def _jit_without_donation(step_config, mesh, shardings):
     """trainer.jit_train_step with donate_argnums=() (the lever's off position)."""
     import jax
     from flax import linen as nn
-    from medmt5.training import partitioning
-    from medmt5.training import trainer
+
+    from medmt5.training import partitioning, trainer
     rep = partitioning.replicated(mesh)
     fn = jax.jit(functools.partial(trainer.train_step, step_config),
                  in_shardings=(shardings, partitioning.batch_sharding(mesh), rep),
@@ -135,11 +134,9 @@ def setup_ours(cfg, batch_np: dict, args) -> tuple:
     """Our jitted train step as a protocol Side, and done() -> the side's extra fields."""
     import jax
     import jax.numpy as jnp
-    from medmt5.training import optimizers
-    from medmt5.training import partitioning
-    from medmt5.training import train_state
-    from medmt5.training import trainer
+
     from medmt5.model.transformer import Transformer
+    from medmt5.training import optimizers, partitioning, train_state, trainer
 
     n = args.num_devices or jax.device_count()
     if n > jax.device_count():
@@ -202,6 +199,7 @@ def build_peer_model(cfg, device: str, seed: int = 0):
 def setup_peer(cfg, batch_np: dict, args, mode: str) -> tuple:
     """The HF train step (forward with labels, backward, Adafactor step) as a protocol Side."""
     import contextlib
+
     import torch
     from transformers.optimization import Adafactor
 
@@ -268,8 +266,8 @@ def setup_peer(cfg, batch_np: dict, args, mode: str) -> tuple:
 
 # ---- one configuration -------------------------------------------------------------------------
 
-def _rates(rec: dict, tokens: int, flops: float, peak_total: Optional[float],
-           ceiling_gflops: Optional[float] = None) -> dict:
+def _rates(rec: dict, tokens: int, flops: float, peak_total: float | None,
+           ceiling_gflops: float | None = None) -> dict:
     """Rates at the median round; the fraction of the same run's fp32 matmul rate on CPU."""
     s = rec["median_step_s"]
     tflops = flops / s / 1e12
@@ -286,7 +284,6 @@ def run_config(args) -> dict:
     apply_xla_flags(args.xla_flags)
     # Both sides share the process: JAX must not grab 75% of the GPU before torch runs.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
-    import jax
     layers = {"num_encoder_layers": args.layers, "num_decoder_layers": args.layers} \
         if args.layers > 0 else {}
     cfg = common.model_config(args.size, args.vocab_size or None, **layers, dtype=args.dtype,
@@ -311,8 +308,8 @@ def run_config(args) -> dict:
                    "attention_impl": cfg.attention_impl, "cudnn_attention_active": cudnn_active,
                    "vocab_chunk_size": args.vocab_chunk_size or None, "donate": args.donate,
                    "xla_flags": args.xla_flags},
-        "optimizer": {"ours": "medmt5.training.optimizers.adafactor (T5X defaults: decay 0.8, clip 1.0, "
-                              "parameter scale, factored), constant lr",
+        "optimizer": {"ours": "medmt5.training.optimizers.adafactor (T5X defaults: decay 0.8, "
+                              "clip 1.0, parameter scale, factored), constant lr",
                       "peer": "transformers Adafactor(scale_parameter=True, relative_step=False, "
                               "warmup_init=False), constant lr",
                       "learning_rate": args.learning_rate},
@@ -409,7 +406,7 @@ def sweep(argv: list[str], args) -> list[dict]:
     return records
 
 
-def main(argv: Optional[list[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = resolve(build_parser().parse_args(argv))
     if args.levers:

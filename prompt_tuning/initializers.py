@@ -15,7 +15,7 @@ A table of N prompts ([N, P, H], multi-task) gets the same [P, H] values in ever
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -99,7 +99,7 @@ def from_file(path: str) -> Lazy:
 
 
 def sampled_vocab(embedding: np.ndarray, length: int, seed: int = 0,
-                  vocab_limit: Optional[int] = 5000) -> np.ndarray:
+                  vocab_limit: int | None = 5000) -> np.ndarray:
     """[P, H]: embeddings of P distinct token ids drawn (seeded) from ids 3..vocab_limit-1
     (sentencepiece orders pieces by frequency, so the first ids are common tokens)."""
     embedding = np.asarray(embedding)

@@ -83,7 +83,8 @@ DIANN_FILLERS = {"_pairs": [
 PHARMA_TEMPLATES = [
     _l(None, "Se inició tratamiento con [NORMALIZABLES {drug} ] {dose} por vía oral ."),
     _l(None, "La analítica mostró una elevación de [PROTEINAS {prot} ] ."),
-    _l(None, "Se administró [NORMALIZABLES {drug} ] junto con [NORMALIZABLES {drug2} ] durante el ingreso ."),
+    _l(None, "Se administró [NORMALIZABLES {drug} ] junto con [NORMALIZABLES {drug2} ] "
+             "durante el ingreso ."),
     _l(None, "Se suspendió el [NO_NORMALIZABLES {nn} ] por intolerancia digestiva ."),
     _l(None, "Se detectaron anticuerpos frente a [PROTEINAS {ab} ] ."),
     _l(None, "Recibió [UNCLEAR {unc} ] según el protocolo del servicio ."),

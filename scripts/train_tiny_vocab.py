@@ -28,7 +28,8 @@ def corpus_lines(corpus_dir):
                     try:
                         yield json.loads(line)["text"]
                     except (ValueError, KeyError) as e:
-                        raise ValueError(f"{path}:{line_no}: not a {{'text': ...}} record: {e}")
+                        raise ValueError(
+                            f"{path}:{line_no}: not a {{'text': ...}} record: {e}") from e
 
 
 def train(corpus_dir, out_dir, vocab_size=VOCAB_SIZE):

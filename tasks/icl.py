@@ -23,8 +23,8 @@ import dataclasses
 import random
 import re
 import string
-from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional,
-                    Sequence, Tuple)
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 # Demonstrations and the query are separated by one blank line.
 EXAMPLE_SEPARATOR = "\n\n"
@@ -49,16 +49,16 @@ class Template:
     name: str
     format_inputs: Callable[[Record], str]
     format_target: Callable[[Record], str]
-    stop_prefixes: Tuple[str, ...]
-    long_field: Optional[str] = None
+    stop_prefixes: tuple[str, ...]
+    long_field: str | None = None
     classification: bool = False
-    references: Optional[Callable[[Record], List[str]]] = None
+    references: Callable[[Record], list[str]] | None = None
 
     def demonstration(self, record: Record) -> str:
         """The filled template followed by its answer (one in-context example)."""
         return f"{self.format_inputs(record)} {self.format_target(record)}"
 
-    def answers(self, record: Record) -> List[str]:
+    def answers(self, record: Record) -> list[str]:
         if self.references is not None:
             return list(self.references(record))
         return [self.format_target(record)]
@@ -89,7 +89,7 @@ def _qa_inputs(r: Record) -> str:
     return f"Q: {r['question']} A:"
 
 
-def _qa_references(r: Record) -> List[str]:
+def _qa_references(r: Record) -> list[str]:
     return list(r["answers"])
 
 
@@ -112,7 +112,7 @@ def _bioasq_inputs(r: Record) -> str:
     return f"Context: {r['context']} Q: {r['question']} A:"
 
 
-TEMPLATES: Dict[str, Template] = {
+TEMPLATES: dict[str, Template] = {
     "rte": Template("rte", _rte_inputs, lambda r: _NLI2_ANSWER[r["label"]],
                     stop_prefixes=("question:", "answer:"), long_field="premise",
                     classification=True),
@@ -146,7 +146,7 @@ def get_template(name: str) -> Template:
 # Demonstration selection.
 
 def select_demonstrations(query_index: int, pool_size: int, num_shots: int, seed: int = 0,
-                          exclude: Sequence[int] = ()) -> List[int]:
+                          exclude: Sequence[int] = ()) -> list[int]:
     """Pool indices of `num_shots` demonstrations for the query at `query_index`.
 
     Deterministic in (seed, query_index) and independent of every other query; indices in
@@ -173,13 +173,13 @@ def select_demonstrations(query_index: int, pool_size: int, num_shots: int, seed
 # ---------------------------------------------------------------------------------------------
 # Prompt assembly under a length budget.
 
-def _shortened(record: Record, field: str, num_words: int) -> Dict[str, Any]:
+def _shortened(record: Record, field: str, num_words: int) -> dict[str, Any]:
     out = dict(record)
     out[field] = " ".join(str(record[field]).split()[:num_words])
     return out
 
 
-def _largest_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> Optional[int]:
+def _largest_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> int | None:
     """Largest n in [lo, hi] with fits(n) (fits is monotone decreasing in n), else None."""
     if lo > hi or not fits(lo):
         return None
@@ -193,8 +193,8 @@ def _largest_fitting(lo: int, hi: int, fits: Callable[[int], bool]) -> Optional[
 
 
 def build_prompt(template: Template, query: Record, demonstrations: Sequence[Record],
-                 max_length: Optional[int] = None, length_fn: Callable[[str], int] = len,
-                 min_demo_words: int = 16) -> Tuple[str, int]:
+                 max_length: int | None = None, length_fn: Callable[[str], int] = len,
+                 min_demo_words: int = 16) -> tuple[str, int]:
     """Joins demonstrations and the query; returns (inputs text, demonstrations kept).
 
     With `max_length` (in `length_fn` units: characters by default, tokens when the caller
@@ -218,7 +218,7 @@ def build_prompt(template: Template, query: Record, demonstrations: Sequence[Rec
 
     parts = [query_text]
 
-    def fits(texts: List[str]) -> bool:
+    def fits(texts: list[str]) -> bool:
         return max_length is None or length_fn(EXAMPLE_SEPARATOR.join(texts)) <= max_length
 
     for demo in reversed(list(demonstrations)):
@@ -231,7 +231,8 @@ def build_prompt(template: Template, query: Record, demonstrations: Sequence[Rec
             n_words = len(str(demo[field]).split())
             keep = _largest_fitting(
                 min(min_demo_words, n_words), n_words,
-                lambda n: fits([template.demonstration(_shortened(demo, field, n))] + parts))
+                lambda n, demo=demo, field=field: fits(
+                    [template.demonstration(_shortened(demo, field, n))] + parts))
             if keep is not None:
                 parts.insert(0, template.demonstration(_shortened(demo, field, keep)))
         break
@@ -239,9 +240,9 @@ def build_prompt(template: Template, query: Record, demonstrations: Sequence[Rec
 
 
 def iter_format_examples(template: Template, queries: Iterable[Record], pool: Sequence[Record],
-                         num_shots: int, seed: int = 0, max_length: Optional[int] = None,
+                         num_shots: int, seed: int = 0, max_length: int | None = None,
                          length_fn: Callable[[str], int] = len,
-                         pool_is_query_split: bool = False) -> Iterator[Dict[str, Any]]:
+                         pool_is_query_split: bool = False) -> Iterator[dict[str, Any]]:
     """Few-shot formats every query with demonstrations drawn from `pool` (the train split).
 
     Yields one dict per query: inputs (text), targets (text), answers (all references),
@@ -250,7 +251,7 @@ def iter_format_examples(template: Template, queries: Iterable[Record], pool: Se
     demonstration; with `pool_is_query_split` (the pool is the first len(pool) examples of
     the queries' own split) the query's own index is excluded too. `queries` may stream.
     """
-    by_text: Dict[str, List[int]] = {}
+    by_text: dict[str, list[int]] = {}
     if num_shots:
         for i, rec in enumerate(pool):
             by_text.setdefault(template.format_inputs(rec), []).append(i)
@@ -266,7 +267,7 @@ def iter_format_examples(template: Template, queries: Iterable[Record], pool: Se
 
 
 def format_examples(template: Template, queries: Iterable[Record], pool: Sequence[Record],
-                    num_shots: int, **kwargs) -> List[Dict[str, Any]]:
+                    num_shots: int, **kwargs) -> list[dict[str, Any]]:
     """`iter_format_examples` as a list."""
     return list(iter_format_examples(template, queries, pool, num_shots, **kwargs))
 
@@ -312,7 +313,7 @@ def make_postprocess_fn(template: Template) -> Callable[..., Any]:
     several references (QA aliases) return the list stored in the example's "answers"
     feature; otherwise the stripped target text.
     """
-    def postprocess(output: Any, example: Optional[Mapping[str, Any]] = None,
+    def postprocess(output: Any, example: Mapping[str, Any] | None = None,
                     is_target: bool = False) -> Any:
         text = _as_text(output)
         if not is_target:

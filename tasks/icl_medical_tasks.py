@@ -18,7 +18,7 @@ $MEDMT5_BENCHMARK_DIR, else the shipped samples.
 """
 import dataclasses
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import seqio
 
@@ -31,12 +31,12 @@ class MedicalIclTask:
 
     kind: str
     source: str
-    splits: Tuple[str, ...]
+    splits: tuple[str, ...]
     num_shots: int
 
 
 _SL = ("validation", "test")
-TASKS: Dict[str, MedicalIclTask] = {
+TASKS: dict[str, MedicalIclTask] = {
     "icl_med_abstrct_en_1shot": MedicalIclTask("tagging", "abstrct_neoplasm_en", _SL, 1),
     "icl_med_abstrct_es_1shot": MedicalIclTask("tagging", "abstrct_neoplasm_es", _SL, 1),
     "icl_med_abstrct_fr_1shot": MedicalIclTask("tagging", "abstrct_neoplasm_fr", _SL, 1),
@@ -63,7 +63,7 @@ TASKS: Dict[str, MedicalIclTask] = {
     "icl_med_bioasq_it_4shot": MedicalIclTask("bioasq", "it", ("test",), 4),
 }
 
-MIXTURES: Dict[str, Tuple[str, ...]] = {
+MIXTURES: dict[str, tuple[str, ...]] = {
     "icl_med_en_1shot": ("icl_med_abstrct_en_1shot", "icl_med_e3c_en_1shot",
                          "icl_med_bioasq_en_1shot"),
     "icl_med_es_1shot": ("icl_med_abstrct_es_1shot", "icl_med_e3c_es_1shot",
@@ -77,7 +77,7 @@ MIXTURES: Dict[str, Tuple[str, ...]] = {
 }
 
 
-def _tagging_records(task_name: str, split: str, root: str) -> List[Dict[str, Any]]:
+def _tagging_records(task_name: str, split: str, root: str) -> list[dict[str, Any]]:
     task = benchmarks.TASKS_BY_NAME[task_name]
     labels = benchmarks.DATASET_LABELS[task.dataset]
     tags = seqlabel.label_prefix(labels)
@@ -88,20 +88,20 @@ def _tagging_records(task_name: str, split: str, root: str) -> List[Dict[str, An
     return out
 
 
-def _bioasq_records(lang: str, split: str, root: str) -> List[Dict[str, Any]]:
+def _bioasq_records(lang: str, split: str, root: str) -> list[dict[str, Any]]:
     return [{"context": " ".join(e.snippets), "question": e.question, "answers": list(e.answers)}
             for e in qa.read_split(os.path.join(root, "bioasq"), lang, split)]
 
 
-def read_records(spec: MedicalIclTask, split: str, data_dir: Optional[str] = None):
+def read_records(spec: MedicalIclTask, split: str, data_dir: str | None = None):
     root = benchmarks.benchmark_dir(data_dir)
     if spec.kind == "tagging":
         return _tagging_records(spec.source, split, root)
     return _bioasq_records(spec.source, split, root)
 
 
-def format_split(spec: MedicalIclTask, split: str, data_dir: Optional[str] = None,
-                 vocabulary: str = "tiny") -> List[Dict[str, Any]]:
+def format_split(spec: MedicalIclTask, split: str, data_dir: str | None = None,
+                 vocabulary: str = "tiny") -> list[dict[str, Any]]:
     """Formatted rows (see `tasks.icl.format_examples`) plus "sentence" (the query's words,
     for tagging tasks) of one split, within the $MEDMT5_ICL_INPUT_TOKENS token budget."""
     if split not in spec.splits:
@@ -132,7 +132,7 @@ class TaggingPostprocessor:
         self.label_set = seqlabel.canonical_labels(labels)
         self.template = icl.get_template("tagging")
 
-    def __call__(self, output, example=None, is_target=False) -> List[str]:
+    def __call__(self, output, example=None, is_target=False) -> list[str]:
         text = output.decode("utf-8") if isinstance(output, bytes) else str(output)
         if not is_target:
             text = icl.clean_prediction(text, self.template)
@@ -143,10 +143,10 @@ class TaggingPostprocessor:
         return seqlabel.tagged_to_iob(text, words, self.label_set)
 
 
-def _dataset_fn(spec: MedicalIclTask, data_dir: Optional[str], vocabulary: str):
+def _dataset_fn(spec: MedicalIclTask, data_dir: str | None, vocabulary: str):
     import tensorflow as tf
 
-    def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
+    def dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None):
         del shuffle_files, seed
         rows = format_split(spec, split, data_dir, vocabulary)  # small: read eagerly
         return promot_tasks.rows_to_dataset(lambda: rows,
@@ -154,7 +154,7 @@ def _dataset_fn(spec: MedicalIclTask, data_dir: Optional[str], vocabulary: str):
     return dataset_fn
 
 
-def register_medical_icl_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> None:
+def register_medical_icl_tasks(data_dir: str | None = None, vocabulary: str = "tiny") -> None:
     """(Re-)registers every task and mixture of the medical in-context suite."""
     for name, spec in TASKS.items():
         if spec.kind == "tagging":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from typing import Dict, List, Sequence, Union
+from collections.abc import Sequence
 
 from tasks import seqlabel
 
@@ -25,7 +25,7 @@ def _check_pairs(targets: Sequence[Sequence[str]], predictions: Sequence[Sequenc
 
 
 def span_f1(targets: Sequence[Sequence[str]],
-            predictions: Sequence[Sequence[str]]) -> Dict[str, float]:
+            predictions: Sequence[Sequence[str]]) -> dict[str, float]:
     """seqeval micro precision/recall/F1 over exact spans, and F1 per label (0-100).
 
     `targets` and `predictions` are lists of BIO tag lists, one tag per input word.
@@ -38,8 +38,8 @@ def span_f1(targets: Sequence[Sequence[str]],
     _check_pairs(targets, predictions)
     y_true = [seqlabel.to_bio(list(t)) for t in targets]
     y_pred = [seqlabel.to_bio(list(p)) for p in predictions]
-    gold_labels = {l for t in y_true for _, _, l in seqlabel.iob_spans(t)}
-    pred_labels = {l for p in y_pred for _, _, l in seqlabel.iob_spans(p)}
+    gold_labels = {lab for t in y_true for _, _, lab in seqlabel.iob_spans(t)}
+    pred_labels = {lab for p in y_pred for _, _, lab in seqlabel.iob_spans(p)}
     if not gold_labels and not pred_labels:
         return {"precision": 100.0, "recall": 100.0, "f1": 100.0}
     kw = dict(average="micro", zero_division=0)
@@ -66,15 +66,15 @@ class UnicodeTokenizer:
     stemming (rouge-score's Porter stemmer is English-only).
     """
 
-    def tokenize(self, text: str) -> List[str]:
+    def tokenize(self, text: str) -> list[str]:
         return _WORD_RE.findall(unicodedata.normalize("NFC", text).lower())
 
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
-def rouge(targets: Sequence[Union[str, Sequence[str]]],
-          predictions: Sequence[str]) -> Dict[str, float]:
+def rouge(targets: Sequence[str | Sequence[str]],
+          predictions: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-1/2/L F-measure (0-100) with `UnicodeTokenizer`.
 
     A target may be a list of references: the best-scoring one counts (rouge-score's

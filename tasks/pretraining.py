@@ -7,17 +7,16 @@ validation_fraction of the documents; corpus_readers.in_validation_split), which
 evaluates during pretraining (validation loss and token accuracy). Importing this
 module registers them on the shipped sample with the tiny vocabulary;
 register_pretraining_tasks(data_dir, vocabulary, exponent) re-registers them, e.g. for the
-real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.pipeline.setup_tasks, bound in
-gin (setup_tasks.corpus_dir, setup_tasks.vocabulary, setup_tasks.corpus_exponent); see
-docs/data.md.
+real corpus with the mT5 vocabulary. The CLIs do so through medmt5.data.pipeline.setup_tasks,
+bound in gin (setup_tasks.corpus_dir, setup_tasks.vocabulary, setup_tasks.corpus_exponent);
+see docs/data.md.
 """
 import logging
 
 import seqio
 import tensorflow as tf
 
-from tasks import corpus_readers
-from tasks import span_corruption
+from tasks import corpus_readers, span_corruption
 from tasks import vocab as vocab_lib
 
 # Task name -> corpus language (explicit, greppable).

@@ -14,9 +14,9 @@ Pure Python: sacrebleu and rouge-score are imported when first used; no TensorFl
 """
 import re
 import string
-from typing import Dict, Mapping, Sequence, Union
+from collections.abc import Mapping, Sequence
 
-Reference = Union[str, Sequence[str]]
+Reference = str | Sequence[str]
 
 
 def _check(targets: Sequence, predictions: Sequence, name: str) -> None:
@@ -30,7 +30,7 @@ def _references(target: Reference) -> list:
     return [target] if isinstance(target, str) else list(target)
 
 
-def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+def accuracy(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     _check(targets, predictions, "accuracy")
     hits = sum(t == p for t, p in zip(targets, predictions))
     return {"accuracy": 100.0 * hits / len(targets)}
@@ -46,7 +46,7 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def exact_match(targets: Sequence[Reference], predictions: Sequence[str]) -> Dict[str, float]:
+def exact_match(targets: Sequence[Reference], predictions: Sequence[str]) -> dict[str, float]:
     """A target is one answer or a list of acceptable answers (aliases)."""
     _check(targets, predictions, "exact_match")
     hits = 0
@@ -56,7 +56,7 @@ def exact_match(targets: Sequence[Reference], predictions: Sequence[str]) -> Dic
     return {"exact_match": 100.0 * hits / len(targets)}
 
 
-def bleu(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]:
+def bleu(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU, one reference per example (sacrebleu defaults: 13a, exp smoothing)."""
     import sacrebleu
 
@@ -65,7 +65,7 @@ def bleu(targets: Sequence[str], predictions: Sequence[str]) -> Dict[str, float]
     return {"bleu": float(sacrebleu.corpus_bleu(list(predictions), [refs]).score)}
 
 
-def rouge2(targets: Sequence[Reference], predictions: Sequence[str]) -> Dict[str, float]:
+def rouge2(targets: Sequence[Reference], predictions: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-2 F-measure over examples (English: rouge-score's tokenizer + stemmer)."""
     from rouge_score import rouge_scorer
 
@@ -90,7 +90,8 @@ def headline_score(scores: Mapping[str, float]) -> float:
     for key in HEADLINE_METRICS:
         if key in scores:
             return float(scores[key])
-    raise KeyError(f"No headline metric among {sorted(scores)}; expected one of {HEADLINE_METRICS}.")
+    raise KeyError(f"No headline metric among {sorted(scores)}; "
+                   f"expected one of {HEADLINE_METRICS}.")
 
 
 def normalized_average(scores: Mapping[str, float]) -> float:

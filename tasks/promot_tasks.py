@@ -28,7 +28,8 @@ the task, the example's length and the flag, never a silent cut of the query.
 """
 import dataclasses
 import os
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import seqio
 import tensorflow as tf
@@ -50,9 +51,9 @@ class PromotTask:
 
     dataset: str
     template: str
-    splits: Dict[str, str]  # seqio split -> file split ({data_dir}/{dataset}/{file}.jsonl)
+    splits: dict[str, str]  # seqio split -> file split ({data_dir}/{dataset}/{file}.jsonl)
     num_shots: int
-    metric_fn: Callable[..., Dict[str, float]]
+    metric_fn: Callable[..., dict[str, float]]
     pool_split: str = "train"
 
 
@@ -66,7 +67,7 @@ _ACC, _EM = promot_metrics.accuracy, promot_metrics.exact_match
 _BLEU, _R2 = promot_metrics.bleu, promot_metrics.rouge2
 
 # The explicit table of task names (grep for a name to find its definition).
-TASKS: Dict[str, PromotTask] = {
+TASKS: dict[str, PromotTask] = {
     "promot_rte": PromotTask("rte", "rte", _TV, 0, _ACC),
     "promot_rte_1shot": PromotTask("rte", "rte", _TV, 1, _ACC),
     "promot_wmt14_enfr": PromotTask("wmt14_fr_en", "translation",
@@ -91,7 +92,7 @@ TASKS: Dict[str, PromotTask] = {
     "icl_wikilingua_en_4shot": PromotTask("wiki_lingua_en", "summarization", _EVAL_ON_TEST, 4, _R2),
 }
 
-MIXTURES: Dict[str, Tuple[str, ...]] = {
+MIXTURES: dict[str, tuple[str, ...]] = {
     "icl_heldout_1shot": ("icl_cb_1shot", "icl_wic_1shot", "icl_triviaqa_1shot",
                           "icl_webquestions_1shot", "icl_wmt16_ende_1shot",
                           "icl_wmt16_enro_1shot", "icl_xsum_1shot", "icl_wikilingua_en_1shot"),
@@ -118,10 +119,10 @@ def token_length_fn(vocabulary: seqio.Vocabulary) -> Callable[[str], int]:
     return lambda text: len(vocabulary.encode(text)) + 1
 
 
-def iter_format_split(spec: PromotTask, split: str, data_dir: Optional[str] = None,
-                      vocabulary: str = "tiny", length_fn: Optional[Callable[[str], int]] = None,
-                      max_length: Optional[int] = None,
-                      pool_limit: int = ICL_POOL_EXAMPLES) -> Iterator[Dict[str, Any]]:
+def iter_format_split(spec: PromotTask, split: str, data_dir: str | None = None,
+                      vocabulary: str = "tiny", length_fn: Callable[[str], int] | None = None,
+                      max_length: int | None = None,
+                      pool_limit: int = ICL_POOL_EXAMPLES) -> Iterator[dict[str, Any]]:
     """Streams the formatted rows (inputs, targets, answers, idx, num_shots) of a task split.
 
     Queries stream from the file (the WMT14 train split is never held whole); demonstrations
@@ -133,7 +134,7 @@ def iter_format_split(spec: PromotTask, split: str, data_dir: Optional[str] = No
         raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
                          f"available: {list(spec.splits)}.")
     root = promot_readers.data_dir(data_dir)
-    pool: List[Dict[str, Any]] = []
+    pool: list[dict[str, Any]] = []
     if spec.num_shots:
         pool = promot_readers.read_split(spec.dataset, spec.pool_split, root, limit=pool_limit)
         length_fn = length_fn or token_length_fn(vocab.get_vocabulary(vocabulary))
@@ -145,7 +146,7 @@ def iter_format_split(spec: PromotTask, split: str, data_dir: Optional[str] = No
         pool_is_query_split=(spec.splits[split] == spec.pool_split))
 
 
-def format_split(spec: PromotTask, split: str, **kwargs) -> List[Dict[str, Any]]:
+def format_split(spec: PromotTask, split: str, **kwargs) -> list[dict[str, Any]]:
     """`iter_format_split` as a list."""
     return list(iter_format_split(spec, split, **kwargs))
 
@@ -159,8 +160,8 @@ _ROW_SIGNATURE = {
 }
 
 
-def rows_to_dataset(make_rows: Callable[[], Iterable[Dict[str, Any]]],
-                    extra: Optional[Dict[str, tf.TensorSpec]] = None) -> tf.data.Dataset:
+def rows_to_dataset(make_rows: Callable[[], Iterable[dict[str, Any]]],
+                    extra: dict[str, tf.TensorSpec] | None = None) -> tf.data.Dataset:
     """tf.data over the rows `make_rows()` yields (called anew per iteration): inputs/targets
     (str), answers ([None] str), idx, num_shots (int32), plus the `extra` scalar features."""
     signature = dict(_ROW_SIGNATURE, **(extra or {}))
@@ -172,8 +173,8 @@ def rows_to_dataset(make_rows: Callable[[], Iterable[Dict[str, Any]]],
     return tf.data.Dataset.from_generator(generate, output_signature=signature)
 
 
-def _dataset_fn(spec: PromotTask, data_dir: Optional[str], vocabulary: str):
-    def dataset_fn(split: str, shuffle_files: bool = False, seed: Optional[int] = None):
+def _dataset_fn(spec: PromotTask, data_dir: str | None, vocabulary: str):
+    def dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
         if split not in spec.splits:
             raise ValueError(f"Split {split!r} is not registered for {spec.dataset}; "
@@ -188,7 +189,7 @@ def _dataset_fn(spec: PromotTask, data_dir: Optional[str], vocabulary: str):
     return dataset_fn
 
 
-def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
+def output_features(vocabulary: str = "tiny") -> dict[str, seqio.Feature]:
     v = vocab.get_vocabulary(vocabulary)
     return {"inputs": seqio.Feature(v, add_eos=True, required=True),
             "targets": seqio.Feature(v, add_eos=True, required=True)}
@@ -224,7 +225,7 @@ def inputs_fit(task_name: str) -> Callable[..., tf.data.Dataset]:
 
 
 def register_task(name: str, source: seqio.DataSource, postprocess_fn: Callable[..., Any],
-                  metric_fn: Callable[..., Dict[str, float]], vocabulary: str = "tiny") -> None:
+                  metric_fn: Callable[..., dict[str, float]], vocabulary: str = "tiny") -> None:
     """Registers one text-to-text ICL/ProMoT task (re-registration replaces it). An input
     longer than the inputs feature length is an error (`inputs_fit`), never a silent cut."""
     seqio.TaskRegistry.remove(name)
@@ -244,7 +245,7 @@ def register_mixture(name: str, task_names: Sequence[str]) -> None:
     seqio.MixtureRegistry.add(name, list(task_names), default_rate=1.0)
 
 
-def register_promot_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny") -> None:
+def register_promot_tasks(data_dir: str | None = None, vocabulary: str = "tiny") -> None:
     """(Re-)registers every task and mixture in TASKS / MIXTURES.
 
     data_dir: the ProMoT data folder (None: $MEDMT5_PROMOT_DIR or the samples, resolved when

@@ -39,13 +39,13 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 OUTSIDE = "O"
 _LABEL_RE = re.compile(r"^[^\s<>/]+$")
 
 
-def canonical_labels(labels: Iterable[str]) -> Tuple[str, ...]:
+def canonical_labels(labels: Iterable[str]) -> tuple[str, ...]:
     """The label set in canonical order (sorted, duplicates removed), validated."""
     out = tuple(sorted(set(labels)))
     for label in out:
@@ -69,7 +69,7 @@ def label_prefix(labels: Iterable[str]) -> str:
     return " ".join(open_tag(label) for label in canonical_labels(labels))
 
 
-def split_tag(tag: str) -> Tuple[str, Optional[str]]:
+def split_tag(tag: str) -> tuple[str, str | None]:
     """'B-Disease' -> ('B', 'Disease'); 'O' -> ('O', None). Raises on anything else."""
     if tag == OUTSIDE:
         return OUTSIDE, None
@@ -78,12 +78,12 @@ def split_tag(tag: str) -> Tuple[str, Optional[str]]:
     raise ValueError(f"invalid IOB tag {tag!r}: expected 'O', 'B-<label>' or 'I-<label>'")
 
 
-def iob_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
+def iob_spans(tags: Sequence[str]) -> list[tuple[int, int, str]]:
     """Entity spans [(start, end_exclusive, label)] of an IOB1 or IOB2 (BIO) sequence.
 
     A span starts at B-X, or at I-X whose predecessor is not in a span of label X.
     """
-    spans: List[Tuple[int, int, str]] = []
+    spans: list[tuple[int, int, str]] = []
     start, cur = None, None
     for i, tag in enumerate(tags):
         prefix, label = split_tag(tag)
@@ -98,7 +98,7 @@ def iob_spans(tags: Sequence[str]) -> List[Tuple[int, int, str]]:
     return spans
 
 
-def spans_to_bio(length: int, spans: Iterable[Tuple[int, int, str]]) -> List[str]:
+def spans_to_bio(length: int, spans: Iterable[tuple[int, int, str]]) -> list[str]:
     tags = [OUTSIDE] * length
     for start, end, label in spans:
         tags[start] = f"B-{label}"
@@ -107,7 +107,7 @@ def spans_to_bio(length: int, spans: Iterable[Tuple[int, int, str]]) -> List[str
     return tags
 
 
-def to_bio(tags: Sequence[str]) -> List[str]:
+def to_bio(tags: Sequence[str]) -> list[str]:
     """Normalise IOB1 or BIO tags to BIO (IOB2)."""
     return spans_to_bio(len(tags), iob_spans(tags))
 
@@ -119,7 +119,7 @@ def _check_words(words: Sequence[str]) -> None:
                              "words are joined by spaces, so each must be one unit")
 
 
-def make_input(words: Sequence[str], labels: Optional[Iterable[str]] = None) -> str:
+def make_input(words: Sequence[str], labels: Iterable[str] | None = None) -> str:
     """The model input: the words joined by spaces, with the label-set prefix if labels."""
     _check_words(words)
     sentence = " ".join(words)
@@ -130,7 +130,7 @@ def make_input(words: Sequence[str], labels: Optional[Iterable[str]] = None) -> 
 
 
 def iob_to_tagged(words: Sequence[str], tags: Sequence[str],
-                  labels: Optional[Iterable[str]] = None) -> str:
+                  labels: Iterable[str] | None = None) -> str:
     """Words + IOB1/BIO tags -> tagged target text.
 
     `labels`, when given, is the dataset's label set: a tag outside it raises, and so
@@ -145,15 +145,15 @@ def iob_to_tagged(words: Sequence[str], tags: Sequence[str],
         for _, _, label in spans:
             if label not in known:
                 raise ValueError(f"label {label!r} is not in the label set {sorted(known)}")
-        tag_units = {open_tag(l) for l in known} | {close_tag(l) for l in known}
+        tag_units = {open_tag(lab) for lab in known} | {close_tag(lab) for lab in known}
         for word in words:
             if word in tag_units:
                 raise ValueError(f"input word {word!r} is identical to a tag; it could not "
                                  "be told apart from the markup")
     else:
         canonical_labels(label for _, _, label in spans)  # validates tag-able names
-    units: List[str] = []
-    starts = {s: (e, l) for s, e, l in spans}
+    units: list[str] = []
+    starts = {s: (e, lab) for s, e, lab in spans}
     close_at = {}
     for i, word in enumerate(words):
         if i in close_at:
@@ -184,15 +184,15 @@ class ParseStats:
         return not any(dataclasses.astuple(self))
 
 
-ParsedWord = Tuple[str, Optional[int], Optional[str]]  # (word, span id, label)
+ParsedWord = tuple[str, int | None, str | None]  # (word, span id, label)
 
 
 def parse_tagged(text: str, labels: Iterable[str],
-                 stats: Optional[ParseStats] = None) -> List[ParsedWord]:
+                 stats: ParseStats | None = None) -> list[ParsedWord]:
     """Tagged text -> [(word, span_id or None, label or None)] following the module rules."""
     stats = stats if stats is not None else ParseStats()
     known = set(canonical_labels(labels))
-    out: List[ParsedWord] = []
+    out: list[ParsedWord] = []
     span_id, open_label, words_in_span = -1, None, 0
 
     def close():
@@ -230,7 +230,7 @@ def parse_tagged(text: str, labels: Iterable[str],
     return out
 
 
-def _lcs_alignment(a: Sequence[str], b: Sequence[str]) -> List[Optional[int]]:
+def _lcs_alignment(a: Sequence[str], b: Sequence[str]) -> list[int | None]:
     """For each index of `a`, the index of `b` it is matched to (monotone LCS) or None."""
     n, m = len(a), len(b)
     # suffix table: L[i][j] = LCS length of a[i:], b[j:]  ([n+1, m+1] ints)
@@ -243,7 +243,7 @@ def _lcs_alignment(a: Sequence[str], b: Sequence[str]) -> List[Optional[int]]:
                 row[j] = nxt[j + 1] + 1
             else:
                 row[j] = row[j + 1] if row[j + 1] >= nxt[j] else nxt[j]
-    match: List[Optional[int]] = [None] * n
+    match: list[int | None] = [None] * n
     i = j = 0
     while i < n and j < m:
         if a[i] == b[j] and table[i][j] == table[i + 1][j + 1] + 1:
@@ -257,8 +257,8 @@ def _lcs_alignment(a: Sequence[str], b: Sequence[str]) -> List[Optional[int]]:
     return match
 
 
-def tagged_to_iob(text: str, words: Optional[Sequence[str]], labels: Iterable[str],
-                  stats: Optional[ParseStats] = None) -> List[str]:
+def tagged_to_iob(text: str, words: Sequence[str] | None, labels: Iterable[str],
+                  stats: ParseStats | None = None) -> list[str]:
     """Tagged (model) text -> one BIO tag per input word; never raises on bad text.
 
     With `words=None` the output's own words are used (no alignment). See the module
@@ -272,12 +272,12 @@ def tagged_to_iob(text: str, words: Optional[Sequence[str]], labels: Iterable[st
     words = list(words)
     out_words = [w for w, _, _ in parsed]
     if out_words == words:  # the usual case: identity alignment, no O(n*m) table
-        match: List[Optional[int]] = list(range(len(words)))
+        match: list[int | None] = list(range(len(words)))
     else:
         match = _lcs_alignment(words, out_words)
     stats.unknown_units += len(parsed) - sum(m is not None for m in match)
     stats.missing_words += sum(m is None for m in match)
-    assigned: List[Tuple[Optional[int], Optional[str]]] = []
+    assigned: list[tuple[int | None, str | None]] = []
     for m in match:
         assigned.append((parsed[m][1], parsed[m][2]) if m is not None else (None, None))
     # fill unmatched input words lying inside one span
@@ -289,7 +289,7 @@ def tagged_to_iob(text: str, words: Optional[Sequence[str]], labels: Iterable[st
     return spans_to_bio(len(words), _runs(assigned))
 
 
-def _runs(assigned: Sequence[Tuple[Optional[int], Optional[str]]]) -> List[Tuple[int, int, str]]:
+def _runs(assigned: Sequence[tuple[int | None, str | None]]) -> list[tuple[int, int, str]]:
     """Maximal runs of equal non-None span ids -> [(start, end, label)]."""
     spans = []
     i = 0
@@ -304,7 +304,7 @@ def _runs(assigned: Sequence[Tuple[Optional[int], Optional[str]]]) -> List[Tuple
     return spans
 
 
-def strip_label_prefix(units: Sequence[str], labels: Iterable[str]) -> List[str]:
+def strip_label_prefix(units: Sequence[str], labels: Iterable[str]) -> list[str]:
     """Drop the leading label-set prefix (exactly `label_prefix(labels)`) if present."""
     prefix = label_prefix(labels).split()
     units = list(units)
@@ -313,7 +313,7 @@ def strip_label_prefix(units: Sequence[str], labels: Iterable[str]) -> List[str]
     return units
 
 
-def input_words(inputs_text: str, labels: Iterable[str]) -> List[str]:
+def input_words(inputs_text: str, labels: Iterable[str]) -> list[str]:
     """The sentence words of a model input (label-set prefix removed if present)."""
     return strip_label_prefix(inputs_text.split(), labels)
 
@@ -329,7 +329,7 @@ class TagState:
     """Automaton state: `position` input words copied, `open_label` (or None) open with
     `span_words` words inside it so far."""
     position: int = 0
-    open_label: Optional[str] = None
+    open_label: str | None = None
     span_words: int = 0
 
 
@@ -351,7 +351,8 @@ class TaggingAutomaton:
         _check_words(words)
         self.words = tuple(words)
         self.labels = canonical_labels(labels)
-        tag_units = {open_tag(l) for l in self.labels} | {close_tag(l) for l in self.labels}
+        tag_units = ({open_tag(lab) for lab in self.labels}
+                     | {close_tag(lab) for lab in self.labels})
         clash = [w for w in self.words if w in tag_units]
         if clash:
             raise ValueError(f"input words {clash!r} are identical to tags of {self.labels}")
@@ -359,22 +360,22 @@ class TaggingAutomaton:
     def initial(self) -> TagState:
         return TagState()
 
-    def allowed(self, state: TagState) -> List[Optional[str]]:
+    def allowed(self, state: TagState) -> list[str | None]:
         """Valid next units from `state` (`END` = None means the output may stop)."""
-        units: List[Optional[str]] = []
+        units: list[str | None] = []
         left = state.position < len(self.words)
         if left:
             units.append(self.words[state.position])
         if state.open_label is None:
             if left:
-                units.extend(open_tag(l) for l in self.labels)
+                units.extend(open_tag(lab) for lab in self.labels)
             else:
                 units.append(END)
         elif state.span_words > 0:
             units.append(close_tag(state.open_label))
         return units
 
-    def step(self, state: TagState, unit: Optional[str]) -> TagState:
+    def step(self, state: TagState, unit: str | None) -> TagState:
         """The state after `unit`; raises ValueError if `unit` is not allowed."""
         if unit not in self.allowed(state):
             raise ValueError(f"unit {unit!r} not allowed in state {state}; "

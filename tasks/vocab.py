@@ -41,11 +41,13 @@ import hashlib
 import json
 import os
 import re
-from typing import Dict, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
+
+from medmt5.checkpointing.atomic_dir import atomic_write_bytes
 
 PAD_ID = 0
 EOS_ID = 1
@@ -150,12 +152,12 @@ def sentinel_id(vocabulary: seqio.Vocabulary, index: int = 0) -> int:
 # ---- added tokens -----------------------------------------------------------------------
 
 
-def read_added_tokens(folder: str) -> Dict[str, int]:
+def read_added_tokens(folder: str) -> dict[str, int]:
     """{content: id} from a Hugging Face tokenizer folder's added_tokens.json and/or
     tokenizer.json "added_tokens" (both layouts as transformers saves them); {} if neither.
     Conflicting ids between the two files are an error naming both."""
-    out: Dict[str, int] = {}
-    origin: Dict[str, str] = {}
+    out: dict[str, int] = {}
+    origin: dict[str, str] = {}
 
     def add(content, token_id, path):
         if not isinstance(content, str) or not isinstance(token_id, int):
@@ -214,7 +216,7 @@ class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
         super().__setstate__(state)
         self._added = None
 
-    def _added_map(self) -> Dict[str, int]:
+    def _added_map(self) -> dict[str, int]:
         if self._added is None:
             base = self.tokenizer.GetPieceSize()
             added = {c: i for c, i in self._added_tokens_all.items() if i >= base}
@@ -231,7 +233,7 @@ class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
         return self._added
 
     @property
-    def added_tokens(self) -> Dict[str, int]:
+    def added_tokens(self) -> dict[str, int]:
         """{content: id} of the tokens beyond the sentencepiece model."""
         return dict(self._added_map())
 
@@ -299,7 +301,7 @@ class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
 # ---- loading ----------------------------------------------------------------------------
 
 
-def checkpoint_vocabulary_dir(checkpoint_path: Optional[str]) -> Optional[str]:
+def checkpoint_vocabulary_dir(checkpoint_path: str | None) -> str | None:
     """The folder holding a checkpoint's own vocabulary (its spiece.model), or None.
 
     Looks in the checkpoint folder itself (a Hugging Face model folder, our MODEL_DIR, which
@@ -333,17 +335,14 @@ def _local_model_copy(model_bytes: bytes) -> str:
     target = os.path.join(tempfile.gettempdir(),
                           f"medmt5-spm-{hashlib.sha256(model_bytes).hexdigest()}.model")
     if not (os.path.isfile(target) and os.path.getsize(target) == len(model_bytes)):
-        tmp = f"{target}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(model_bytes)
-        os.replace(tmp, target)
+        atomic_write_bytes(target, model_bytes)
     return target
 
 
 # id(vocabulary) -> (vocabulary, original model file, tokenizer folder or None) for the
 # vocabularies _load made; and id(vocabulary) -> (vocabulary, identity) once computed.
-_SOURCES: Dict[int, tuple] = {}
-_IDENTITIES: Dict[int, tuple] = {}
+_SOURCES: dict[int, tuple] = {}
+_IDENTITIES: dict[int, tuple] = {}
 
 
 def _source(vocabulary) -> tuple:
@@ -354,7 +353,7 @@ def _source(vocabulary) -> tuple:
     return getattr(vocabulary, "sentencepiece_model_file", None), None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load(path):
     folder = None
     if _isdir(path):
@@ -390,7 +389,7 @@ def _load(path):
             # seqio's appended sentinels would take the ids the added tokens claim.
             raise ValueError(f"{folder}: added tokens need a sentencepiece model with built-in "
                              "sentinels (like mT5's spiece.model); this one has none.")
-        vocab.vocab_size  # validates the added ids now, with the file names in the message
+        _ = vocab.vocab_size  # validates the added ids now, with the file names in the message
     else:
         vocab = seqio.SentencePieceVocabulary(spm_file, extra_ids=extra_ids)
     # Kept beside the object, not on it: seqio compares vocabularies by their __dict__, so an
@@ -402,7 +401,7 @@ def _load(path):
 # What None / "mt5" resolved to at the last resolve_vocabulary (setup_tasks) call, so that
 # code given the same VOCABULARY macro (e.g. prompt_initializer.vocabulary) gets the
 # vocabulary the tasks were registered with.
-_ACTIVE: Dict[Optional[str], str] = {}
+_ACTIVE: dict[str | None, str] = {}
 
 
 def get_vocabulary(name="tiny"):
@@ -471,7 +470,7 @@ def _generic_identity(vocabulary: seqio.Vocabulary) -> dict:
             "added_tokens": 0, "sentinels": "n/a", "source": str(vocabulary)}
 
 
-def vocabulary_files(vocabulary: seqio.Vocabulary) -> Dict[str, bytes]:
+def vocabulary_files(vocabulary: seqio.Vocabulary) -> dict[str, bytes]:
     """{file name: bytes} that reproduce the vocabulary in a checkpoint folder: spiece.model
     (+ added_tokens.json), the layout checkpoint_vocabulary_dir / load_vocabulary read."""
     model_file, _ = _source(vocabulary)
@@ -484,7 +483,7 @@ def vocabulary_files(vocabulary: seqio.Vocabulary) -> Dict[str, bytes]:
     return files
 
 
-def resolve_vocabulary(name: Optional[str], checkpoint_path: Optional[str] = None) -> str:
+def resolve_vocabulary(name: str | None, checkpoint_path: str | None = None) -> str:
     """The VOCABULARY value the tasks are registered with, for a run on `checkpoint_path`.
 
     A checkpoint that carries its own vocabulary (a Hugging Face folder's spiece.model with

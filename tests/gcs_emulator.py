@@ -51,7 +51,8 @@ def _clear_fsspec_caches():
 
 @pytest.fixture(scope="module")
 def gcs_emulator(tmp_path_factory):
-    """Yields the bucket URL, "gs://medmt5-test"; one emulator per test module, env restored after."""
+    """Yields the bucket URL, "gs://medmt5-test"; one emulator per test module, env restored
+    after."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("gcs") / "emulator.log"
@@ -67,7 +68,8 @@ def gcs_emulator(tmp_path_factory):
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
                 log.close()
-                raise RuntimeError(f"GCS emulator did not start: {open(log_path).read()[-2000:]}")
+                raise RuntimeError(
+                    f"GCS emulator did not start: {open(log_path).read()[-2000:]}") from None
             time.sleep(0.2)
     env = {"STORAGE_EMULATOR_HOST": url, "TENSORSTORE_GCS_HTTP_URL": url,
            "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator", "EPATH_USE_TF": "false",

@@ -19,12 +19,12 @@ def main(port: str, process_id: str, num_processes: str, mesh_shape: str, out: s
     from medmt5.training import partitioning
     partitioning.initialize_distributed(f"127.0.0.1:{port}", int(num_processes),
                                         int(process_id))
-    import trainer_fixtures as tf
+    import trainer_fixtures as fixtures
     shape = tuple(int(x) for x in mesh_shape.split(","))
     mesh = partitioning.create_mesh(mesh_shape=shape)
-    model = tf.model()
-    state, _, step_fn, _ = tf.setup(mesh, model)
-    _, losses = tf.run(step_fn, state, mesh, 3)
+    model = fixtures.model()
+    state, _, step_fn, _ = fixtures.setup(mesh, model)
+    _, losses = fixtures.run(step_fn, state, mesh, 3)
     # input shards for other layouts (no compile): model parallelism across the processes
     shards = {f"{d},{m}": list(partitioning.data_shard_info(partitioning.create_mesh(
         mesh_shape=(d, m)))) for d, m in [shape, (8, 1), (2, 4), (1, 8)]}

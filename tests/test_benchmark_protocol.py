@@ -114,8 +114,9 @@ def test_matmul_rate_is_a_positive_measured_figure():
 
 
 def test_data_pipeline_stages_alternate_in_rounds():
-    from benchmarks import data_pipeline
     import itertools
+
+    from benchmarks import data_pipeline
     stages = {"a": (itertools.count(), lambda x: 1),
               "b": (iter(itertools.repeat([0] * 3)), lambda ex: len(ex))}
     out, order = data_pipeline._rounds(stages, rounds=3, seconds=0.01)

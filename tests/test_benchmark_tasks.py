@@ -11,14 +11,10 @@ import os
 
 import numpy as np
 import pytest
+import seqio  # noqa: E402  (after tasks.benchmarks registered everything)
 
 from tasks import benchmark_readers as readers
-from tasks import benchmarks
-from tasks import metrics
-from tasks import qa
-from tasks import seqlabel
-
-import seqio  # noqa: E402  (after tasks.benchmarks registered everything)
+from tasks import benchmarks, metrics, qa, seqlabel
 
 SEQ_LEN = {"inputs": 256, "targets": 256}
 
@@ -74,7 +70,7 @@ def test_every_task_split_yields_examples_and_targets_score_100():
             scores = task.metric_fns[0](gold, gold)
             assert scores["f1"] == 100.0, (spec.name, split)
             assert spec.prefixed == _text(rows[0]["inputs"]).startswith("<")
-    for name, lang in qa.QA_TASKS.items():
+    for name in qa.QA_TASKS:
         task = seqio.get_mixture_or_task(name)
         for split in qa.QA_SPLITS:
             rows = list(task.source.get_dataset(split, shuffle=False).as_numpy_iterator())
@@ -264,7 +260,8 @@ def test_jsonl_errors_name_file_and_line(tmp_path, row, match):
 
 def test_class_ids_with_names_and_empty_rows(tmp_path):
     path = str(tmp_path / "mixed_test.jsonl")
-    _write(path, '{"tokens": ["Renal", "failure"], "labels": [1, 2]}\n{"tokens": [], "labels": []}\n')
+    _write(path,
+           '{"tokens": ["Renal", "failure"], "labels": [1, 2]}\n{"tokens": [], "labels": []}\n')
     stats = readers.ReadStats()
     [s] = readers.read_token_rows(path, LABELS, ["O", "B-Disease", "I-Disease"], stats)
     assert s.tags == ("B-Disease", "I-Disease") and stats.skipped_empty == 1

@@ -9,11 +9,11 @@ read_tsv, label_names.py) and the hub layout of HiTZ/multilingual-abstrct
 import os
 import re
 
-import gin
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import gin
 from medmt5.cli import check_data
 from tasks import benchmarks
 

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.checkpointing import checkpoints
 from medmt5.training import train_state
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
@@ -18,15 +18,15 @@ MESH = (2, 1)
 def run(tmp_path_factory):
     """4 uninterrupted steps with dropout; a checkpoint every 2 steps (async)."""
     model_dir = str(tmp_path_factory.mktemp("run"))
-    model = tf.model(dropout_rate=0.2)
-    mesh = tf.make_mesh(MESH)
-    state, shardings, step_fn, config = tf.setup(mesh, model)
+    model = fixtures.model(dropout_rate=0.2)
+    mesh = fixtures.make_mesh(MESH)
+    state, shardings, step_fn, config = fixtures.setup(mesh, model)
     manager = checkpoints.make_checkpoint_manager(model_dir, save_period=2, keep=None,
                                                   config=model.config)
     rng = jax.random.key(1, impl="rbg")   # typed key; rbg dropout also compiles faster
     losses = []
     for i in range(4):
-        state, part = tf.run(step_fn, state, mesh, i + 1, start=i, rng=rng)
+        state, part = fixtures.run(step_fn, state, mesh, i + 1, start=i, rng=rng)
         losses += part
         checkpoints.save_checkpoint(manager, state, {
             "rng": checkpoints.rng_to_json(rng), "data_position": i + 1, "note": "kept"})
@@ -37,7 +37,7 @@ def run(tmp_path_factory):
 
 
 def _abstract(run, mesh):
-    return train_state.abstract_state(run["model"], run["config"].optimizer, tf.make_batch(0),
+    return train_state.abstract_state(run["model"], run["config"].optimizer, fixtures.make_batch(0),
                                       mesh)
 
 
@@ -52,7 +52,7 @@ def test_resume_is_bitwise_identical(run):
     assert int(state.step) == 2 and meta["data_position"] == 2 and meta["note"] == "kept"
     rng = checkpoints.rng_from_json(meta["rng"])
     np.testing.assert_array_equal(jax.random.key_data(rng), jax.random.key_data(run["rng"]))
-    state, losses = tf.run(run["step_fn"], state, run["mesh"], 4, start=meta["data_position"],
+    state, losses = fixtures.run(run["step_fn"], state, run["mesh"], 4, start=meta["data_position"],
                            rng=rng)
     assert losses == run["losses"][2:]
     resumed = jax.device_get(state)
@@ -63,7 +63,7 @@ def test_resume_is_bitwise_identical(run):
 
 @pytest.mark.parametrize("shape", [(1, 1), (2, 4)])
 def test_restore_onto_another_mesh(run, shape):
-    mesh = tf.make_mesh(shape)
+    mesh = fixtures.make_mesh(shape)
     manager = checkpoints.make_checkpoint_manager(run["model_dir"])
     abstract = _abstract(run, mesh)
     state, meta = checkpoints.restore_checkpoint(manager, abstract)    # latest = 4
@@ -101,8 +101,8 @@ def test_keep_latest_and_missing(tmp_path):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    model = tf.model()
-    params = tf.host_params(model, seed=3)
+    model = fixtures.model()
+    params = fixtures.host_params(model, seed=3)
     path = str(tmp_path_factory.mktemp("init") / "model")
     save_params_checkpoint(model.config, params, path)
     return model, params, path
@@ -110,7 +110,7 @@ def saved(tmp_path_factory):
 
 def test_initial_params_load_and_new_prompt(saved):
     model, params, path = saved
-    init = tf.host_params(model, seed=4)
+    init = fixtures.host_params(model, seed=4)
     loaded = checkpoints.load_initial_params(path, init)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
@@ -125,11 +125,11 @@ def test_initial_params_load_and_new_prompt(saved):
 
 def test_initial_params_shape_and_unused_errors(saved):
     model, params, path = saved
-    bigger = tf.host_params(tf.model(d_ff=48))
+    bigger = fixtures.host_params(fixtures.model(d_ff=48))
     with pytest.raises(ValueError, match=r"(en|de)coder/layers_0/mlp/wi_0/kernel has shape "
                                          r"\(16, 32\) but the model expects \(16, 48\)"):
         checkpoints.load_initial_params(path, bigger)
-    smaller = {k: v for k, v in tf.host_params(model).items() if k != "token_embedder"}
+    smaller = {k: v for k, v in fixtures.host_params(model).items() if k != "token_embedder"}
     with pytest.raises(ValueError, match="token_embedder/embedding"):
         checkpoints.load_initial_params(path, smaller)
     merged = checkpoints.load_initial_params(path, smaller, unused_params=["token_embedder/.*"])

@@ -11,9 +11,13 @@ import pytest
 import sentencepiece as spm
 
 from medmt5.decoding import sampling as decoding
+from medmt5.decoding.constraints import (
+    TokenAutomaton,
+    TokenAutomatonConstraint,
+    compile_word_automaton,
+    seqlabel_constraint,
+)
 from medmt5.model.config import T5Config
-from medmt5.decoding.constraints import (TokenAutomaton, TokenAutomatonConstraint,
-                                compile_word_automaton, seqlabel_constraint)
 from medmt5.model.transformer import Transformer
 from tasks import seqlabel
 

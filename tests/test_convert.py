@@ -9,12 +9,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from medmt5.checkpointing.checkpoint_io import load_checkpoint, restore_params_item, save_params_checkpoint
-from medmt5.model.config import T5Config
-from medmt5.cli.convert import main
+from medmt5.checkpointing.checkpoint_io import (
+    load_checkpoint,
+    restore_params_item,
+    save_params_checkpoint,
+)
 from medmt5.checkpointing.hf_io import load_hf, save_hf
 from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
 from medmt5.checkpointing.t5x_io import write_t5x
+from medmt5.cli.convert import main
+from medmt5.model.config import T5Config
 
 CFG = T5Config(vocab_size=40, d_model=8, d_kv=3, d_ff=12, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=6,
@@ -24,7 +28,8 @@ WEIGHTS = "model.safetensors"
 
 def _random_params(cfg, seed=0):
     rng = np.random.default_rng(seed)
-    return unflatten({n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in expected_shapes(cfg).items()})
+    return unflatten({n: rng.normal(0, 0.5, s).astype(np.float32)
+                      for n, s in expected_shapes(cfg).items()})
 
 
 def _assert_same(a, b):
@@ -96,7 +101,8 @@ def test_our_layout_scanned_step_dirs_and_prompt(tmp_path):
 
 
 def test_reads_a_training_checkpoint(tmp_path):
-    """What medmt5.checkpointing.checkpoints writes during training: sharded jax arrays, 3 items, async."""
+    """What medmt5.checkpointing.checkpoints writes during training: sharded jax arrays,
+    3 items, async."""
     import jax
     import orbax.checkpoint as ocp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -125,7 +131,8 @@ def test_reads_a_training_checkpoint(tmp_path):
 
 
 def test_load_checkpoint_names_what_it_looked_for(tmp_path):
-    with pytest.raises(CheckpointError, match=r"model_config\.json.*config\.json.*checkpoint_<step>"):
+    with pytest.raises(CheckpointError,
+                       match=r"model_config\.json.*config\.json.*checkpoint_<step>"):
         load_checkpoint(str(tmp_path))
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(str(tmp_path / "nope"))
@@ -137,7 +144,8 @@ def test_sharded_safetensors_and_pytorch_bin(hf_dir, tmp_path, monkeypatch):
     sharded = tmp_path / "sharded"
     sharded.mkdir()
     (sharded / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
-    halves = {"model-00001-of-00002.safetensors": names[::2], "model-00002-of-00002.safetensors": names[1::2]}
+    halves = {"model-00001-of-00002.safetensors": names[::2],
+              "model-00002-of-00002.safetensors": names[1::2]}
     for fname, keys in halves.items():
         save_file({k: state[k] for k in keys}, str(sharded / fname))
     index = {"metadata": {}, "weight_map": {k: f for f, keys in halves.items() for k in keys}}
@@ -155,7 +163,8 @@ def test_sharded_safetensors_and_pytorch_bin(hf_dir, tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "config.json").write_text(open(os.path.join(hf_dir, "config.json")).read())
-    torch.save({k: torch.from_numpy(v.copy()) for k, v in state.items()}, str(bin_dir / "pytorch_model.bin"))
+    torch.save({k: torch.from_numpy(v.copy()) for k, v in state.items()},
+               str(bin_dir / "pytorch_model.bin"))
     _assert_same(load_hf(str(bin_dir))[1], _random_params(CFG))
     monkeypatch.setitem(sys.modules, "torch", None)  # as if torch were not installed
     with pytest.raises(CheckpointError, match=r"pytorch_model\.bin: PyTorch weights need torch"):
@@ -191,17 +200,22 @@ def _edit_weights(d, fn):
 
 def _missing_weight(d):
     _edit_weights(d, lambda s: s.pop("decoder.block.0.layer.1.EncDecAttention.v.weight"))
-    return r"model\.safetensors: missing weight 'decoder\.block\.0\.layer\.1\.EncDecAttention\.v\.weight'"
+    return (r"model\.safetensors: missing weight "
+            r"'decoder\.block\.0\.layer\.1\.EncDecAttention\.v\.weight'")
 
 
 def _extra_weight(d):
-    _edit_weights(d, lambda s: s.update({"encoder.block.2.layer.0.layer_norm.weight": np.ones(8, np.float32)}))
-    return r"model\.safetensors: unexpected weight 'encoder\.block\.2\.layer\.0\.layer_norm\.weight'"
+    _edit_weights(d, lambda s: s.update(
+        {"encoder.block.2.layer.0.layer_norm.weight": np.ones(8, np.float32)}))
+    return (r"model\.safetensors: unexpected weight "
+            r"'encoder\.block\.2\.layer\.0\.layer_norm\.weight'")
 
 
 def _shape_mismatch(d):
-    _edit_weights(d, lambda s: s.update({"encoder.block.1.layer.1.DenseReluDense.wo.weight": np.ones((8, 13), np.float32)}))
-    return r"model\.safetensors: weight 'encoder\.block\.1\.layer\.1\.DenseReluDense\.wo\.weight' has shape \(8, 13\), config\.json implies \(8, 12\)"
+    _edit_weights(d, lambda s: s.update(
+        {"encoder.block.1.layer.1.DenseReluDense.wo.weight": np.ones((8, 13), np.float32)}))
+    return (r"model\.safetensors: weight 'encoder\.block\.1\.layer\.1\.DenseReluDense\.wo"
+            r"\.weight' has shape \(8, 13\), config\.json implies \(8, 12\)")
 
 
 def _truncated(d):
@@ -216,7 +230,8 @@ def _untied_without_head(d):
     return r"tie_word_embeddings is false but the weights have no 'lm_head\.weight'"
 
 
-BAD_INPUTS = {f.__name__.lstrip("_"): f for f in (_bert_config, _relu_t5_config, _odd_buckets, _missing_weight,
+BAD_INPUTS = {f.__name__.lstrip("_"): f for f in (_bert_config, _relu_t5_config, _odd_buckets,
+                                                  _missing_weight,
                                                   _extra_weight, _shape_mismatch, _truncated,
                                                   _untied_without_head)}
 
@@ -274,4 +289,5 @@ def test_tied_mt5_reading_depends_on_the_transformers_version(tmp_path):
         cfg, got = load_hf(d)
         assert cfg.tie_word_embeddings == tied, version
         if not tied:
-            assert np.array_equal(got["decoder"]["logits_dense"]["kernel"], params["token_embedder"]["embedding"].T)
+            assert np.array_equal(got["decoder"]["logits_dense"]["kernel"],
+                                  params["token_embedder"]["embedding"].T)

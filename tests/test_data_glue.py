@@ -1,5 +1,5 @@
-"""medmt5.data.pipeline: feature shapes, packing, sharding, deterministic shuffling and exact resume."""
-import functools
+"""medmt5.data.pipeline: feature shapes, packing, sharding, deterministic shuffling and exact
+resume."""
 
 import numpy as np
 import pytest

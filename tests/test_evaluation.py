@@ -1,6 +1,5 @@
 """medmt5.run.evaluation: decode -> postprocess -> metrics plumbing, scoring, best checkpoint."""
 import json
-import os
 
 import jax
 import numpy as np
@@ -8,9 +7,9 @@ import pytest
 
 pytest.importorskip("seqio")
 
-from medmt5.run import evaluation  # noqa: E402
 from medmt5.model.config import T5Config  # noqa: E402
 from medmt5.model.transformer import Transformer  # noqa: E402
+from medmt5.run import evaluation  # noqa: E402
 
 TASK = "abstrct_neoplasm_en"  # shipped sample: 12 validation sentences, labels Claim/Premise
 LENGTHS = {"inputs": 96, "targets": 128}

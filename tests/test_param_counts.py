@@ -90,7 +90,8 @@ def test_gin_sizes_match_reference(gin_configs):
         assert (cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.num_encoder_layers,
                 cfg.num_decoder_layers) == (d, f, n, layers, layers), size
         assert (cfg.d_kv, cfg.vocab_size, cfg.tie_word_embeddings) == (64, 250_112, False), size
-        assert (cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance) == (32, 128)
+        assert (cfg.relative_attention_num_buckets, cfg.relative_attention_max_distance) == (32,
+                                                                                             128)
     tiny = gin_configs["tiny"]
     assert (tiny.vocab_size, tiny.d_model, tiny.d_kv, tiny.num_heads, tiny.d_ff,
             tiny.num_encoder_layers, tiny.num_decoder_layers) == (2176, 128, 32, 4, 256, 2, 2)

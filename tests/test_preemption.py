@@ -9,9 +9,9 @@ import signal
 import time
 
 import pytest
+from test_multiprocess_failure import start_pair, wait_steps
 
 from medmt5.runtime.preemption import PreemptionGuard
-from test_multiprocess_failure import start_pair, wait_steps
 
 
 def test_sigterm_sets_the_flag_and_handler_is_restored():

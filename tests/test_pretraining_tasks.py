@@ -5,9 +5,7 @@ import numpy as np
 import pytest
 import seqio
 
-from tasks import corpus_readers
-from tasks import pretraining
-from tasks import vocab
+from tasks import corpus_readers, pretraining, vocab
 
 LENGTHS = {"inputs": 128, "targets": 32}
 SENTINEL_MIN = 2100 - 100

@@ -9,7 +9,7 @@ import pytest
 
 import tasks.icl_medical_tasks  # noqa: F401  (registers icl_med_*)
 import tasks.promot_tasks  # noqa: F401  (registers promot_* / icl_*)
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from prompt_tuning import evaluate, recipe
 from prompt_tuning.prompts import PromptedTransformer
@@ -71,9 +71,9 @@ def test_multitask_checkpoint_evaluates_each_task_with_its_row(tmp_path, capsys)
     and the format rate of the target's labels is reported."""
     from tasks.vocab import get_vocabulary
 
-    cfg = tf.tiny_config(vocab_size=get_vocabulary("tiny").vocab_size, d_kv=8, num_heads=2)
+    cfg = fixtures.tiny_config(vocab_size=get_vocabulary("tiny").vocab_size, d_kv=8, num_heads=2)
     model = PromptedTransformer(cfg, prompt_length=3, num_prompts=2)
-    params = tf.host_params(model, seed=2)
+    params = fixtures.host_params(model, seed=2)
     ckpt = str(tmp_path / "ckpt")
     save_params_checkpoint(cfg, params, ckpt)
     common = dict(checkpoint_path=ckpt, task_feature_lengths={"inputs": 128, "targets": 8},

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.data import pipeline as data
 from medmt5.training import optimizers
 from medmt5.training import partitioning
@@ -75,12 +75,12 @@ def _table():
 
 
 def test_train_step_uses_each_examples_prompt_and_keeps_the_table():
-    cfg = tf.tiny_config()
+    cfg = fixtures.tiny_config()
     table = _table()
     model = PromptedTransformer(cfg, prompt_length=P, num_prompts=2)
-    params = tf.host_params(Transformer(cfg), seed=0)
+    params = fixtures.host_params(Transformer(cfg), seed=0)
     params = dict(params, prompt={"embedding": table})
-    batch = tf.make_batch(7)
+    batch = fixtures.make_batch(7)
     batch["task_ids"] = np.array([0, 1, 1, 0, 1, 0, 0, 1], np.int32)
     opt = optimizers.create_optimizer("adafactor", 1e-3,
                                       mask=optimizers.trainable_mask(params, None,
@@ -97,8 +97,8 @@ def test_train_step_uses_each_examples_prompt_and_keeps_the_table():
         np.testing.assert_allclose(mixed[rows], ref[rows], rtol=1e-5, atol=1e-6)
         assert not np.allclose(mixed[~rows], ref[~rows])
 
-    mesh = tf.make_mesh((1, 1))
-    state, _, step_fn, _ = tf.setup(mesh, model, opt, params=params)
+    mesh = fixtures.make_mesh((1, 1))
+    state, _, step_fn, _ = fixtures.setup(mesh, model, opt, params=params)
     state, metrics = step_fn(state, partitioning.make_global_batch(batch, mesh),
                              jax.random.PRNGKey(0))
     assert np.isfinite(float(metrics["loss"]))
@@ -126,10 +126,11 @@ def test_prompt_files_stack_in_order(tmp_path):
         multitask.table_initializer(paths[0])
     with pytest.raises(ValueError, match=r"stack to \(2, 3, 16\).*\(2, 4, 16\)"):
         init(None, (2, 4, H))
-    model = PromptedTransformer(tf.tiny_config(), prompt_length=P, num_prompts=2,
+    model = PromptedTransformer(fixtures.tiny_config(), prompt_length=P, num_prompts=2,
                                 prompt_init=init)
-    params = model.init(jax.random.PRNGKey(0), **{k: v[:1] for k, v in tf.make_batch(0).items()
-                                                  if k != "decoder_loss_weights"},
+    params = model.init(jax.random.PRNGKey(0),
+                        **{k: v[:1] for k, v in fixtures.make_batch(0).items()
+                           if k != "decoder_loss_weights"},
                         enable_dropout=False)["params"]  # no task_ids: init still works
     np.testing.assert_array_equal(np.asarray(params["prompt"]["embedding"].unbox()), table)
 
@@ -138,9 +139,9 @@ def test_prompt_files_stack_in_order(tmp_path):
 def test_cli_multitask_stage2_from_gin(tmp_path):
     from medmt5.cli import train
 
-    cfg = tf.tiny_config(vocab_size=2176, d_kv=8, num_heads=2)
+    cfg = fixtures.tiny_config(vocab_size=2176, d_kv=8, num_heads=2)
     backbone = str(tmp_path / "backbone")
-    save_params_checkpoint(cfg, tf.host_params(Transformer(cfg), seed=1), backbone,
+    save_params_checkpoint(cfg, fixtures.host_params(Transformer(cfg), seed=1), backbone,
                            overwrite=True)
     table = _table()
     paths = [str(tmp_path / f"p{i}.npy") for i in range(2)]

@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import tasks  # noqa: F401  (registers every task: benchmarks, promot_* / icl_*)
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.cli import gin_utils
 from medmt5.training import optimizers
 from prompt_tuning import recipe
@@ -104,12 +104,12 @@ def test_multitask_stage2_gin_uses_the_stage2_optimizer(tmp_path):
 def _prompt_step(settings: recipe.StageSettings, scale: float) -> np.ndarray:
     """|delta| of a [P, H] prompt after one optimizer step of `settings` on the real loss of a
     tiny prompted model, the prompt initialised U(-scale, scale) (same direction)."""
-    cfg = tf.tiny_config()
+    cfg = fixtures.tiny_config()
     model = PromptedTransformer(cfg, prompt_length=4)
-    params = tf.host_params(model, seed=0)
+    params = fixtures.host_params(model, seed=0)
     direction = np.random.RandomState(1).uniform(-1, 1, params["prompt"]["embedding"].shape)
     params["prompt"]["embedding"] = (scale * direction).astype(np.float32)
-    batch = tf.make_batch(0)
+    batch = fixtures.make_batch(0)
 
     def loss(prompt):
         logits = model.apply({"params": dict(params, prompt={"embedding": prompt})},
@@ -180,7 +180,7 @@ def test_a_metric_the_task_does_not_produce_is_an_error():
 def test_stage_kwargs_refuse_a_wrong_metric_before_training(tmp_path):
     with pytest.raises(ValueError, match="not produced by task 'promot_wmt14_enfr'"):
         recipe.stage_train_kwargs(
-            stage="model", model_dir=str(tmp_path), model_config=tf.tiny_config(),
+            stage="model", model_dir=str(tmp_path), model_config=fixtures.tiny_config(),
             task="promot_wmt14_enfr", initial_checkpoint_path=str(tmp_path),
             task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8,
             settings=recipe.MODEL_STAGE, best_metric="accuracy")
@@ -189,7 +189,7 @@ def test_stage_kwargs_refuse_a_wrong_metric_before_training(tmp_path):
 def test_stage_kwargs_carry_the_recipe(tmp_path):
     npy = tmp_path / "p.npy"
     np.save(npy, np.zeros((3, 16), np.float32))
-    common = dict(model_dir=str(tmp_path / "r"), model_config=tf.tiny_config(),
+    common = dict(model_dir=str(tmp_path / "r"), model_config=fixtures.tiny_config(),
                   task="promot_rte", initial_checkpoint_path=str(tmp_path),
                   task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8)
     s1 = recipe.stage_train_kwargs(stage="prompt", settings=recipe.PROMPT_STAGE,
@@ -201,7 +201,7 @@ def test_stage_kwargs_carry_the_recipe(tmp_path):
     s2 = recipe.stage_train_kwargs(stage="model", settings=recipe.MODEL_STAGE,
                                    prompt_file=str(npy), **common)
     assert (s2["model_config"].dropout_rate, s2["label_smoothing"], s2["frozen"],
-            s2["model_factory"](tf.tiny_config()).prompt_length) == (
+            s2["model_factory"](fixtures.tiny_config()).prompt_length) == (
                 0.1, 0.1, ["prompt/.*"], 3)
     ft = recipe.stage_train_kwargs(stage="model", settings=recipe.MODEL_STAGE, **common)
     assert "model_factory" not in ft and ft["best_metric"] == "accuracy"

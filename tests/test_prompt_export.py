@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from medmt5.checkpointing.hf_io import save_hf
 from medmt5.model.transformer import Transformer
@@ -22,13 +22,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     HAVE_PEFT = False
 
 P = 5
-CFG = tf.tiny_config(num_encoder_layers=2)
+CFG = fixtures.tiny_config(num_encoder_layers=2)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     """A prompt-tuning checkpoint: backbone + params["prompt"] [P, H]."""
-    params = tf.host_params(Transformer(CFG), seed=2)
+    params = fixtures.host_params(Transformer(CFG), seed=2)
     prompt = np.random.RandomState(4).uniform(-.5, .5, (P, CFG.d_model)).astype(np.float32)
     path = str(tmp_path_factory.mktemp("run"))
     save_params_checkpoint(CFG, dict(params, prompt={"embedding": prompt}), path,
@@ -81,7 +81,7 @@ def test_peft_adapter_reproduces_prompted_logits(run_dir, tmp_path):
     save_hf(CFG, params, hf_dir)
     assert export.main(["--checkpoint", path, "--out", adapter, "--format", "peft",
                         "--base_model", hf_dir]) == 0
-    batch = tf.make_batch(7, batch_size=3)  # right-padded inputs (attention mask matters)
+    batch = fixtures.make_batch(7, batch_size=3)  # right-padded inputs (attention mask matters)
     ours = PromptedTransformer(CFG, prompt_length=P).apply(
         {"params": dict(params, prompt={"embedding": prompt})}, batch["encoder_input_tokens"],
         batch["decoder_input_tokens"], enable_dropout=False)

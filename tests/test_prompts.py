@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.decoding import sampling as decoding
 from medmt5.run import evaluation
 from medmt5.training import partitioning
@@ -15,12 +15,12 @@ from prompt_tuning import initializers, inference
 from prompt_tuning.prompts import PromptedTransformer
 
 P = 3
-CFG = tf.tiny_config()
+CFG = fixtures.tiny_config()
 
 
 @pytest.fixture(scope="module")
 def backbone_params():
-    return tf.host_params(Transformer(CFG), seed=0)
+    return fixtures.host_params(Transformer(CFG), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +35,14 @@ def params(backbone_params, prompt):
 
 @pytest.fixture(scope="module")
 def batch():
-    return tf.make_batch(3, batch_size=4)
+    return fixtures.make_batch(3, batch_size=4)
 
 
 def test_param_tree_is_backbone_plus_prompt(backbone_params):
     model = PromptedTransformer(CFG, prompt_length=P)
-    boxed = jax.eval_shape(lambda r: model.init(r, **{k: v[:1] for k, v in tf.make_batch(0).items()
-                                                      if k != "decoder_loss_weights"},
+    boxed = jax.eval_shape(lambda r: model.init(
+        r, **{k: v[:1] for k, v in fixtures.make_batch(0).items()
+              if k != "decoder_loss_weights"},
                                                 enable_dropout=False), jax.random.PRNGKey(0))
     specs = nn.get_partition_spec(boxed)["params"]
     assert specs["prompt"]["embedding"] == jax.sharding.PartitionSpec("prompt_length",

@@ -24,13 +24,10 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import seqio  # noqa: E402
 
 from tasks import benchmark_readers as readers
-from tasks import benchmarks
-from tasks import promot_readers
-from tasks import seqlabel
-
-import seqio  # noqa: E402
+from tasks import benchmarks, promot_readers, seqlabel
 
 ID_ORDER = ["O", "B-Claim", "I-Claim", "B-Premise", "I-Premise"]
 TOKENS = [["Cisplatin", "improved", "survival", "."], ["Patients", "tolerated", "it", "."]]
@@ -164,7 +161,8 @@ def test_authors_ner_tree_targets_match_the_released_models(tmp_path):
 
 @pytest.mark.parametrize("line,match", [
     ("a B-ety extra more\n", r":1: malformed line .*whitespace"),
-    ("febbre B-xyz\n", r":1: label 'B-xyz' is not in this dataset's label set \['ClinicalEntity'\]"),
+    ("febbre B-xyz\n",
+     r":1: label 'B-xyz' is not in this dataset's label set \['ClinicalEntity'\]"),
     ("febbre E-ety\n", r":1: invalid IOB tag 'E-ety'"),
 ])
 def test_authors_tsv_errors_name_file_and_line(tmp_path, line, match):
@@ -278,8 +276,9 @@ def test_bioasq_hub_parquet_with_a_gin_field_mapping(tmp_path):
         benchmarks.register_benchmark_tasks(data_dir=str(tmp_path))
         [row] = seqio.get_mixture_or_task("bioasq_fr").source.get_dataset(
             "test", shuffle=False).as_numpy_iterator()
-        assert row["inputs"].decode() == ("question: Qu'est-ce que la goutte ? context: La "
-                                          "goutte est une arthrite. Elle est liée à l'acide urique.")
+        assert row["inputs"].decode() == (
+            "question: Qu'est-ce que la goutte ? context: La "
+            "goutte est une arthrite. Elle est liée à l'acide urique.")
         assert row["targets"].decode() == "Une arthrite due à l'acide urique."
     finally:
         with gin.unlock_config():

@@ -3,11 +3,9 @@ import glob
 import itertools
 import os
 import random
-import sys
-
-import pytest
 
 import no_tf
+import pytest
 
 from tasks import benchmark_readers as readers
 from tasks import seqlabel as sl
@@ -85,7 +83,8 @@ MALFORMED = [
      ["O"] * 8, {"stray_closes": 1}),
     ("Patient with dilated <Foo> cardiomyopathy </Foo> and renal failure .",
      ["O"] * 8, {"unknown_units": 2}),
-    ("Patient with <Disease> dilated <Disease> cardiomyopathy </Disease> </Disease> and renal failure .",
+    ("Patient with <Disease> dilated <Disease> cardiomyopathy </Disease> </Disease> "
+     "and renal failure .",
      ["O", "O", "B-Disease", "B-Disease", "O", "O", "O", "O"],
      {"nested_opens": 1, "stray_closes": 1}),
     ("Patient with dilated <Disease> cardiomiopathy </Disease> and renal failure .",

@@ -35,8 +35,8 @@ def test_shellcheck_clean():
 
 
 def test_sbatch_header_one_task_per_node():
-    head = [l for l in open(SBATCH).read().splitlines() if l.startswith("#SBATCH")]
-    assert "#SBATCH --ntasks-per-node=1" in head and any("--gpus-per-node" in l for l in head)
+    head = [line for line in open(SBATCH).read().splitlines() if line.startswith("#SBATCH")]
+    assert "#SBATCH --ntasks-per-node=1" in head and any("--gpus-per-node" in h for h in head)
 
 
 def test_dry_run_prints_srun_with_the_first_node_as_coordinator(tmp_path):

@@ -11,10 +11,10 @@ import pytest
 from flax import serialization
 
 from medmt5.checkpointing.checkpoint_io import load_checkpoint
-from medmt5.model.config import T5Config
-from medmt5.model.transformer import Transformer
 from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
 from medmt5.checkpointing.t5x_io import find_t5x_checkpoint, load_t5x, read_t5x_state, write_t5x
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import Transformer
 
 CFG = T5Config(vocab_size=48, d_model=12, d_kv=5, d_ff=20, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=10,
@@ -23,7 +23,8 @@ CFG = T5Config(vocab_size=48, d_model=12, d_kv=5, d_ff=20, num_heads=2, num_enco
 
 def _random_params(cfg, seed=0):
     rng = np.random.default_rng(seed)
-    return unflatten({n: rng.normal(0, 0.5, s).astype(np.float32) for n, s in expected_shapes(cfg).items()})
+    return unflatten({n: rng.normal(0, 0.5, s).astype(np.float32)
+                      for n, s in expected_shapes(cfg).items()})
 
 
 def _adafactor_like_states(params):
@@ -77,7 +78,8 @@ def test_layout_matches_t5x(t5x_dir):
     assert list(spec["metadata"]["shape"]) == [12, 10]
     zarr_dir = os.path.join(step_dir, "target.encoder.layers_0.attention.query.kernel")
     assert os.path.isfile(os.path.join(zarr_dir, ".zarray"))
-    assert os.path.isdir(os.path.join(step_dir, "state.param_states.encoder.layers_0.attention.query.kernel.v_row"))
+    assert os.path.isdir(os.path.join(
+        step_dir, "state.param_states.encoder.layers_0.attention.query.kernel.v_row"))
     assert int(contents["optimizer"]["state"]["step"]) == 7
     assert not [d for d in os.listdir(root) if ".tmp-" in d]
 
@@ -123,10 +125,12 @@ def test_official_spec_variants_and_inline_arrays(t5x_dir, tmp_path):
     contents = _read_msgpack(step_dir)
     target = contents["optimizer"]["target"]
     old = target["encoder"]["encoder_norm"]["scale"]
-    target["encoder"]["encoder_norm"]["scale"] = dict(old, path=old["kvstore"]["path"], kvstore={"driver": "file"})
+    target["encoder"]["encoder_norm"]["scale"] = dict(old, path=old["kvstore"]["path"],
+                                                      kvstore={"driver": "file"})
     gcs = target["decoder"]["decoder_norm"]["scale"]
     target["decoder"]["decoder_norm"]["scale"] = dict(
-        gcs, kvstore={"driver": "gcs", "bucket": "t5x-dummy-bucket", "path": gcs["kvstore"]["path"]})
+        gcs, kvstore={"driver": "gcs", "bucket": "t5x-dummy-bucket",
+                      "path": gcs["kvstore"]["path"]})
     target["token_embedder"]["embedding"] = params["token_embedder"]["embedding"]
     _write_msgpack(step_dir, contents)
     _assert_same(load_checkpoint(step_dir, config=CFG)[1], params)
@@ -152,19 +156,22 @@ def test_broken_checkpoints_name_file_and_parameter(t5x_dir, tmp_path):
 
     missing = fresh("missing")
     shutil.rmtree(os.path.join(missing, name))
-    with pytest.raises(CheckpointError, match=r"target/decoder/layers_0/mlp/wo/kernel.*does not exist"):
+    with pytest.raises(CheckpointError,
+                       match=r"target/decoder/layers_0/mlp/wo/kernel.*does not exist"):
         load_checkpoint(missing, config=CFG)
 
     corrupt = fresh("corrupt")
     chunk = os.path.join(corrupt, name, "0.0")
     with open(chunk, "wb") as f:
         f.write(b"not gzip data")
-    with pytest.raises(CheckpointError, match=r"mlp\.wo\.kernel.*cannot read parameter target/decoder/layers_0/mlp/wo/kernel"):
+    with pytest.raises(CheckpointError, match=r"mlp\.wo\.kernel.*cannot read parameter "
+                                              r"target/decoder/layers_0/mlp/wo/kernel"):
         load_checkpoint(corrupt, config=CFG)
 
     lost_chunk = fresh("lost_chunk")
     os.remove(os.path.join(lost_chunk, name, "0.0"))
-    with pytest.raises(CheckpointError, match=r"wo\.kernel: parameter target/decoder/layers_0/mlp/wo/kernel: chunk file '0.0' is missing"):
+    with pytest.raises(CheckpointError, match=r"wo\.kernel: parameter target/decoder/layers_0/"
+                                              r"mlp/wo/kernel: chunk file '0.0' is missing"):
         load_checkpoint(lost_chunk, config=CFG)
 
     truncated = fresh("truncated")
@@ -173,7 +180,8 @@ def test_broken_checkpoints_name_file_and_parameter(t5x_dir, tmp_path):
         blob = f.read()
     with open(path, "wb") as f:
         f.write(blob[: len(blob) // 2])
-    with pytest.raises(CheckpointError, match=r"truncated/checkpoint_7/checkpoint: not a readable T5X"):
+    with pytest.raises(CheckpointError,
+                       match=r"truncated/checkpoint_7/checkpoint: not a readable T5X"):
         load_checkpoint(truncated, config=CFG)
 
     wrong = T5Config(**dict(CFG.to_dict(), num_decoder_layers=2))

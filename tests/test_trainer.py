@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.training import optimizers
 from medmt5.training import partitioning
 from medmt5.training import train_state
@@ -16,19 +16,19 @@ STEPS = 3
 
 @pytest.fixture(scope="module")
 def model():
-    return tf.model()   # no dropout: see test_checkpoints for dropout-rng resume
+    return fixtures.model()   # no dropout: see test_checkpoints for dropout-rng resume
 
 
 @pytest.fixture(scope="module")
 def reference(model):
     """Single-device run: (initial host params, losses over STEPS, final params, step_fn...)."""
-    mesh = tf.make_mesh((1, 1))
-    state, shardings, step_fn, config = tf.setup(mesh, model)
+    mesh = fixtures.make_mesh((1, 1))
+    state, shardings, step_fn, config = fixtures.setup(mesh, model)
     init = jax.device_get(state.params)
-    final, losses = tf.run(step_fn, state, mesh, STEPS)
+    final, losses = fixtures.run(step_fn, state, mesh, STEPS)
     # one step on batch 7 from the initial params: the baseline for the variants below
-    fresh, _ = tf.create_state(mesh, model, config.optimizer, init)
-    one, one_m = step_fn(fresh, partitioning.make_global_batch(tf.make_batch(7), mesh),
+    fresh, _ = fixtures.create_state(mesh, model, config.optimizer, init)
+    one, one_m = step_fn(fresh, partitioning.make_global_batch(fixtures.make_batch(7), mesh),
                          jax.random.PRNGKey(3))
     return dict(mesh=mesh, init=init, losses=losses, step_fn=step_fn, config=config,
                 one_step=(jax.device_get(one), jax.device_get(one_m)))
@@ -39,9 +39,9 @@ def test_reference_runs(reference):
 
 
 def test_random_init_is_sharded(model):
-    mesh = tf.make_mesh((2, 4))
-    opt = tf.make_optimizer(model)
-    state, shardings = train_state.create_train_state(model, opt, mesh, tf.make_batch(0),
+    mesh = fixtures.make_mesh((2, 4))
+    opt = fixtures.make_optimizer(model)
+    state, shardings = train_state.create_train_state(model, opt, mesh, fixtures.make_batch(0),
                                                       jax.random.PRNGKey(0))
     wi = state.params["encoder"]["layers_0"]["mlp"]["wi_0"]["kernel"]   # [H, F]
     assert wi.sharding.spec == P(None, "model") and wi.sharding.mesh.shape["model"] == 4
@@ -53,18 +53,19 @@ def test_random_init_is_sharded(model):
 
 @pytest.mark.parametrize("shape", [(8, 1), (4, 2), (2, 4)])
 def test_meshes_give_same_losses(model, reference, shape):
-    mesh = tf.make_mesh(shape)
-    state, shardings, step_fn, _ = tf.setup(mesh, model, params=reference["init"])
+    mesh = fixtures.make_mesh(shape)
+    state, shardings, step_fn, _ = fixtures.setup(mesh, model, params=reference["init"])
     if shape[1] > 1:  # the LM head really is split over "model"
         assert shardings.params["decoder"]["logits_dense"]["kernel"].spec == P(None, "model")
-    _, losses = tf.run(step_fn, state, mesh, STEPS)
+    _, losses = fixtures.run(step_fn, state, mesh, STEPS)
     np.testing.assert_allclose(losses, reference["losses"], rtol=1e-5)
 
 
 def _one_step(model, params, mesh_shape=(1, 1), optimizer=None, **step_kw):
-    mesh = tf.make_mesh(mesh_shape)
-    state, _, step_fn, _ = tf.setup(mesh, model, optimizer=optimizer, params=params, **step_kw)
-    batch = partitioning.make_global_batch(tf.make_batch(7), mesh)
+    mesh = fixtures.make_mesh(mesh_shape)
+    state, _, step_fn, _ = fixtures.setup(mesh, model, optimizer=optimizer, params=params,
+                                          **step_kw)
+    batch = partitioning.make_global_batch(fixtures.make_batch(7), mesh)
     new, metrics = step_fn(state, batch, jax.random.PRNGKey(3))
     return jax.device_get(new), jax.device_get(metrics)
 
@@ -89,8 +90,8 @@ def test_chunked_cross_entropy_step_equals_plain(model, reference):
 
 
 def test_tied_lm_head_matches_model():
-    model = tf.model(tie_word_embeddings=True)
-    batch = tf.make_batch(1, batch_size=2)
+    model = fixtures.model(tie_word_embeddings=True)
+    batch = fixtures.make_batch(1, batch_size=2)
     inputs = {k: batch[k] for k in trainer.MODEL_INPUTS if k in batch}
 
     @jax.jit
@@ -101,13 +102,13 @@ def test_tied_lm_head_matches_model():
         h, kernel = trainer.lm_head(model, params, hidden)
         return logits, jnp.einsum("bth,hv->btv", h, kernel)
 
-    logits, ours = both(tf.host_params(model))
+    logits, ours = both(fixtures.host_params(model))
     np.testing.assert_allclose(ours, logits, rtol=1e-5, atol=1e-5)
 
 
 def test_only_trainable_params_change(model, reference):
     mask = optimizers.trainable_mask(reference["init"], trainable=["decoder/.*"])
-    opt = tf.make_optimizer(model, mask=mask)
+    opt = fixtures.make_optimizer(model, mask=mask)
     state, metrics = _one_step(model, reference["init"], optimizer=opt)
     flat_new = dict(jax.tree_util.tree_leaves_with_path(state.params))
     for path, old in jax.tree_util.tree_leaves_with_path(reference["init"]):
@@ -118,7 +119,7 @@ def test_only_trainable_params_change(model, reference):
     # state for the decoder subtree alone, and smaller than one for all params
     def state_size(tree):
         return sum(x.size for x in jax.tree.leaves(tree) if x.ndim)
-    plain_tx = tf.make_optimizer(model).tx
+    plain_tx = fixtures.make_optimizer(model).tx
     decoder = {"decoder": reference["init"]["decoder"]}
     assert state_size(state.opt_state) == state_size(jax.eval_shape(plain_tx.init, decoder))
     assert state_size(state.opt_state) < state_size(
@@ -129,9 +130,9 @@ def test_nonfinite_loss_skips_update(reference):
     mesh = reference["mesh"]
     params = jax.tree.map(np.array, reference["init"])
     params["encoder"]["encoder_norm"]["scale"][0] = np.nan
-    state, _ = tf.create_state(mesh, tf.model(), reference["config"].optimizer, params)
+    state, _ = fixtures.create_state(mesh, fixtures.model(), reference["config"].optimizer, params)
     new, metrics = reference["step_fn"](
-        state, partitioning.make_global_batch(tf.make_batch(3), mesh), jax.random.PRNGKey(0))
+        state, partitioning.make_global_batch(fixtures.make_batch(3), mesh), jax.random.PRNGKey(0))
     assert float(metrics["nonfinite"]) == 1.0 and int(new.step) == 1
     for a, b in zip(jax.tree.leaves(jax.device_get(new.params)), jax.tree.leaves(params)):
         np.testing.assert_array_equal(a, b)
@@ -139,12 +140,13 @@ def test_nonfinite_loss_skips_update(reference):
 
 def test_eval_step_matches_train_loss(model, reference):
     _, full_m = reference["one_step"]
-    mesh = tf.make_mesh((2, 1))
-    state, shardings, _, config = tf.setup(mesh, model, params=reference["init"])
+    mesh = fixtures.make_mesh((2, 1))
+    state, shardings, _, config = fixtures.setup(mesh, model, params=reference["init"])
     eval_fn = trainer.jit_eval_step(config, mesh, shardings)
-    batch = partitioning.make_global_batch(tf.make_batch(7), mesh)
+    batch = partitioning.make_global_batch(fixtures.make_batch(7), mesh)
     # split the batch in two halves: summable metrics add up to the full-batch loss
-    halves = [{k: v[i * 4:(i + 1) * 4] for k, v in tf.make_batch(7).items()} for i in range(2)]
+    halves = [{k: v[i * 4:(i + 1) * 4] for k, v in fixtures.make_batch(7).items()}
+              for i in range(2)]
     totals = [jax.device_get(eval_fn(state, partitioning.make_global_batch(h, mesh)))
               for h in halves]
     total = {k: sum(t[k] for t in totals) for k in totals[0]}

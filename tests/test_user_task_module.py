@@ -1,6 +1,6 @@
 """A user's own task module outside the repository (docs/examples/my_tasks.py: own data,
-own sentencepiece vocabulary, exact-match metric) trained, evaluated and decoded through the standard CLIs with
---gin.MIXTURE_OR_TASK_MODULE (T5X's macro); and the project's tasks registered by
+own sentencepiece vocabulary, exact-match metric) trained, evaluated and decoded through the
+standard CLIs with --gin.MIXTURE_OR_TASK_MODULE (T5X's macro); and the project's tasks registered by
 `import tasks`."""
 import json
 import os
@@ -10,7 +10,6 @@ import sys
 
 import pytest
 import seqio
-
 from cli_runs import ROOT, SMALL_MODEL, clean_gin, compile_cache  # noqa: F401 (fixtures)
 
 EXAMPLE = os.path.join(ROOT, "docs", "examples", "my_tasks.py")
@@ -32,7 +31,8 @@ def user_module(tmp_path, monkeypatch):
             "".join(f"{a}\t{b}\n" for a, b in rows), encoding="utf-8")
     import sentencepiece as spm
     spm.SentencePieceTrainer.train(
-        input=str(folder / "my_data" / "train.tsv"), model_prefix=str(folder / "my_data" / "spiece"),
+        input=str(folder / "my_data" / "train.tsv"),
+        model_prefix=str(folder / "my_data" / "spiece"),
         vocab_size=60, hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
         minloglevel=2)
     monkeypatch.syspath_prepend(str(folder))
@@ -132,7 +132,7 @@ def test_import_tasks_registers_the_project_tasks(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert lines[0] == str([f"medmt5_pretrain_{l}" for l in ("en", "es", "fr", "it")])
+    assert lines[0] == str([f"medmt5_pretrain_{lang}" for lang in ("en", "es", "fr", "it")])
     assert lines[1] == "abstrct_neoplasm_multilingual"
     assert lines[2] == "2100"  # the tiny vocabulary by default
     assert lines[3] == str(mt5_copy)  # tasks.mt5 re-registers with mT5's

@@ -7,7 +7,8 @@ The loop stops early once no alive beam can beat the worst of the k finished one
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +43,7 @@ def _take(x: jnp.ndarray, idx: jnp.ndarray) -> jnp.ndarray:
 
 def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int,
                 beam_size: int, max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
-                decoder_start_id: int = 0, constraint: Optional[DecodingConstraint] = None,
+                decoder_start_id: int = 0, constraint: DecodingConstraint | None = None,
                 cache_batch_axis: int = 0,
                 cache_skip_reorder: Sequence[str] = ()) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Beam search; jittable.

@@ -1,7 +1,8 @@
 """Decoding constraints: the hook the decoders call, and the sequence-labelling constraint.
 
 The hook (`DecodingConstraint`) is any pytree object with three pure methods; the decoders
-(`medmt5.decoding.sampling.greedy_decode`, `temperature_sample`, `medmt5.decoding.beam_search.beam_search`)
+(`medmt5.decoding.sampling.greedy_decode`, `temperature_sample`,
+ `medmt5.decoding.beam_search.beam_search`)
 carry its per-row state through `jax.lax.while_loop` (reordered with the beams, like the
 cache) and set the log-probability of every disallowed next token to -inf before selection.
 
@@ -17,7 +18,8 @@ subset construction. `TokenAutomatonConstraint.build` pads several examples' aut
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Hashable, Optional, Protocol, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, Protocol
 
 import flax.struct
 import jax
@@ -80,7 +82,7 @@ class WordAutomaton(Protocol):
     def initial(self) -> Hashable:
         """The start state."""
 
-    def allowed(self, state: Hashable) -> Sequence[Optional[str]]:
+    def allowed(self, state: Hashable) -> Sequence[str | None]:
         """The units that may come next (None: the output may end)."""
 
     def step(self, state: Hashable, unit: str) -> Hashable:
@@ -270,7 +272,7 @@ class TokenAutomatonConstraint:
 
     @classmethod
     def build(cls, automata: Sequence[TokenAutomaton], *, eos_id: int = 1,
-              state_multiple: int = 64, out_multiple: int = 4) -> "TokenAutomatonConstraint":
+              state_multiple: int = 64, out_multiple: int = 4) -> TokenAutomatonConstraint:
         """Pads automata (one per example) to common [S, K]: S rounded up to a multiple of
         max(state_multiple, S's power of two / 4), K to a multiple of out_multiple, so that
         jit sees few distinct shapes."""

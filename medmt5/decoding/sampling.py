@@ -2,13 +2,14 @@
 
 Model-agnostic, as T5X's decoding.py: `tokens_to_logits(tokens [N, 1], cache, step) ->
 (logits [N, V], cache)`; everything runs inside `jax.lax.while_loop` and is jittable. Beam
-search lives in `medmt5.decoding.beam_search`. `generate` is the glue to `medmt5.Transformer`: encode
-once, then cached one-token `decode` steps.
+search lives in `medmt5.decoding.beam_search`. `generate` is the glue to `medmt5.Transformer`:
+encode once, then cached one-token `decode` steps.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Mapping, NamedTuple, Optional
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -47,7 +48,7 @@ def filter_logits(logits: jnp.ndarray, *, top_k: int = 0, top_p: float = 1.0) ->
 
 def _decode_loop(tokens_to_logits: TokensToLogits, cache: Any, select, *, batch_size: int,
                  max_decode_length: int, eos_id: int, pad_id: int, decoder_start_id: int,
-                 constraint: Optional[DecodingConstraint]):
+                 constraint: DecodingConstraint | None):
     """One token per row per step; select(log_probs [B, V], step) -> tokens [B]."""
     b, length = batch_size, max_decode_length
     if length < 1:
@@ -90,7 +91,7 @@ def _decode_loop(tokens_to_logits: TokensToLogits, cache: Any, select, *, batch_
 def greedy_decode(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int,
                   max_decode_length: int, eos_id: int = 1, pad_id: int = 0,
                   decoder_start_id: int = 0,
-                  constraint: Optional[DecodingConstraint] = None):
+                  constraint: DecodingConstraint | None = None):
     """Argmax decoding; jittable. Returns (sequences [B, L] int32: generated tokens, EOS
     included, then pad_id; scores [B]: their summed log-probabilities)."""
     return _decode_loop(tokens_to_logits, cache, lambda lp, step: jnp.argmax(lp, axis=-1),
@@ -103,7 +104,7 @@ def temperature_sample(tokens_to_logits: TokensToLogits, cache: Any, rng: jax.Ar
                        batch_size: int, max_decode_length: int, temperature: float = 1.0,
                        top_k: int = 0, top_p: float = 1.0, eos_id: int = 1, pad_id: int = 0,
                        decoder_start_id: int = 0,
-                       constraint: Optional[DecodingConstraint] = None):
+                       constraint: DecodingConstraint | None = None):
     """Sampling from softmax(logits / temperature) restricted to top_k / top_p; jittable.
 
     temperature 0 is argmax. Step t uses jax.random.fold_in(rng, t), so the same rng gives
@@ -133,13 +134,13 @@ METHODS = ("greedy", "beam", "sample")
 _BEAM_INVARIANT_CACHE = ("encoder_decoder_attention",)
 
 
-def generate(model, params, batch: Optional[Mapping[str, Any]] = None, *,
-             method: str = "greedy", max_decode_length: Optional[int] = None,
+def generate(model, params, batch: Mapping[str, Any] | None = None, *,
+             method: str = "greedy", max_decode_length: int | None = None,
              beam_size: int = 4, alpha: float = 0.6, return_all_beams: bool = False,
              temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-             rng: Optional[jax.Array] = None, constraint: Optional[DecodingConstraint] = None,
-             prompt: Optional[jnp.ndarray] = None, encoded: Optional[jnp.ndarray] = None,
-             encoder_mask: Optional[jnp.ndarray] = None):
+             rng: jax.Array | None = None, constraint: DecodingConstraint | None = None,
+             prompt: jnp.ndarray | None = None, encoded: jnp.ndarray | None = None,
+             encoder_mask: jnp.ndarray | None = None):
     """Decodes a batch with a `medmt5.Transformer`: encodes once, then cached steps.
 
     model: the Transformer (its config gives eos_id, pad_id, decoder_start_id);

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax.numpy as jnp
 
@@ -101,7 +102,7 @@ class T5Config:
         """num_heads * d_kv: the joined query/key/value width."""
         return self.num_heads * self.d_kv
 
-    def replace(self, **changes) -> "T5Config":
+    def replace(self, **changes) -> T5Config:
         return dataclasses.replace(self, **changes)
 
     # ---- JSON ----------------------------------------------------------------------------
@@ -109,7 +110,7 @@ class T5Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], source: str = "T5Config dict") -> "T5Config":
+    def from_dict(cls, data: Mapping[str, Any], source: str = "T5Config dict") -> T5Config:
         """Builds a config; unknown or missing keys raise an error naming `source`."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(fields))
@@ -126,7 +127,7 @@ class T5Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, source: str = "T5Config JSON") -> "T5Config":
+    def from_json(cls, text: str, source: str = "T5Config JSON") -> T5Config:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
@@ -142,7 +143,7 @@ class T5Config:
         paths.write_text(path, self.to_json() + "\n")
 
     @classmethod
-    def load(cls, path: str) -> "T5Config":
+    def load(cls, path: str) -> T5Config:
         from medmt5.data import paths
 
         return cls.from_json(paths.read_text(path), source=path)

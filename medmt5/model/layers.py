@@ -6,7 +6,7 @@ follow T5X (fan-in scaled normals, unit-normal embeddings). Parameters live in
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import flax.linen as nn
 import jax

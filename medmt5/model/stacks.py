@@ -7,7 +7,7 @@ the final norm. With `scan_layers` the layers are one `nn.scan` over a leading "
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -104,7 +104,7 @@ def _pair_mask(q_valid, kv_valid, q_segments=None, kv_segments=None):
     return mask
 
 
-def _check_aux(name: str, value, shape) -> Optional[jax.Array]:
+def _check_aux(name: str, value, shape) -> jax.Array | None:
     if value is None:
         return None
     value = jnp.asarray(value)
@@ -173,7 +173,7 @@ class Decoder(nn.Module):
     def __call__(self, encoded, encoder_valid, tokens, target_valid=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, positions=None,
                  deterministic: bool = True, decode: bool = False,
-                 max_decode_length: Optional[int] = None):
+                 max_decode_length: int | None = None):
         """encoded [B, S, H], encoder_valid [B, S], tokens [B, T] -> normed hidden [B, T, H]."""
         cfg = self.config
         batch, length = tokens.shape

@@ -11,7 +11,8 @@ Also: `encode` (with the prompt-tuning hook `input_embeddings`), `decode`, `embe
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -75,7 +76,7 @@ class Transformer(nn.Module):
     def decode(self, encoded, encoder_mask, decoder_input_tokens, decoder_target_tokens=None,
                encoder_segment_ids=None, decoder_segment_ids=None, decoder_positions=None,
                enable_dropout: bool = True, decode: bool = False,
-               max_decode_length: Optional[int] = None, return_hidden: bool = False):
+               max_decode_length: int | None = None, return_hidden: bool = False):
         """encoded [B, S, H], encoder_mask [B, S], decoder_input_tokens [B, T] -> f32 [B, T, V].
 
         Decoder padding comes from `decoder_target_tokens > 0` (T5X); with
@@ -103,7 +104,7 @@ class Transformer(nn.Module):
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
                  decoder_positions=None, enable_dropout: bool = True, decode: bool = False,
-                 max_decode_length: Optional[int] = None):
+                 max_decode_length: int | None = None):
         """Teacher-forced (or, with decode=True, one cached step) float32 logits [B, T, V]."""
         enc_tokens = jnp.asarray(encoder_input_tokens)
         encoded = self.encode(enc_tokens, encoder_segment_ids, encoder_positions,
@@ -120,7 +121,7 @@ CROSS_ATTENTION = "encoder_decoder_attention"
 
 
 def init_cache(config: T5Config, batch_size: int, max_decode_length: int,
-               encoder_length: Optional[int] = None):
+               encoder_length: int | None = None):
     """Zeroed "cache" collection for `decode=True` steps (no parameters are materialised).
 
     Per decoder layer (stacked on a leading "layers" axis when scan_layers):

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 
@@ -45,7 +46,7 @@ def read_history(path: str) -> list[dict]:
 class MetricsHistory:
     """Append-only per-step metrics, truncated to `resume_step` when opened."""
 
-    def __init__(self, directory: str, resume_step: int = 0, enabled: Optional[bool] = None):
+    def __init__(self, directory: str, resume_step: int = 0, enabled: bool | None = None):
         from medmt5.data import paths
 
         self.path = paths.join(directory, FILENAME)

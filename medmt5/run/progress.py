@@ -11,7 +11,7 @@ import math
 import os
 import sys
 import time
-from typing import Mapping, Optional
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -41,7 +41,7 @@ def to_float_dict(metrics: Mapping[str, object]) -> dict[str, float]:
 class SummaryLogger:
     """Writes scalar summaries to `logdir` as TensorBoard event files (process 0 only)."""
 
-    def __init__(self, logdir: str, enabled: Optional[bool] = None):
+    def __init__(self, logdir: str, enabled: bool | None = None):
         self.logdir = logdir
         self.enabled = _is_chief() if enabled is None else enabled
         self._writer = None
@@ -124,7 +124,7 @@ class ProgressBar:
     """
 
     def __init__(self, total_steps: int, start_step: int = 0, desc: str = "train",
-                 enabled: Optional[bool] = None, stream=None):
+                 enabled: bool | None = None, stream=None):
         self.enabled = _is_chief() if enabled is None else enabled
         self.total = int(total_steps)
         self.step = int(start_step)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Optional
 
 import jax
 import numpy as np
@@ -38,11 +37,11 @@ class PreemptionGuard:
             raise ValueError(f"preemption sync_period={sync_period} must be >= 1")
         self.sync_period = int(sync_period)
         self.signals = tuple(signals)
-        self.signum: Optional[int] = None
+        self.signum: int | None = None
         self._old = {}
         self._manager = None
 
-    def __enter__(self) -> "PreemptionGuard":
+    def __enter__(self) -> PreemptionGuard:
         if jax.process_count() > 1:
             self._manager = _preemption_sync_manager()
         if self._manager is None:

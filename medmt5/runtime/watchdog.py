@@ -16,7 +16,6 @@ import os
 import sys
 import threading
 import time
-from typing import Optional
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +25,8 @@ EXIT_CODE = 3
 class Watchdog:
     """with Watchdog(600) as dog: loop: ...; dog.beat(step).  timeout_s=None: disabled."""
 
-    def __init__(self, timeout_s: Optional[float], process: str = "",
-                 poll_s: Optional[float] = None):
+    def __init__(self, timeout_s: float | None, process: str = "",
+                 poll_s: float | None = None):
         if timeout_s is not None and timeout_s <= 0:
             raise ValueError(f"watchdog timeout_s={timeout_s} must be > 0 (or None: off)")
         self.enabled = timeout_s is not None
@@ -35,12 +34,12 @@ class Watchdog:
         self.process = process
         self.poll_s = poll_s or min(5.0, max(self.timeout_s / 10, 0.01))
         self._last = time.monotonic()
-        self._step: Optional[int] = None
+        self._step: int | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="medmt5-watchdog",
                                         daemon=True)
 
-    def __enter__(self) -> "Watchdog":
+    def __enter__(self) -> Watchdog:
         self._last = time.monotonic()
         if self.enabled:
             self._thread.start()

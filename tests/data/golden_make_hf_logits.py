@@ -49,7 +49,8 @@ def main():
                if not k.endswith("embed_tokens.weight")}
     saved = dict(model.config.to_dict(), tie_word_embeddings=False)
     np.savez_compressed(
-        OUT, hf_config=np.array(json.dumps(saved)), transformers_version=np.array(transformers.__version__),
+        OUT, hf_config=np.array(json.dumps(saved)),
+        transformers_version=np.array(transformers.__version__),
         encoder_input_tokens=enc, decoder_input_tokens=dec, decoder_target_tokens=tgt,
         encoder_output=out.encoder_last_hidden_state.numpy(), logits=out.logits.numpy(),
         loss=np.float32(out.loss.item()), **weights)
