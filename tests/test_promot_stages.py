@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-import trainer_fixtures as tf
+import trainer_fixtures as fixtures
 from medmt5.checkpointing import checkpoints
 from medmt5.training import optimizers
 from medmt5.training import partitioning
@@ -28,9 +28,10 @@ def _flat(tree):
 
 @pytest.fixture(scope="module")
 def backbone_dir(tmp_path_factory):
-    cfg = tf.tiny_config()
+    cfg = fixtures.tiny_config()
     path = str(tmp_path_factory.mktemp("backbone"))
-    save_params_checkpoint(cfg, tf.host_params(Transformer(cfg), seed=0), path, overwrite=True)
+    save_params_checkpoint(cfg, fixtures.host_params(Transformer(cfg), seed=0), path,
+                           overwrite=True)
     return path
 
 
@@ -38,7 +39,8 @@ def _run_stage(backbone_dir, model, trainable=None, frozen=(), lr=0.2, steps=2):
     """Restores the backbone into the prompted model, trains `steps` steps; returns
     (initial params, final state)."""
     abstract = jax.eval_shape(
-        lambda r: partitioning.unbox(train_state.init_boxed_params(model, tf.make_batch(0), r)),
+        lambda r: partitioning.unbox(
+            train_state.init_boxed_params(model, fixtures.make_batch(0), r)),
         jax.random.PRNGKey(0))
     init = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
     init["prompt"]["embedding"] = np.random.RandomState(3).uniform(
@@ -46,14 +48,15 @@ def _run_stage(backbone_dir, model, trainable=None, frozen=(), lr=0.2, steps=2):
     params = checkpoints.load_initial_params(backbone_dir, init, new_params=(PROMPT_PATTERN,))
     mask = optimizers.trainable_mask(params, trainable, frozen)
     optimizer = optimizers.create_optimizer("adafactor", lr, mask=mask)
-    state, _, step_fn, _ = tf.setup(tf.make_mesh((1, 1)), model, optimizer, params=params)
-    state, losses = tf.run(step_fn, state, tf.make_mesh((1, 1)), steps)
+    state, _, step_fn, _ = fixtures.setup(fixtures.make_mesh((1, 1)), model, optimizer,
+                                          params=params)
+    state, losses = fixtures.run(step_fn, state, fixtures.make_mesh((1, 1)), steps)
     assert np.all(np.isfinite(losses))
     return params, state
 
 
 def test_stage1_trains_the_prompt_only(backbone_dir):
-    model = PromptedTransformer(tf.tiny_config(), prompt_length=P)
+    model = PromptedTransformer(fixtures.tiny_config(), prompt_length=P)
     start, state = _run_stage(backbone_dir, model, trainable=[PROMPT_PATTERN])
     _, ckpt = load_checkpoint(backbone_dir)
     got = _flat(jax.device_get(state.params))
@@ -66,7 +69,7 @@ def test_stage1_trains_the_prompt_only(backbone_dir):
 
 
 def test_stage2_freezes_the_prompt_and_trains_every_weight(backbone_dir):
-    model = PromptedTransformer(tf.tiny_config(dropout_rate=0.1), prompt_length=P)
+    model = PromptedTransformer(fixtures.tiny_config(dropout_rate=0.1), prompt_length=P)
     start, state = _run_stage(backbone_dir, model, frozen=[PROMPT_PATTERN], lr=1e-3)
     got = _flat(jax.device_get(state.params))
     np.testing.assert_array_equal(got["prompt/embedding"], start["prompt"]["embedding"])
@@ -76,10 +79,10 @@ def test_stage2_freezes_the_prompt_and_trains_every_weight(backbone_dir):
 
 
 def test_chunked_cross_entropy_uses_the_prompt(backbone_dir):
-    model = PromptedTransformer(tf.tiny_config(), prompt_length=P)
+    model = PromptedTransformer(fixtures.tiny_config(), prompt_length=P)
     _, params = load_checkpoint(backbone_dir)
     params = dict(params, prompt={"embedding": np.full((P, 16), 0.3, np.float32)})
-    batch = tf.make_batch(1)
+    batch = fixtures.make_batch(1)
     opt = optimizers.create_optimizer("adafactor", 0.1)
     losses = jax.jit(trainer.token_losses, static_argnums=(0, 4))
     plain = losses(trainer.StepConfig(model, opt), params, batch, None, False)
@@ -146,9 +149,10 @@ TINY = ["--gin.T5Config.d_model=16", "--gin.T5Config.d_kv=8", "--gin.T5Config.d_
 @pytest.fixture(scope="module")
 def cli_backbone(tmp_path_factory):
     """A tiny backbone with the tiny vocabulary's size (the CLI checks it)."""
-    cfg = tf.tiny_config(vocab_size=2176, d_kv=8, num_heads=2)
+    cfg = fixtures.tiny_config(vocab_size=2176, d_kv=8, num_heads=2)
     path = str(tmp_path_factory.mktemp("cli_backbone"))
-    save_params_checkpoint(cfg, tf.host_params(Transformer(cfg), seed=1), path, overwrite=True)
+    save_params_checkpoint(cfg, fixtures.host_params(Transformer(cfg), seed=1), path,
+                           overwrite=True)
     return path
 
 
