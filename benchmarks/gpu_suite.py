@@ -32,6 +32,7 @@ from typing import Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
+from medmt5.checkpointing.atomic_dir import atomic_write_json  # noqa: E402 (no jax: light)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVERS = ["--dtype", "bfloat16", "--scan_layers", "true", "--remat_policy", "dots",
@@ -138,10 +139,11 @@ def run_finetune_memory(args) -> dict:
     abstract = partitioning.unbox(boxed)
     mask = optimizers.trainable_mask(abstract, [PROMPT_PATTERN]) if args.prompt else None
     opt = optimizers.create_optimizer("adafactor", 1e-3, logical_axes=nn.get_partition_spec(boxed),
-                                      mask=mask)
+                                      mask=mask, factor_rules=optimizers.model_factor_rules(model))
     state, shardings = train_state.create_train_state(model, opt, mesh, batch_np,
                                                       jax.random.PRNGKey(0))
-    step_cfg = trainer.StepConfig(model, opt, vocab_chunk_size=8192)
+    step_cfg = trainer.StepConfig(model, opt, vocab_chunk_size=8192,
+                                  rules=partitioning.model_axis_rules(model))
     fn = trainer.jit_train_step(step_cfg, mesh, shardings)
     batch = jax.device_put({k: jnp.asarray(v) for k, v in batch_np.items()},
                            partitioning.batch_sharding(mesh))
@@ -205,10 +207,7 @@ def run_one(name: str, tiny: bool, force: bool) -> dict:
 
 
 def _write(path: str, rec: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(rec, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_json(path, rec, indent=1, sort_keys=True)
 
 
 def summarize(out_dir: str, names: list) -> dict:

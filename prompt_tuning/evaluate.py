@@ -11,12 +11,23 @@ paper's "Norm. Avg." over the tasks) and <task>-predictions.jsonl.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import sys
 from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from medmt5.checkpointing import vocab_record
+from medmt5.model.transformer import Transformer
+from medmt5.run import checkpoint_eval
+from medmt5.run import evaluation
+from prompt_tuning import inference
+from prompt_tuning import recipe
+from prompt_tuning.initializers import load_npy
+from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
+from tasks import promot_metrics
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +50,6 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
     outputs in the fine-tuned target's format. Tasks named *_<lang>_<k>shot are also
     summarised per language ("<lang>/norm_avg", "<lang>/format_rate").
     """
-    import jax
-
-    import medmt5
-    from medmt5.run import evaluation
-    from medmt5.training import partitioning
-    from medmt5.model.transformer import Transformer
-    from prompt_tuning import inference, recipe
-    from prompt_tuning.prompts import PromptedTransformer
-    from tasks import promot_metrics
-
     if prompt_mode not in inference.PROMPT_MODES:
         raise ValueError(f"PROMPT_MODE={prompt_mode!r}; use one of {inference.PROMPT_MODES}.")
     if not eval_tasks and not mixture_or_task_name:
@@ -56,50 +57,41 @@ def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, 
     tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
     if format_pattern is None and target_task:
         format_pattern = recipe.target_format_pattern(target_task)
-    cfg, params = medmt5.load_checkpoint(checkpoint_path)
-    from medmt5.checkpointing import vocab_record  # fit + the checkpoint's and prompt's vocabulary records
-    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size)
-    if prompt_file:
+    cfg, params = checkpoint_eval.load_for_scoring(checkpoint_path, tasks)
+    if prompt_file:  # the prompt's vocabulary record, too
         vocab_record.check_checkpoint(prompt_file, vocab_record.run_identity(tasks[0]),
                                       "PROMPT_FILE")
     backbone, stored = inference.split_prompt(params)
     prompts = task_prompts(tasks, prompt_mode, stored, prompt_file, prompt_tasks,
                            checkpoint_path)
-    mesh = partitioning.create_mesh(num_partitions=num_partitions)
-    output_dir = output_dir or os.path.join(checkpoint_path, f"eval_prompt_{prompt_mode}_{split}")
-    evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
-                                     batch_size=batch_size, max_examples=max_examples,
-                                     beam_size=beam_size, max_decode_length=max_decode_length)
-    results, per_task, placed = {}, {}, {}
-    for td in evaluator.data:
-        prompt = prompts[td.name]
-        key = None if prompt is None else id(prompt)
-        if key not in placed:  # place each distinct (model, params) once
-            if prompt is None:
-                model, run_params = Transformer(cfg), backbone
-            else:
-                model = PromptedTransformer(cfg, prompt_length=int(prompt.shape[0]))
-                run_params = dict(backbone, prompt={"embedding": prompt})
-            placed[key] = (model, evaluation.place_params(model, run_params, mesh,
-                                                           task_feature_lengths))
-        model, run_params = placed[key]
-        metrics, records = evaluator.evaluate_task(model, run_params, td)
+
+    def model_for(task):  # tasks sharing a prompt array share one placement
+        prompt = prompts[task]
+        if prompt is None:
+            return None, Transformer(cfg), backbone
+        return (id(prompt), PromptedTransformer(cfg, prompt_length=int(prompt.shape[0])),
+                dict(backbone, prompt={PARAM_NAME: prompt}))
+
+    def add_format_rate(task, metrics, records):
         if format_pattern is not None and records:
             metrics["format_rate"] = promot_metrics.format_rate(
                 [r["prediction"] for r in records], format_pattern)
-        per_task[td.name] = metrics
-        results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
-        evaluation.write_predictions(output_dir, td.name, records)
-    results.update(summaries(per_task))
-    if jax.process_index() == 0:
-        os.makedirs(output_dir, exist_ok=True)
-        with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-            json.dump({"checkpoint": checkpoint_path, "prompt_mode": prompt_mode,
-                       "prompt_file": prompt_file, "prompt_tasks": list(prompt_tasks or []),
-                       "format_pattern": format_pattern, "split": split,
-                       "metrics": results}, f, indent=2)
-    print(evaluation.format_metrics(evaluation.latest_step(checkpoint_path), results),
-          flush=True)
+
+    per_task = {}
+
+    def summarize(scored):
+        per_task.update(scored)
+        return summaries(scored)
+
+    results = checkpoint_eval.evaluate_checkpoint(
+        tasks, task_feature_lengths, checkpoint_path=checkpoint_path,
+        output_dir=output_dir or os.path.join(checkpoint_path,
+                                              f"eval_prompt_{prompt_mode}_{split}"),
+        model_for=model_for, split=split, batch_size=batch_size, max_examples=max_examples,
+        beam_size=beam_size, max_decode_length=max_decode_length,
+        num_partitions=num_partitions, task_metrics=add_format_rate, summarize=summarize,
+        record={"prompt_mode": prompt_mode, "prompt_file": prompt_file,
+                "prompt_tasks": list(prompt_tasks or []), "format_pattern": format_pattern})
     if any(k.endswith("/format_rate") for k in results) or any(
             k.split("/")[0] in LANGUAGES for k in results):
         print(language_table(per_task), flush=True)
@@ -119,8 +111,6 @@ def language_of(task: str) -> Optional[str]:
 def summaries(per_task: Mapping[str, Mapping[str, float]]) -> dict:
     """all/norm_avg, all/format_rate and, per language, <lang>/norm_avg and
     <lang>/format_rate (the medical in-context suite's per-language view)."""
-    from tasks import promot_metrics
-
     out = {}
     groups = {"all": list(per_task)}
     for task in per_task:
@@ -141,8 +131,6 @@ def summaries(per_task: Mapping[str, Mapping[str, float]]) -> dict:
 
 def language_table(per_task: Mapping[str, Mapping[str, float]]) -> str:
     """task | headline score | format rate, then one row per language."""
-    from tasks import promot_metrics
-
     rows = [("task", "score", "format_rate")]
     for task, m in per_task.items():
         try:
@@ -166,10 +154,6 @@ def task_prompts(tasks: Sequence[str], prompt_mode: str, stored, prompt_file: Op
 
     A multi-task table [N, P, H] (stored, or PROMPT_FILE) needs prompt_tasks, its task order
     (MULTITASK_TASKS): each evaluated task gets its own row, and must have one."""
-    import numpy as np
-
-    from prompt_tuning.initializers import load_npy
-
     if prompt_mode == "removed":
         if prompt_file:
             raise ValueError("PROMPT_FILE is set but PROMPT_MODE='removed' uses no prompt.")

@@ -5,7 +5,9 @@
                          enable_dropout=False)                    # f32 [B, T, V]
 
 The parameter tree is the backbone's canonical tree plus params["prompt"]["embedding"]
-[P, H] (logical axes "prompt_length", "prompt_embed"; replicated), so a backbone checkpoint
+[P, H] (logical axes "prompt_length", "prompt_embed"; replicated, not factored: the rules
+this package adds to the core's, AXIS_RULES and FACTOR_RULES, which PromptedTransformer
+carries as medmt5.model.protocols.AddsLogicalAxes), so a backbone checkpoint
 loads unchanged with `load_initial_params(..., new_params=("prompt/.*",))`. The prompt is
 prepended to the token embeddings through the backbone's `encode(input_embeddings=,
 input_mask=)` hook: the encoder sees [B, P+T, H] with mask 1 on the prompt (prompt and input
@@ -15,17 +17,22 @@ its row by `task_ids` [B] (multi-task ProMoT).
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, ClassVar, Mapping, Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
 from medmt5.model.transformer import Transformer
+from medmt5.training import optimizers
 from prompt_tuning import initializers
 
 PROMPT_AXES = ("prompt_length", "prompt_embed")
 PARAM_NAME = "embedding"          # params["prompt"]["embedding"]
 PROMPT_PATTERN = "prompt/.*"      # the prompt's "/"-joined path, for masks and new_params
+# The prompt's additions to the core rules (prompt-tuning's `additional_rules`): replicated
+# (a prompt is small) and never factored by Adafactor.
+AXIS_RULES = (("prompt_length", None), ("prompt_embed", None))
+FACTOR_RULES = {"prompt_length": optimizers.NONE, "prompt_embed": optimizers.NONE}
 
 
 class Prompt(nn.Module):
@@ -76,6 +83,9 @@ class PromptedTransformer(Transformer):
     prompt_length: int = 0
     prompt_init: Optional[Callable] = None
     num_prompts: int = 0
+    # medmt5.model.protocols.AddsLogicalAxes: the core merges these into its tables
+    additional_axis_rules: ClassVar[tuple] = AXIS_RULES
+    additional_factor_rules: ClassVar[Mapping] = FACTOR_RULES
 
     def setup(self):
         super().setup()

@@ -80,14 +80,18 @@ class StageSettings:
                                         decay_steps=max(self.steps, 1))
 
     def optimizer_fn(self) -> Callable:
-        """optimizer_fn(schedule=, logical_axes=, mask=) for medmt5.cli.train.train."""
+        """optimizer_fn(schedule=, logical_axes=, mask=, factor_rules=) for
+        medmt5.cli.train.train; factor_rules default: the core's plus the prompt's."""
         from medmt5.training import optimizers
+        from prompt_tuning import prompts
 
-        def make(schedule, logical_axes=None, mask=None):
+        def make(schedule, logical_axes=None, mask=None, factor_rules=None):
+            if factor_rules is None:
+                factor_rules = optimizers.standard_factor_rules(prompts.FACTOR_RULES)
             return optimizers.create_optimizer(
                 "adafactor", schedule, logical_axes=logical_axes, mask=mask,
                 multiply_by_parameter_scale=self.multiply_by_parameter_scale,
-                weight_decay_rate=self.weight_decay_rate)
+                weight_decay_rate=self.weight_decay_rate, factor_rules=factor_rules)
         return make
 
 

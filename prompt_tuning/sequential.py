@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
 from medmt5.run import configs, loop
 from prompt_tuning import recipe
 
@@ -52,13 +53,6 @@ PROMPT_PATTERN = "prompt/.*"
 # The stage settings are the recipe's (prompt_tuning.recipe): one implementation of the
 # stages for the gin stages, this driver and the miniature.
 StageSettings = recipe.StageSettings
-
-
-def _atomic_json(obj: Any, path: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
 
 
 def stage_plan(tasks: Sequence[str], method: str) -> List[tuple]:
@@ -112,7 +106,7 @@ class SequentialState:
 
     def save(self) -> None:
         os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        _atomic_json(self.data, self.path)
+        atomic_write_json(self.path, self.data, indent=1, sort_keys=True)
 
 
 def _strip_prompt(params: Mapping[str, Any]) -> dict:
@@ -208,11 +202,8 @@ def _task_metrics(metrics: Mapping[str, float], task: str) -> dict:
 
 def write_tables(model_dir: str, measurements: Sequence[dict]) -> str:
     """metrics.jsonl and metrics.csv from the measurements; returns the printed table."""
-    with open(os.path.join(model_dir, "metrics.jsonl.tmp"), "w") as f:
-        for m in measurements:
-            f.write(json.dumps(m, sort_keys=True) + "\n")
-    os.replace(os.path.join(model_dir, "metrics.jsonl.tmp"),
-               os.path.join(model_dir, "metrics.jsonl"))
+    atomic_write_text(os.path.join(model_dir, "metrics.jsonl"),
+                      "".join(json.dumps(m, sort_keys=True) + "\n" for m in measurements))
     tasks = []
     for m in measurements:
         tasks += [t for t in m["seen"] if t not in tasks]

@@ -15,6 +15,7 @@ checkpoint on the target task.
 """
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -23,6 +24,8 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
+from medmt5.checkpointing.atomic_dir import atomic_write_bytes
+from medmt5.data import paths
 from prompt_tuning import initializers
 from prompt_tuning.prompts import PARAM_NAME, PROMPT_PATTERN, PromptedTransformer
 
@@ -148,23 +151,12 @@ def prompt_path(model_dir: str, step: Optional[int] = None) -> str:
 
 
 def save_prompt(values: np.ndarray, path: str) -> str:
-    """Writes a .npy atomically (temporary file, then rename); on an object store (gs://,
-    through medmt5.data.paths) one write replaces the object."""
-    from medmt5.data import paths
-
-    if paths.is_remote(path):
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, np.asarray(values, np.float32))
-        paths.makedirs(paths.dirname(path))
-        with paths.open(path, "wb") as f:
-            f.write(buf.getvalue())
-        return path
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npy"
-    np.save(tmp, np.asarray(values, np.float32))
-    os.replace(tmp, path)
+    """Writes a .npy atomically (atomic_dir.atomic_write_bytes: temporary file, then rename;
+    on an object store, gs:// through medmt5.data.paths, one write replaces the object)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(values, np.float32))
+    paths.makedirs(paths.dirname(path))
+    atomic_write_bytes(path, buf.getvalue())
     return path
 
 
@@ -178,7 +170,6 @@ class PromptWriter:
         values = prompt_array(params)
         if best:
             save_prompt(values, prompt_path(model_dir))
-            from medmt5.data import paths
             paths.write_text(paths.join(model_dir, PROMPTS_SUBDIR, "best.json"),
                              json.dumps({"step": int(step)}))
         else:

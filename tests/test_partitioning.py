@@ -6,6 +6,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from medmt5.training import partitioning as pt
+from prompt_tuning.prompts import AXIS_RULES
 
 
 def test_rules_table():
@@ -13,7 +14,8 @@ def test_rules_table():
              "rel": P("heads", "relpos_buckets"), "prompt": P("prompt_length", "prompt_embed"),
              "scanned": P("layers", "embed", "mlp"), "act": P("batch", "length", "embed"),
              "unknown": P("made_up")}
-    mesh_specs = pt.logical_to_mesh_specs(specs)
+    # the core rules plus the prompt package's additions (the rules a prompted model uses)
+    mesh_specs = pt.logical_to_mesh_specs(specs, pt.standard_logical_axis_rules(AXIS_RULES))
     assert mesh_specs == {"wi": P(None, "model"), "emb": P("model", None),
                           "q": P(None, "model"), "rel": P("model", None),
                           "prompt": P(None, None), "scanned": P(None, None, "model"),

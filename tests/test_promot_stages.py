@@ -47,7 +47,8 @@ def _run_stage(backbone_dir, model, trainable=None, frozen=(), lr=0.2, steps=2):
         -.5, .5, init["prompt"]["embedding"].shape).astype(np.float32)
     params = checkpoints.load_initial_params(backbone_dir, init, new_params=(PROMPT_PATTERN,))
     mask = optimizers.trainable_mask(params, trainable, frozen)
-    optimizer = optimizers.create_optimizer("adafactor", lr, mask=mask)
+    optimizer = optimizers.create_optimizer("adafactor", lr, mask=mask,
+                                            factor_rules=optimizers.model_factor_rules(model))
     state, _, step_fn, _ = fixtures.setup(fixtures.make_mesh((1, 1)), model, optimizer,
                                           params=params)
     state, losses = fixtures.run(step_fn, state, fixtures.make_mesh((1, 1)), steps)

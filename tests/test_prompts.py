@@ -5,13 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
+
 from medmt5.decoding import sampling as decoding
-from medmt5.run import evaluation
-from medmt5.training import partitioning
+from medmt5.model import protocols
 from medmt5.model.transformer import Transformer
-from prompt_tuning import initializers, inference
+from medmt5.run import evaluation
+from medmt5.training import optimizers, partitioning, train_state
+from prompt_tuning import inference, initializers, prompts
 from prompt_tuning.prompts import PromptedTransformer
 
 P = 3
@@ -50,8 +51,51 @@ def test_param_tree_is_backbone_plus_prompt(backbone_params):
     shapes = jax.tree.map(lambda x: x.shape, partitioning.unbox(boxed)["params"])
     assert shapes.pop("prompt") == {"embedding": (P, CFG.d_model)}
     assert shapes == jax.tree.map(lambda x: x.shape, backbone_params)
-    # the prompt's logical axes are replicated by the one rules table
-    assert dict(partitioning.LOGICAL_AXIS_RULES)["prompt_length"] is None
+    # the prompt's logical axes are replicated by the rules a prompted model uses
+    assert dict(partitioning.model_axis_rules(model))["prompt_length"] is None
+
+
+def test_prompt_rules_are_the_prompt_packages_additions():
+    """The core tables name no prompt axis; the prompt package adds its own, and those are
+    what a prompted model gets (partitioning and Adafactor); without them: an error naming
+    the axis."""
+    core_names = [n for n, _ in partitioning.LOGICAL_AXIS_RULES] + list(optimizers.FACTOR_RULES)
+    assert not [n for n in core_names if "prompt" in n]
+    model = PromptedTransformer(CFG, prompt_length=P)
+    assert isinstance(model, protocols.PromptedModel)
+    assert isinstance(model, protocols.AddsLogicalAxes)
+    assert not isinstance(Transformer(CFG), (protocols.PromptedModel, protocols.AddsLogicalAxes))
+    assert partitioning.model_axis_rules(model) == (partitioning.LOGICAL_AXIS_RULES
+                                                    + prompts.AXIS_RULES)
+    assert partitioning.model_axis_rules(Transformer(CFG)) == partitioning.LOGICAL_AXIS_RULES
+    assert optimizers.model_factor_rules(model) == {**optimizers.FACTOR_RULES,
+                                                    **prompts.FACTOR_RULES}
+    assert optimizers.model_factor_rules(Transformer(CFG)) == optimizers.FACTOR_RULES
+    with pytest.raises(ValueError, match="'embed' already has a rule"):
+        partitioning.standard_logical_axis_rules((("embed", "model"),))
+    with pytest.raises(ValueError, match="'vocab' already in FACTOR_RULES"):
+        optimizers.standard_factor_rules({"vocab": optimizers.ROW})
+
+    boxed = jax.eval_shape(
+        lambda r: train_state.init_boxed_params(model, fixtures.make_batch(0), r),
+        jax.random.PRNGKey(0))
+    specs = nn.get_partition_spec(boxed)
+    mesh = fixtures.make_mesh((1, 1))
+    with pytest.raises(ValueError, match=r"logical axis 'prompt_length' \(of \['prompt'\]"):
+        partitioning.logical_to_shardings(specs, mesh)     # the core rules alone
+    shardings = partitioning.logical_to_shardings(specs, mesh,
+                                                  partitioning.model_axis_rules(model))
+    assert shardings["prompt"]["embedding"].spec == jax.sharding.PartitionSpec(None, None)
+    with pytest.raises(ValueError, match="Adafactor: logical axis 'prompt_length' of "
+                                         r"\['prompt'\]\['embedding'\] has no factor rule"):
+        jax.eval_shape(optimizers.adafactor(0.1).init, boxed)
+    state = jax.eval_shape(optimizers.adafactor(
+        0.1, factor_rules=optimizers.model_factor_rules(model)).init, boxed)
+    assert state.moments["prompt"]["embedding"] is not None
+    # the trainer's state builders take the model's rules by default
+    placed = train_state.state_shardings(model, fixtures.make_optimizer(model),
+                                         fixtures.make_batch(0), mesh)
+    assert placed.params["prompt"]["embedding"].spec == jax.sharding.PartitionSpec(None, None)
 
 
 def test_call_equals_explicit_prompt_composition(params, batch):
@@ -85,8 +129,10 @@ def test_prompt_and_input_see_each_other_and_decoder_sees_prompt(params, batch):
     enc3, _ = encode(params["prompt"]["embedding"], toks3)
     assert not np.allclose(enc[:, :P], enc3[:, :P], atol=1e-4)
     # the decoder reads the prompt positions: hiding them from cross-attention changes logits
-    dec = lambda m: model.apply({"params": params}, enc, m, batch["decoder_input_tokens"],
-                                enable_dropout=False, method=model.decode)
+    def dec(m):
+        return model.apply({"params": params}, enc, m, batch["decoder_input_tokens"],
+                           enable_dropout=False, method=model.decode)
+
     assert not np.allclose(dec(mask), dec(mask.at[:, :P].set(False)), atol=1e-4)
 
 

@@ -40,7 +40,8 @@ def make_mesh(shape):
 
 def make_optimizer(model, mask=None):
     return optimizers.create_optimizer("adafactor", optimizers.make_schedule(
-        "rsqrt", 0.05, warmup_steps=2), mask=mask)
+        "rsqrt", 0.05, warmup_steps=2), mask=mask,
+        factor_rules=optimizers.model_factor_rules(model))
 
 
 def host_params(model, seed=0):

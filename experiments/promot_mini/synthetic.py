@@ -29,6 +29,8 @@ import os
 import random
 from typing import Callable, Dict, Iterator, List, Sequence, Tuple
 
+from medmt5.checkpointing.atomic_dir import atomic_write_text
+
 ICL_FAMILIES = ("lookup", "copy", "reverse", "first", "last", "swap", "label")
 TARGET_TASKS = ("rte", "translate", "count")
 SPLIT_SALT = {"train": 0, "validation": 1, "test": 2}
@@ -160,13 +162,9 @@ def pretraining_stream(seed: int, families: Sequence[str] = ICL_FAMILIES,
 
 
 def write_jsonl(rows: Sequence[Dict[str, str]], path: str) -> None:
-    """Writes rows atomically (path.tmp then rename)."""
+    """Writes rows atomically (medmt5's atomic_write_text: a temporary file, then rename)."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
 
 
 def read_jsonl(path: str) -> List[Dict[str, str]]:

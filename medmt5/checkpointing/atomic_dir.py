@@ -1,4 +1,5 @@
-"""Write a directory all-or-nothing: build it under DST.tmp-XXXX, then rename it to DST.
+"""Write all-or-nothing: a directory (built under DST.tmp-XXXX, then renamed to DST) or a
+file (`atomic_write_bytes` / `_text` / `_json`: PATH.tmp-XXXX, fsync, rename).
 
 The directories are made with mode 0777 filtered by the process umask (as `mkdir` does), not
 tempfile.mkdtemp's 0700, so an export is as readable to others as anything else the user
@@ -7,6 +8,7 @@ writes (umask 022: drwxr-xr-x; umask 077: drwx------).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import shutil
@@ -14,6 +16,7 @@ import stat
 from typing import Iterator
 
 from medmt5.checkpointing.param_tree import CheckpointError
+from medmt5.data import paths
 
 
 def make_unique_dir(parent: str, prefix: str) -> str:
@@ -46,8 +49,6 @@ def apply_umask(root: str, dir_mode: int) -> None:
 def check_destination(dst: str, overwrite: bool) -> None:
     """Refuse a destination that is a file, or a non-empty directory unless `overwrite`.
     `dst` may be a URL (gs://...; medmt5.data.paths)."""
-    from medmt5.data import paths
-
     if paths.isfile(dst):
         raise CheckpointError(f"{dst}: destination is an existing file; give a directory path.")
     if paths.isdir(dst) and paths.listdir(dst) and not overwrite:
@@ -87,21 +88,20 @@ def atomic_directory(dst: str, overwrite: bool = False) -> Iterator[str]:
         raise
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Replaces file `path` with `text` all-or-nothing: a reader sees the old or the new
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Replaces file `path` with `data` all-or-nothing: a reader sees the old or the new
     content, never a mix (write PATH.tmp-XXXX, fsync, rename). Object-store URLs (gs://) go
     through medmt5.data.paths, whose single-object writes are already atomic. The new file gets
-    mode 0666 filtered by the umask, like open()."""
-    from medmt5.data import paths
-
+    mode 0666 filtered by the umask, like open(). The one temp-then-rename file writer."""
     if paths.is_remote(path):
-        paths.write_text(path, text)
+        with paths.open(path, "wb") as f:
+            f.write(data)
         return
     tmp = f"{path}.tmp-{secrets.token_hex(4)}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -109,3 +109,13 @@ def atomic_write_text(path: str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """atomic_write_bytes of `text` in UTF-8."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str, obj, **dumps_kwargs) -> None:
+    """atomic_write_text of json.dumps(obj, **dumps_kwargs)."""
+    atomic_write_text(path, json.dumps(obj, **dumps_kwargs))

@@ -22,6 +22,8 @@ import logging
 import os
 from typing import Any, Optional, Sequence
 
+from medmt5.checkpointing.atomic_dir import atomic_write_bytes
+
 log = logging.getLogger(__name__)
 
 RECORD_FILE = "vocab.json"
@@ -75,18 +77,12 @@ def read_record(folder: str) -> Optional[dict]:
 
 
 def _write_bytes(path: str, data: bytes) -> None:
-    """Atomic locally (tmp + rename); one object write on an object store (no rename there)."""
+    """atomic_write_bytes, skipped when the file already holds `data`."""
     from medmt5.data import paths
 
     if paths.isfile(path) and paths.read_bytes(path) == data:
         return
-    if paths.is_remote(path):
-        with paths.open(path, "wb") as f:
-            f.write(data)
-        return
-    with open(path + ".tmp", "wb") as f:
-        f.write(data)
-    os.replace(path + ".tmp", path)
+    atomic_write_bytes(path, data)
 
 
 def write_record(folder: str, identity: dict, vocabulary: Any = None) -> None:

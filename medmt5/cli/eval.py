@@ -9,13 +9,16 @@ dir, a Hugging Face model dir or a T5X checkpoint. Writes EVAL_OUTPUT_DIR/metric
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from typing import Mapping, Optional, Sequence
 
 import jax
+
+from medmt5.model.transformer import Transformer
+from medmt5.run import checkpoint_eval
+from medmt5.run import evaluation
 
 log = logging.getLogger(__name__)
 
@@ -46,46 +49,20 @@ def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
 
     eval_tasks default to MIXTURE_OR_TASK_NAME itself (or its sub-tasks) with `split`.
     """
-    import medmt5
-    from medmt5.run import evaluation
-    from medmt5.training import partitioning
-    from medmt5.model.transformer import Transformer
-
     if not eval_tasks and not mixture_or_task_name:
         raise ValueError("evaluate needs MIXTURE_OR_TASK_NAME or evaluate.eval_tasks")
     tasks = list(eval_tasks or evaluation.default_eval_tasks(mixture_or_task_name, split))
-    cfg, params = medmt5.load_checkpoint(checkpoint_path)
-    from medmt5.checkpointing import vocab_record
-    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size,
-                                   allow_vocabulary_change)
+    cfg, params = checkpoint_eval.load_for_scoring(checkpoint_path, tasks,
+                                                   allow_vocabulary_change)
     model = Transformer(cfg)
-    mesh = partitioning.create_mesh(num_partitions=num_partitions)
-    log.info("mesh %s; %s parameters from %s", dict(mesh.shape),
-             f"{sum(x.size for x in jax.tree.leaves(params)):,}", checkpoint_path)
-    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
-    output_dir = output_dir or default_output_dir(checkpoint_path, split)
-    step = evaluation.latest_step(checkpoint_path)
-    evaluator = evaluation.Evaluator(tasks, task_feature_lengths, split=split, mesh=mesh,
-                                     batch_size=batch_size, max_examples=max_examples,
-                                     beam_size=beam_size, max_decode_length=max_decode_length,
-                                     summary_dir=output_dir)
-    results = {}
-    for td in evaluator.data:
-        metrics, records = evaluator.evaluate_task(model, params, td)
-        results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
-        evaluation.write_predictions(output_dir, td.name, records)
-        if evaluator.summary_dir:
-            from medmt5.run import progress
-            writer = progress.SummaryLogger(os.path.join(output_dir, td.name))
-            writer.scalars(step, metrics)
-            writer.close()
-    if jax.process_index() == 0:
-        from medmt5.data import paths  # OUTPUT_DIR may be gs://
-        paths.write_text(paths.join(output_dir, "metrics.json"),
-                         json.dumps({"checkpoint": checkpoint_path, "step": step, "split": split,
-                                     "metrics": results}, indent=2))
-    print(evaluation.format_metrics(step, results), flush=True)
-    return results
+    log.info("%s parameters from %s", f"{sum(x.size for x in jax.tree.leaves(params)):,}",
+             checkpoint_path)
+    return checkpoint_eval.evaluate_checkpoint(
+        tasks, task_feature_lengths, checkpoint_path=checkpoint_path,
+        output_dir=output_dir or default_output_dir(checkpoint_path, split),
+        model_for=lambda task: (None, model, params), split=split, batch_size=batch_size,
+        max_examples=max_examples, beam_size=beam_size, max_decode_length=max_decode_length,
+        num_partitions=num_partitions, tensorboard=True)
 
 
 USAGE = __doc__

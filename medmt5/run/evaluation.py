@@ -28,6 +28,7 @@ import numpy as np
 
 from medmt5.data import pipeline as data_lib
 from medmt5.data import paths
+from medmt5.model import protocols
 
 log = logging.getLogger(__name__)
 
@@ -298,9 +299,9 @@ def generate_tokens(model, params, encoder_input_tokens, *, max_decode_length: i
     from medmt5.decoding import sampling as decoding
 
     method = "beam" if beam_size > 1 else "greedy"
-    # Prompt-tuning wrappers (prompt_tuning.prompts.PromptedTransformer) decode with their
-    # soft prompt attached: `decoding_prompt(params)` gives the [P, H] array.
-    prompt = model.decoding_prompt(params) if hasattr(model, "decoding_prompt") else None
+    # A PromptedModel (prompt_tuning.prompts.PromptedTransformer) decodes with its soft
+    # prompt attached: `decoding_prompt(params)` gives the [P, H] array.
+    prompt = model.decoding_prompt(params) if isinstance(model, protocols.PromptedModel) else None
     sequences, _ = decoding.generate(
         model, params, {"encoder_input_tokens": encoder_input_tokens}, method=method,
         max_decode_length=max_decode_length, beam_size=max(beam_size, 1),
@@ -391,7 +392,8 @@ def place_params(model, params: Any, mesh, task_feature_lengths: Mapping[str, in
 
     specs = nn.get_partition_spec(jax.eval_shape(init))["params"]
     try:
-        shardings = partitioning.logical_to_shardings(specs, mesh)
+        shardings = partitioning.logical_to_shardings(specs, mesh,
+                                                      partitioning.model_axis_rules(model))
         return jax.device_put(params, shardings)
     except (ValueError, TypeError) as e:
         log.info("params tree differs from the model's (%s); replicating", e)

@@ -20,6 +20,8 @@ from typing import Any
 
 import jax
 
+from medmt5.checkpointing.atomic_dir import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 FILENAME = "metrics.jsonl"
@@ -63,18 +65,7 @@ class MetricsHistory:
             log.warning("%s: covers %d of the %d restored steps (written by an older "
                         "version, or deleted?); appending from step %d", self.path,
                         len(rows), resume_step, resume_step + 1)
-        from medmt5.data import paths
-
-        if paths.is_remote(self.path):  # object stores: one write replaces the object
-            paths.write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
-            return
-        tmp = self.path + ".tmp"
-        with open(tmp, "w") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))
 
     def record(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Keeps step `step`'s metrics (device arrays are fine: fetched at flush)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,8 @@ import optax
 from flax import linen as nn
 from flax import struct
 from jax.sharding import PartitionSpec
+
+from medmt5.model import protocols
 
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, Schedule]
@@ -69,12 +71,45 @@ def make_schedule(name: str, learning_rate: float, warmup_steps: int = 0,
 # Adafactor (T5X defaults)
 
 ROW, COLUMN, BATCH, NONE = "row", "column", "batch", None
-# Logical axis name -> role in the factored second moment (t5x's standard factor rules).
+# Logical axis name -> role in the factored second moment (t5x's standard factor rules) for
+# the core model; a package adding parameter axes adds their roles (standard_factor_rules).
 FACTOR_RULES = {
     "embed": ROW, "vocab": COLUMN, "mlp": COLUMN, "heads": COLUMN, "kv": COLUMN,
     "joined_kv": COLUMN, "layers": BATCH, "relpos_buckets": NONE,
-    "prompt_length": NONE, "prompt_embed": NONE,
 }
+_ROLES = (ROW, COLUMN, BATCH, NONE)
+
+
+def standard_factor_rules(additional_rules: Optional[Mapping[str, Optional[str]]] = None
+                          ) -> dict:
+    """FACTOR_RULES plus a package's additions (new logical names, roles ROW / COLUMN /
+    BATCH / NONE), like t5x's `standard_logical_factor_rules(rules=...)`."""
+    rules = dict(FACTOR_RULES)
+    for name, role in (additional_rules or {}).items():
+        if role not in _ROLES:
+            raise ValueError(f"factor rule {name!r}: role {role!r} is not one of {_ROLES}")
+        if name in FACTOR_RULES:
+            raise ValueError(f"factor rule {name!r} already in FACTOR_RULES "
+                             f"({FACTOR_RULES[name]!r})")
+        rules[name] = role
+    return rules
+
+
+def model_factor_rules(model: Any) -> dict:
+    """The factor rules for this model: core + its own additions (AddsLogicalAxes)."""
+    own = (model.additional_factor_rules
+           if isinstance(model, protocols.AddsLogicalAxes) else None)
+    return standard_factor_rules(own)
+
+
+def _roles(names: Sequence[Optional[str]], rules: Mapping[str, Optional[str]], where: str):
+    unknown = [n for n in names if n is not None and n not in rules]
+    if unknown:
+        raise ValueError(
+            f"Adafactor: logical axis {unknown[0]!r} of {where} has no factor rule; pass the "
+            "rules of the package that adds it: create_optimizer(factor_rules="
+            "optimizers.model_factor_rules(model)) or standard_factor_rules({...})")
+    return [rules.get(n) for n in names]
 
 
 class FactoredMoment(struct.PyTreeNode):
@@ -99,16 +134,19 @@ class AdafactorState(NamedTuple):
 
 
 def factor_dims(shape: Sequence[int], names: Optional[Sequence[Optional[str]]],
-                min_dim_size_to_factor: int = 128):
+                min_dim_size_to_factor: int = 128,
+                rules: Optional[Mapping[str, Optional[str]]] = None, where: str = "a parameter"):
     """(row_dims, col_dims, batch_dims) for a parameter; row/col empty = not factored.
 
     "layers" dims are batch dims (scanned layers keep per-layer statistics). Of the other
     dims, two dims use T5X's heuristic (smaller one is the row, both >= the minimum size);
     more dims use the logical names (embed = row; vocab/mlp/heads/kv = column). The size
     minimum applies in both cases, so scanned and unscanned parameters train identically.
+    rules: logical name -> role (default FACTOR_RULES); a name without a rule raises.
     """
     ndim = len(shape)
-    roles = [FACTOR_RULES.get(n) for n in names] if names is not None else [NONE] * ndim
+    rules = FACTOR_RULES if rules is None else rules
+    roles = _roles(names, rules, where) if names is not None else [NONE] * ndim
     batch = tuple(i for i, r in enumerate(roles) if r == BATCH)
     rest = [i for i in range(ndim) if i not in batch]
     if len(rest) < 2:
@@ -143,14 +181,19 @@ def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
               multiply_by_parameter_scale: bool = True, epsilon1: float = 1e-30,
               epsilon2: float = 1e-3, min_dim_size_to_factor: int = 128,
               factored: bool = True,
-              weight_decay_rate: Optional[float] = None) -> optax.GradientTransformation:
+              weight_decay_rate: Optional[float] = None,
+              factor_rules: Optional[Mapping[str, Optional[str]]] = None
+              ) -> optax.GradientTransformation:
     """T5X's Adafactor (no momentum) as an optax transformation.
 
     logical_axes: tree of PartitionSpec of logical names, like params (optional; boxed
     params passed to `init` also carry their names). Second moments decay with
     1 - (count - step_offset + 1) ** -decay_rate; updates are clipped to RMS
     clipping_threshold, scaled by max(RMS(param), epsilon2) and the learning rate.
+    factor_rules: logical name -> factoring role (default FACTOR_RULES; a model adding axes
+    supplies its own: model_factor_rules(model)); a parameter axis without one raises.
     """
+    rules = FACTOR_RULES if factor_rules is None else dict(factor_rules)
     lr_fn = learning_rate if callable(learning_rate) else (lambda _: learning_rate)
     names_by_path = {}
     if logical_axes is not None:
@@ -165,10 +208,11 @@ def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
             jax.tree_util.keystr(path))
         if names is not None and len(names) != value.ndim:
             names = None
+        where = jax.tree_util.keystr(path)
         rows, cols, batch = ((), (), ()) if not factored else factor_dims(
-            value.shape, names, min_dim_size_to_factor)
+            value.shape, names, min_dim_size_to_factor, rules, where)
         if not factored and names is not None:
-            batch = tuple(i for i, n in enumerate(names) if FACTOR_RULES.get(n) == BATCH)
+            batch = tuple(i for i, r in enumerate(_roles(names, rules, where)) if r == BATCH)
 
         def zeros(dropped):
             arr = jnp.zeros(_drop(value.shape, dropped), jnp.float32)
@@ -295,7 +339,9 @@ class Optimizer(NamedTuple):
 def create_optimizer(name: str = "adafactor", schedule: ScalarOrSchedule = 1e-3,
                      logical_axes: Any = None, mask: Any = None,
                      multiply_by_parameter_scale: bool = True,
-                     weight_decay_rate: Optional[float] = None, **kwargs) -> Optimizer:
+                     weight_decay_rate: Optional[float] = None,
+                     factor_rules: Optional[Mapping[str, Optional[str]]] = None,
+                     **kwargs) -> Optimizer:
     """"adafactor" (T5X defaults; kwargs go to `adafactor`) or "adamw" (kwargs to `adamw`),
     optionally restricted to the params where `mask` is True.
 
@@ -303,12 +349,15 @@ def create_optimizer(name: str = "adafactor", schedule: ScalarOrSchedule = 1e-3,
     files bind them by name): prompt tuning turns the scaling off and decays weights by 1e-5
     (google-research/prompt-tuning, prompt_tuning/configs/models/t5_1_1_prompt.gin), so the
     prompt's step does not depend on its initialiser's scale (gin/promot/stage1_prompt.gin).
+    factor_rules: Adafactor's logical name -> role table for a model whose parameters add
+    axes (model_factor_rules(model)); None: FACTOR_RULES.
     """
     lr_fn = schedule if callable(schedule) else (lambda _, v=float(schedule): jnp.asarray(v))
     if name == "adafactor":
         tx = adafactor(lr_fn, logical_axes,
                        multiply_by_parameter_scale=multiply_by_parameter_scale,
-                       weight_decay_rate=weight_decay_rate, **kwargs)
+                       weight_decay_rate=weight_decay_rate, factor_rules=factor_rules,
+                       **kwargs)
     elif name in ("adamw", "adam"):
         if not multiply_by_parameter_scale or weight_decay_rate is not None:
             raise ValueError(f"create_optimizer(name={name!r}): multiply_by_parameter_scale and "

@@ -1,8 +1,13 @@
 """Device mesh, logical-axis rules, and global batches (pjit/GSPMD in the T5X style).
 
 The mesh always has two axes, ("data", "model"). Parameters carry logical axis names
-(flax `nn.with_logical_partitioning`); ONE table, `LOGICAL_AXIS_RULES`, maps those names to
-mesh axes. Batches are sharded over "data" on their leading dimension.
+(flax `nn.with_logical_partitioning`); the core table, `LOGICAL_AXIS_RULES`, maps the core
+model's names to mesh axes. A package whose parameters add names supplies rules for them
+(t5x's `additional_rules`): `standard_logical_axis_rules(additional_rules)`,
+or `model_axis_rules(model)` for a model that carries its own (medmt5.model.protocols
+.AddsLogicalAxes). Parameters and optimizer state are placed only by rules that name every
+axis they carry (`logical_to_shardings` raises on an unknown one). Batches are sharded over
+"data" on their leading dimension.
 
 Multi-host: every process runs the same program. `initialize_distributed` starts
 `jax.distributed`; `data_shard_info` says which input shard this process reads and
@@ -19,11 +24,13 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from medmt5.model import protocols
+
 DATA = "data"
 MODEL = "model"
 MESH_AXES = (DATA, MODEL)
 
-# Logical axis name -> mesh axis (None = replicated). The one table (t5x-like, 1-D model
+# Logical axis name -> mesh axis (None = replicated). The core table (t5x-like, 1-D model
 # parallelism: "embed" stays replicated so activations [B, T, H] are only batch-sharded).
 LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("batch", DATA),
@@ -36,8 +43,6 @@ LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
     ("length", None),
     ("layers", None),
     ("relpos_buckets", None),
-    ("prompt_length", None),
-    ("prompt_embed", None),
 )
 
 log = logging.getLogger(__name__)
@@ -123,13 +128,58 @@ def create_mesh(num_partitions: int = 1, mesh_shape: Optional[Sequence[int]] = N
     return Mesh(grid, MESH_AXES)
 
 
+def standard_logical_axis_rules(additional_rules: Sequence[tuple] = ()) -> tuple:
+    """The core rules plus a package's additions (new logical names only: an addition that
+    names a core axis would never apply, flax taking the first rule for a name)."""
+    additional = tuple(tuple(r) for r in additional_rules)
+    known = {name for name, _ in LOGICAL_AXIS_RULES}
+    for rule in additional:
+        if len(rule) != 2 or not isinstance(rule[0], str):
+            raise ValueError(f"additional_rules: {rule!r} is not (logical axis name, mesh axis)")
+        if rule[0] in known:
+            raise ValueError(f"additional_rules: logical axis {rule[0]!r} already has a rule "
+                             f"({dict(LOGICAL_AXIS_RULES)[rule[0]]!r} in LOGICAL_AXIS_RULES)")
+        known.add(rule[0])
+    return LOGICAL_AXIS_RULES + additional
+
+
+def model_axis_rules(model: Any, additional_rules: Sequence[tuple] = ()) -> tuple:
+    """The rules for this model: core + the model's own additions (AddsLogicalAxes) + more."""
+    own = (tuple(model.additional_axis_rules)
+           if isinstance(model, protocols.AddsLogicalAxes) else ())
+    return standard_logical_axis_rules(own + tuple(additional_rules))
+
+
+def check_rules(logical_specs: Any, rules) -> None:
+    """Raises if a logical axis name in the tree of PartitionSpecs has no rule (flax would
+    silently replicate it), naming the axis and the first leaf that carries it."""
+    known = {name for name, _ in rules}
+    leaves = jax.tree_util.tree_flatten_with_path(
+        logical_specs, is_leaf=lambda x: isinstance(x, P))[0]
+    for path, spec in leaves:
+        if not isinstance(spec, P):
+            continue
+        for name in spec:
+            for n in (name if isinstance(name, tuple) else (name,)):
+                if isinstance(n, str) and n not in known:
+                    raise ValueError(
+                        f"logical axis {n!r} (of {jax.tree_util.keystr(path)}) has no "
+                        "partitioning rule: pass the rules of the package that adds it, "
+                        "partitioning.standard_logical_axis_rules(additional_rules=...) or "
+                        "partitioning.model_axis_rules(model) (a model carrying its own "
+                        "rules implements medmt5.model.protocols.AddsLogicalAxes)")
+
+
 def logical_to_mesh_specs(logical_specs: Any, rules=LOGICAL_AXIS_RULES) -> Any:
-    """Tree of logical PartitionSpecs -> tree of mesh PartitionSpecs."""
+    """Tree of logical PartitionSpecs -> tree of mesh PartitionSpecs (flax's translation:
+    a name without a rule is replicated; see logical_to_shardings)."""
     return nn.logical_to_mesh(logical_specs, rules)
 
 
 def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> Any:
-    """Tree of logical PartitionSpecs (nn.get_partition_spec(boxed)) -> NamedShardings."""
+    """Tree of logical PartitionSpecs (nn.get_partition_spec(boxed)) -> NamedShardings.
+    Every logical name must have a rule (check_rules): this places parameters and state."""
+    check_rules(logical_specs, rules)
     return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
 

@@ -73,16 +73,19 @@ def state_logical_specs(boxed_state: TrainState) -> TrainState:
 
 
 def state_shardings(model, optimizer: Optimizer, example_batch, mesh: Mesh,
-                    rules=partitioning.LOGICAL_AXIS_RULES) -> TrainState:
-    """TrainState of NamedShardings for this model/optimizer on this mesh."""
+                    rules=None) -> TrainState:
+    """TrainState of NamedShardings for this model/optimizer on this mesh (rules: default
+    the core's plus the model's own additions, partitioning.model_axis_rules)."""
     specs = state_logical_specs(abstract_boxed_state(model, optimizer, example_batch))
+    rules = partitioning.model_axis_rules(model) if rules is None else rules
     return partitioning.logical_to_shardings(specs, mesh, rules)
 
 
 def abstract_state(model, optimizer: Optimizer, example_batch, mesh: Mesh,
-                   rules=partitioning.LOGICAL_AXIS_RULES) -> TrainState:
+                   rules=None) -> TrainState:
     """TrainState of jax.ShapeDtypeStruct with shardings (restore targets)."""
     boxed = abstract_boxed_state(model, optimizer, example_batch)
+    rules = partitioning.model_axis_rules(model) if rules is None else rules
     shardings = partitioning.logical_to_shardings(state_logical_specs(boxed), mesh, rules)
     return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                         partitioning.unbox(boxed), shardings)
@@ -90,9 +93,10 @@ def abstract_state(model, optimizer: Optimizer, example_batch, mesh: Mesh,
 
 def create_train_state(model: nn.Module, optimizer: Optimizer, mesh: Mesh,
                        example_batch: Mapping[str, Any], rng, params: Optional[Any] = None,
-                       rules=partitioning.LOGICAL_AXIS_RULES):
+                       rules=None):
     """(state, state_shardings): params initialised from rng (or placed, if given, e.g. from
     checkpoints.load_initial_params) directly in their shards; optimizer state zeroed."""
+    rules = partitioning.model_axis_rules(model) if rules is None else rules
     boxed_params = jax.eval_shape(lambda r: init_boxed_params(model, example_batch, r),
                                   jax.random.PRNGKey(0))
     shardings = state_shardings(model, optimizer, example_batch, mesh, rules)

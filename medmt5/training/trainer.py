@@ -17,6 +17,7 @@ import optax
 from flax import linen as nn
 from jax.sharding import Mesh, PartitionSpec as P
 
+from medmt5.model import protocols
 from medmt5.training import losses
 from medmt5.training import partitioning
 from medmt5.training.optimizers import Optimizer
@@ -47,8 +48,8 @@ class StepConfig:
 
 
 def _hidden_states(module, enable_dropout: bool = True, **inputs):
-    """Final normed decoder hidden [B, T, H] (wrappers may define `hidden_states`)."""
-    if hasattr(module, "hidden_states"):
+    """Final normed decoder hidden [B, T, H] (a PromptedModel attaches its prompt)."""
+    if isinstance(module, protocols.PromptedModel):
         return module.hidden_states(**inputs, enable_dropout=enable_dropout)
     enc = inputs["encoder_input_tokens"]
     encoded = module.encode(enc, inputs.get("encoder_segment_ids"),

@@ -1,0 +1,90 @@
+"""One checkpoint evaluation: load -> place -> Evaluator -> predictions, summaries, metrics.json.
+
+`python -m medmt5.eval` (medmt5.cli.eval.evaluate) and ProMoT evaluation
+(prompt_tuning.evaluate.promot_evaluate) are both this sequence; they differ only in which
+model and parameters score each task (`model_for`) and in extra metrics and summaries.
+
+    cfg, params = load_for_scoring(checkpoint_path, tasks)
+    results = evaluate_checkpoint(tasks, lengths, checkpoint_path=..., output_dir=...,
+                                  model_for=lambda task: (None, Transformer(cfg), params))
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
+
+import jax
+
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
+from medmt5.checkpointing import vocab_record
+from medmt5.checkpointing.atomic_dir import atomic_write_text
+from medmt5.data import paths
+from medmt5.run import evaluation
+from medmt5.run import progress
+from medmt5.training import partitioning
+
+log = logging.getLogger(__name__)
+
+# task name -> (placement key, model, host params): tasks with the same key share one placement
+ModelFor = Callable[[str], tuple[Hashable, Any, Any]]
+
+
+def load_for_scoring(checkpoint_path: str, tasks: Sequence[str],
+                     allow_vocabulary_change: bool = False):
+    """(T5Config, host params) of the checkpoint, once its vocabulary fits the tasks'."""
+    cfg, params = load_checkpoint(checkpoint_path)
+    vocab_record.check_scoring_run(checkpoint_path, tasks, cfg.vocab_size,
+                                   allow_vocabulary_change)
+    return cfg, params
+
+
+def evaluate_checkpoint(tasks: Sequence[str], task_feature_lengths: Mapping[str, int], *,
+                        checkpoint_path: str, output_dir: str, model_for: ModelFor,
+                        split: str = "validation", batch_size: int = 8,
+                        max_examples: Optional[int] = None, beam_size: int = 1,
+                        max_decode_length: Optional[int] = None, num_partitions: int = 1,
+                        tensorboard: bool = False,
+                        task_metrics: Optional[Callable[[str, dict, list], None]] = None,
+                        summarize: Optional[Callable[[dict], dict]] = None,
+                        record: Optional[Mapping[str, Any]] = None) -> dict:
+    """Scores every task; returns {"<task>/<metric>": value} plus summarize(per_task)'s.
+
+    Writes OUTPUT_DIR/<task>-predictions.jsonl, OUTPUT_DIR/metrics.json ({"checkpoint",
+    "step", "split", **record, "metrics"}, process 0, atomically) and, with tensorboard,
+    summaries in OUTPUT_DIR/<task>. task_metrics(task, metrics, records) may add to a
+    task's metrics; the table of all metrics is printed at the end.
+    """
+    mesh = partitioning.create_mesh(num_partitions=num_partitions)
+    step = evaluation.latest_step(checkpoint_path)
+    log.info("mesh %s; evaluating %s (step %d) on %s", dict(mesh.shape), checkpoint_path,
+             step, list(tasks))
+    evaluator = evaluation.Evaluator(list(tasks), task_feature_lengths, split=split, mesh=mesh,
+                                     batch_size=batch_size, max_examples=max_examples,
+                                     beam_size=beam_size, max_decode_length=max_decode_length)
+    results, per_task, placed = {}, {}, {}
+    for td in evaluator.data:
+        key, model, params = model_for(td.name)
+        if key not in placed:  # place each distinct (model, params) once
+            placed[key] = (model, evaluation.place_params(model, params, mesh,
+                                                           task_feature_lengths))
+        model, params = placed[key]
+        metrics, records = evaluator.evaluate_task(model, params, td)
+        if task_metrics is not None:
+            task_metrics(td.name, metrics, records)
+        per_task[td.name] = metrics
+        results.update({f"{td.name}/{k}": v for k, v in metrics.items()})
+        evaluation.write_predictions(output_dir, td.name, records)
+        if tensorboard:
+            writer = progress.SummaryLogger(paths.join(output_dir, td.name))
+            writer.scalars(step, metrics)
+            writer.close()
+    if summarize is not None:
+        results.update(summarize(per_task))
+    if jax.process_index() == 0:
+        paths.makedirs(output_dir)
+        atomic_write_text(paths.join(output_dir, "metrics.json"), json.dumps(
+            {"checkpoint": checkpoint_path, "step": step, "split": split, **(record or {}),
+             "metrics": results}, indent=2))
+    print(evaluation.format_metrics(step, results), flush=True)
+    return results
