@@ -4,10 +4,14 @@ Shapes: B batch, T query length, S key length, N heads, D head dim (d_kv), H d_m
 The softmax is computed in float32 from float32-accumulated logits (T5X
 `float32_attention_logits`). `attention_impl="cudnn"` calls cuDNN flash attention through
 `jax.nn.dot_product_attention` on GPU with bf16/fp16 activations; everywhere else (CPU, TPU,
-float32, attention dropout active, cached decoding) the exact XLA path below runs.
+float32, attention dropout active, cached decoding) the exact XLA path below runs. Shapes
+that cuDNN's flash attention refuses (`cudnn_refusal`, the rule of jax's
+`check_is_flash_attention`: e.g. an odd sequence length with a bias, as 1024/229) also take
+the XLA path, with one warning per shape.
 """
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 import flax.linen as nn
@@ -19,6 +23,8 @@ from medmt5.model.config import T5Config
 from medmt5.model.layers import Dense, project
 
 BIG_NEG = -1e10  # T5X's mask value (float32 logits)
+log = logging.getLogger(__name__)
+_REFUSALS_LOGGED: set = set()
 
 
 @flax.struct.dataclass
@@ -44,6 +50,40 @@ class AttentionInputs:
 def _use_cudnn(cfg: T5Config, dtype, dropout_active: bool) -> bool:
     return (cfg.attention_impl == "cudnn" and jax.default_backend() == "gpu"
             and dtype in (jnp.bfloat16, jnp.float16) and not dropout_active)
+
+
+def cudnn_refusal(q_length: int, kv_length: int, head_dim: int, has_bias: bool,
+                  hopper_or_later: bool) -> str | None:
+    """Why cuDNN flash attention (bf16/fp16) would refuse these shapes, or None if it takes
+    them: jax's `check_is_flash_attention` (jax/_src/cudnn/fused_attention_stablehlo.py). The
+    head dim must be a multiple of 8 and <= 256 (Hopper or later) / 128; with a bias, the
+    training kernels need even query and key lengths (the forward is traced before it is
+    known whether it will be differentiated, so the even rule applies always)."""
+    h_max = 256 if hopper_or_later else 128
+    if head_dim > h_max or head_dim % 8:
+        return f"head dim {head_dim} is not a multiple of 8 <= {h_max}"
+    if has_bias and (q_length % 2 or kv_length % 2):
+        return (f"sequence lengths Q {q_length}, KV {kv_length} with a bias "
+                "(cuDNN's training kernels need both even)")
+    return None
+
+
+def _hopper_or_later() -> bool:
+    cap = getattr(jax.devices()[0], "compute_capability", None)
+    try:
+        return tuple(int(x) for x in str(cap).split(".")[:2]) >= (9, 0)
+    except ValueError:
+        return False  # unknown: the stricter (pre-Hopper) head-dim limit
+
+
+def _cudnn_takes(q, k, has_bias: bool) -> bool:
+    """cudnn_refusal on q [B,T,N,D], k [B,S,N,D]; logs each refused shape once."""
+    reason = cudnn_refusal(q.shape[1], k.shape[1], q.shape[3], has_bias, _hopper_or_later())
+    if reason is not None and reason not in _REFUSALS_LOGGED:
+        _REFUSALS_LOGGED.add(reason)
+        log.warning("attention_impl='cudnn': cuDNN flash attention does not take %s; that "
+                    "attention runs on the XLA path", reason)
+    return reason is None
 
 
 def xla_attention(q, k, v, bias, mask, dropout_fn=None):
@@ -131,7 +171,8 @@ class MultiHeadAttention(nn.Module):
             k, v = self._heads(self.key(inputs_kv)), self._heads(self.value(inputs_kv))
 
         dropout_active = (not deterministic) and cfg.dropout_rate > 0.0
-        if not decode and _use_cudnn(cfg, q.dtype, dropout_active):
+        if (not decode and _use_cudnn(cfg, q.dtype, dropout_active)
+                and _cudnn_takes(q, k, inputs.bias is not None)):
             out = cudnn_attention(q, k, v, inputs)
         else:
             dropout_fn = None
