@@ -272,7 +272,7 @@ def read_iob_tsv(path: str, labels: Sequence[str],
 def read_parquet(path: str):
     """A pyarrow Table of a local or remote parquet file (remote: through the path layer,
     so gs:// works wherever gcsfs / tf.io.gfile do, emulators included)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: only parquet inputs need pyarrow
     if not paths.is_remote(path):
         return pq.read_table(path)
     with paths.open(path, "rb") as f:

@@ -30,20 +30,26 @@ import functools
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import gin
 import seqio
 import tensorflow as tf
 
-from medmt5.data import hub, paths  # path layer and hub-id resolver (no model code)
+from medmt5.data import paths  # local and gs:// files (no model code)
+from tasks import benchmark_dirs
 from tasks import benchmark_readers as readers
 from tasks import metrics
 from tasks import qa
 from tasks import seqlabel
 from tasks import vocab as vocab_lib
 
-BENCHMARK_DIR_ENV = "MEDMT5_BENCHMARK_DIR"
-DEFAULT_BENCHMARK_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data",
-                                     "benchmarks")
+# Where the data lives (tasks/benchmark_dirs.py), re-exported under their usual names.
+BENCHMARK_DIR_ENV = benchmark_dirs.BENCHMARK_DIR_ENV
+DEFAULT_BENCHMARK_DIR = benchmark_dirs.DEFAULT_BENCHMARK_DIR
+SOURCES = benchmark_dirs.SOURCES
+benchmark_sources = benchmark_dirs.benchmark_sources
+registered_dir = benchmark_dirs.registered_dir
+configured_dir = benchmark_dirs.configured_dir
+benchmark_dir = benchmark_dirs.benchmark_dir
+source_dir = benchmark_dirs.source_dir
 
 DATASET_LABELS = readers.DATASET_LABELS
 DATASET_LANGUAGES = readers.DATASET_LANGUAGES
@@ -163,41 +169,6 @@ CROSSLINGUAL_ZERO_SHOT = {
 }
 
 
-SOURCES = ("abstrct", "ner", "bioasq")
-_REGISTERED = {"root": DEFAULT_BENCHMARK_DIR, "sources": {}}
-
-
-@gin.configurable
-def benchmark_sources(abstrct: Optional[str] = None, ner: Optional[str] = None,
-                      bioasq: Optional[str] = None) -> Dict[str, str]:
-    """Per-source folders that replace `<benchmark dir>/<source>`, bindable in gin: a local
-    or gs:// folder, or a dataset id (`benchmark_sources.abstrct = 'HiTZ/multilingual-abstrct'`)."""
-    return {k: v for k, v in (("abstrct", abstrct), ("ner", ner), ("bioasq", bioasq)) if v}
-
-
-def registered_dir() -> str:
-    """The folder the tasks were last registered with (register_benchmark_tasks)."""
-    return _REGISTERED["root"]
-
-
-def _resolve(path: str, what: str) -> str:
-    try:
-        return hub.resolve_data_dir(path)
-    except hub.HubError as e:
-        raise readers.BenchmarkDataError(f"{what}: {e}") from None
-
-
-def source_dir(root: str, source: str, sources: Optional[Dict[str, str]] = None) -> str:
-    """The folder of one source ("abstrct", "ner", "bioasq"): its override (`sources`, else
-    the registered ones), else `<root>/<source>`; hub dataset ids resolved to the cache."""
-    if source not in SOURCES:
-        raise ValueError(f"unknown benchmark source {source!r}: expected one of {SOURCES}")
-    sources = _REGISTERED["sources"] if sources is None else sources
-    if sources.get(source):
-        return _resolve(sources[source], f"benchmark source {source}")
-    return paths.join(_resolve(root, "benchmark folder"), source)
-
-
 def task_files(name: str, split: str) -> List[str]:
     """The files seqio task `name` reads for its `split` (sequence labelling and BioASQ).
 
@@ -219,16 +190,6 @@ def task_files(name: str, split: str) -> List[str]:
             f"ner/{{lang}}/{{lang}}-{{dataset}}-{{split}}.tsv under the benchmark folder {root} "
             "(set MEDMT5_BENCHMARK_DIR; docs/data.md, Benchmarks)")
     return [path]
-
-
-def configured_dir(data_dir: Optional[str] = None) -> str:
-    """`data_dir`, else $MEDMT5_BENCHMARK_DIR, else the samples (a hub id left unresolved)."""
-    return data_dir or os.environ.get(BENCHMARK_DIR_ENV) or DEFAULT_BENCHMARK_DIR
-
-
-def benchmark_dir(data_dir: Optional[str] = None) -> str:
-    """The benchmark folder (`configured_dir`), a hub dataset id resolved to the cache."""
-    return _resolve(configured_dir(data_dir), "benchmark folder")
 
 
 def read_sentences(task: SeqLabelTask, split: str, data_dir: str,
@@ -321,11 +282,7 @@ def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "
     """
     root = configured_dir(data_dir)
     sources = dict(benchmark_sources(), **(sources or {}))
-    unknown = sorted(set(sources) - set(SOURCES))
-    if unknown:
-        raise ValueError(f"register_benchmark_tasks(sources=...): unknown source(s) {unknown}; "
-                         f"expected {list(SOURCES)}")
-    _REGISTERED["root"], _REGISTERED["sources"] = root, sources
+    benchmark_dirs.set_registered(root, sources)  # raises on an unknown source name
     features = output_features(vocabulary)
     for name in MIXTURES:
         seqio.MixtureRegistry.remove(name)
@@ -346,7 +303,8 @@ def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "
             seqio.MixtureRegistry.add(name, [(m, rate) for m in members])
         else:
             seqio.MixtureRegistry.add(name, list(members), default_rate=1.0)
-    qa.register_qa_tasks(data_dir=root, vocabulary=vocabulary, sources=sources)
+    qa.register_qa_tasks(data_dir=root, vocabulary=vocabulary, sources=sources,
+                         output_features=features)
     return root
 
 

@@ -114,7 +114,7 @@ def split_file(root: str, dataset: str, split: str) -> str:
 
 def iter_parquet(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
     """Yields ("file:row N", row dict) batch by batch (large WMT shards stay streamed)."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # lazy: only parquet inputs need pyarrow
     try:
         with paths.open(path, "rb") as f:  # a local or remote (gs://) file object
             n = 0

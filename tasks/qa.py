@@ -26,6 +26,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import gin
 
 from medmt5.data import paths  # local and gs:// files (no model code)
+from tasks import benchmark_dirs, metrics
+from tasks import vocab as vocab_lib
 from tasks.benchmark_readers import BenchmarkDataError, check_language, read_lines, read_parquet
 
 QA_SPLITS = ("train", "test")
@@ -157,11 +159,10 @@ def read_split(root: str, lang: str, split: str,
 def _dataset_fn(lang: str, data_dir: str, fields: Optional[Dict[str, str]] = None,
                 sources: Optional[Dict[str, str]] = None):
     def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: the readers above stay usable without TensorFlow
 
-        from tasks import benchmarks  # lazy: benchmarks imports this module
         del shuffle_files, seed
-        root = benchmarks.source_dir(data_dir, "bioasq", sources)  # hub ids resolved here
+        root = benchmark_dirs.source_dir(data_dir, "bioasq", sources)  # hub ids resolved here
         examples = read_split(root, lang, split, fields)  # bad files fail here, not inside tf.data
 
         def generate():
@@ -188,18 +189,22 @@ def postprocess(output, example=None, is_target=False):
 
 def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
                       field_map: Optional[Dict[str, str]] = None,
-                      sources: Optional[Dict[str, str]] = None) -> None:
+                      sources: Optional[Dict[str, str]] = None,
+                      output_features=None) -> None:
     """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`, or
-    `sources["bioasq"]` (a folder or hub dataset id; tasks.benchmarks.source_dir).
+    `sources["bioasq"]` (a folder or hub dataset id; tasks.benchmark_dirs.source_dir).
 
-    Column names: `field_map`, else the gin binding of `bioasq_fields` (module doc)."""
-    import seqio
-    from tasks import benchmarks  # lazy: benchmarks imports this module
-    from tasks import metrics
+    Column names: `field_map`, else the gin binding of `bioasq_fields` (module doc).
+    `output_features`: seqio features (default: inputs/targets of `vocabulary`, with EOS)."""
+    import seqio  # lazy: the readers above stay usable without seqio/TensorFlow
 
-    root = benchmarks.configured_dir(data_dir)
+    root = benchmark_dirs.configured_dir(data_dir)
     fields = dict(bioasq_fields(), **(field_map or {}))
-    features = benchmarks.output_features(vocabulary)
+    if output_features is None:
+        vocab = vocab_lib.get_vocabulary(vocabulary)
+        output_features = {"inputs": seqio.Feature(vocab, add_eos=True, required=True),
+                           "targets": seqio.Feature(vocab, add_eos=True)}
+    features = output_features
     seqio.MixtureRegistry.remove(QA_MIXTURE)
     for name, lang in QA_TASKS.items():
         seqio.TaskRegistry.remove(name)

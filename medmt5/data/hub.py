@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 from typing import Optional, Tuple
+from urllib.parse import unquote
 
 from medmt5.data import paths
 
@@ -85,8 +86,8 @@ def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
     """The local snapshot folder for a hub id (see the module docstring). Raises HubError."""
     repo_id, revision = parse_hub_id(path)
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub import errors as hf_errors
+        from huggingface_hub import errors as hf_errors  # lazy: needed only for hub ids
+        from huggingface_hub import snapshot_download  # lazy: needed only for hub ids
     except ImportError:
         raise HubError(f"{path}: hub ids need huggingface_hub (pip install huggingface_hub), "
                        "or pass a local folder") from None
@@ -147,7 +148,6 @@ def parse_dataset_ref(path) -> Tuple[str, Optional[str], str]:
         if not m:
             raise HubError(f"{path!r}: not a Hugging Face dataset URL; write "
                            "hf://datasets/OWNER/NAME[@revision][/folder]")
-        from urllib.parse import unquote
         sub = m.group(3) or ""
         if sub and any(part in ("", ".", "..") for part in sub.split("/")):
             raise HubError(f"{path!r}: the folder {sub!r} inside the dataset must be a plain "
@@ -163,8 +163,8 @@ def resolve_dataset(path) -> str:
     the `hf download ... --repo-type dataset` command when it is not cached offline."""
     repo_id, revision, sub = parse_dataset_ref(path)
     try:
-        from huggingface_hub import snapshot_download
-        from huggingface_hub import errors as hf_errors
+        from huggingface_hub import errors as hf_errors  # lazy: needed only for hub ids
+        from huggingface_hub import snapshot_download  # lazy: needed only for hub ids
     except ImportError:
         raise HubError(f"{path}: dataset ids need huggingface_hub (pip install "
                        "huggingface_hub), or pass a local folder") from None

@@ -54,7 +54,7 @@ def normalize(path) -> str:
 
 
 def _epath(path):
-    from etils import epath
+    from etils import epath  # lazy: only remote paths need etils (and gcsfs / TensorFlow)
 
     return epath.Path(path)
 
