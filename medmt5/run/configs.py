@@ -23,11 +23,11 @@ that usually feeds it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from medmt5.model.config import T5Config
-from medmt5.runtime import nonfinite
-from medmt5.runtime import preflight
+from medmt5.runtime import nonfinite, preflight
 
 
 def canonical_model_config(cfg) -> T5Config:
@@ -48,13 +48,13 @@ def _name(obj, field: str) -> str:
     return f"{type(obj).__name__}.{field}"  # pragma: no cover
 
 
-def _fail(obj, field: str, value, must: str, macro: Optional[str] = None):
+def _fail(obj, field: str, value, must: str, macro: str | None = None):
     via = f" (gin macro {macro})" if macro else ""
     raise ValueError(f"{_name(obj, field)}={value!r}{via} must be {must}")
 
 
-def _int(obj, field: str, low: Optional[int] = None, optional: bool = False,
-         macro: Optional[str] = None) -> None:
+def _int(obj, field: str, low: int | None = None, optional: bool = False,
+         macro: str | None = None) -> None:
     value = getattr(obj, field)
     if value is None and optional:
         return
@@ -64,14 +64,14 @@ def _int(obj, field: str, low: Optional[int] = None, optional: bool = False,
         _fail(obj, field, value, must + (" or None" if optional else ""), macro)
 
 
-def _float(obj, field: str, low: float, high: Optional[float] = None) -> None:
+def _float(obj, field: str, low: float, high: float | None = None) -> None:
     value = getattr(obj, field)
     if (isinstance(value, bool) or not isinstance(value, (int, float)) or value != value
             or value < low or (high is not None and value >= high)):
         _fail(obj, field, value, f"a number >= {low}" + (f" and < {high}" if high else ""))
 
 
-def _text(obj, field: str, optional: bool = False, macro: Optional[str] = None) -> None:
+def _text(obj, field: str, optional: bool = False, macro: str | None = None) -> None:
     value = getattr(obj, field)
     if value is None and optional:
         return
@@ -127,7 +127,7 @@ class StepSettings:
     label_smoothing: float = 0.0
     loss_normalizer: Any = "num_tokens"  # "num_tokens", "num_examples" or a constant
     num_microbatches: int = 1
-    vocab_chunk_size: Optional[int] = None
+    vocab_chunk_size: int | None = None
     nonfinite_policy: str = "raise"  # "raise" or "skip" (medmt5.runtime.nonfinite)
 
     def __post_init__(self):
@@ -151,9 +151,9 @@ class CheckpointConfig:
     allow_vocabulary_change: a resumed MODEL_DIR, the initial checkpoint or a prompt file
     recorded with another vocabulary does not stop the run (medmt5.checkpointing.vocab_record).
     """
-    initial_checkpoint_path: Optional[str] = None
-    save_period: Optional[int] = None
-    keep_checkpoints: Optional[int] = None
+    initial_checkpoint_path: str | None = None
+    save_period: int | None = None
+    keep_checkpoints: int | None = None
     checkpoint_fallback: bool = False
     allow_vocabulary_change: bool = False
     checkpoint_hooks: Sequence[Callable] = ()
@@ -175,12 +175,12 @@ class EvalConfig:
     "<task>/f1") whose best step is kept in MODEL_DIR/best. eval_batch_size None: the
     training batch size."""
     eval_period: int = 0
-    eval_tasks: Optional[Sequence[str]] = None
+    eval_tasks: Sequence[str] | None = None
     eval_split: str = "validation"
-    eval_max_examples: Optional[int] = None
-    eval_batch_size: Optional[int] = None
+    eval_max_examples: int | None = None
+    eval_batch_size: int | None = None
     eval_beam_size: int = 1
-    best_metric: Optional[str] = None
+    best_metric: str | None = None
 
     def __post_init__(self):
         _int(self, "eval_period", 0, macro="EVAL_PERIOD")
@@ -199,7 +199,7 @@ class FreezeConfig:
     their initial values, e.g. a prompt); unused_params: checkpoint parameters the model has
     no use for. prompt_files: prompts attached to the model, whose vocabulary record must
     match the run's (None entries are dropped)."""
-    trainable: Optional[Sequence[str]] = None
+    trainable: Sequence[str] | None = None
     frozen: Sequence[str] = ()
     new_params: Sequence[str] = ()
     unused_params: Sequence[str] = ()

@@ -20,31 +20,28 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from medmt5.checkpointing import checkpoint_recovery
-from medmt5.checkpointing import checkpoints
-from medmt5.checkpointing import vocab_record
+from medmt5.checkpointing import checkpoint_recovery, checkpoints, vocab_record
 from medmt5.checkpointing.atomic_dir import atomic_write_text
 from medmt5.data import pipeline as data_lib
 from medmt5.model.transformer import Transformer
-from medmt5.run import evaluation
-from medmt5.run import metrics_history
-from medmt5.run import progress
-from medmt5.run.configs import (CheckpointConfig, DataConfig, EvalConfig, FreezeConfig,
-                                StepSettings, canonical_model_config)
-from medmt5.runtime import nonfinite
-from medmt5.runtime import preemption
-from medmt5.runtime import preflight
-from medmt5.runtime import watchdog
-from medmt5.training import optimizers
-from medmt5.training import partitioning
-from medmt5.training import train_state
-from medmt5.training import trainer
+from medmt5.run import evaluation, metrics_history, progress
+from medmt5.run.configs import (
+    CheckpointConfig,
+    DataConfig,
+    EvalConfig,
+    FreezeConfig,
+    StepSettings,
+    canonical_model_config,
+)
+from medmt5.runtime import nonfinite, preemption, preflight, watchdog
+from medmt5.training import optimizers, partitioning, train_state, trainer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +51,7 @@ class TrainResult:
     step: int
     metrics: dict  # last logged train metrics
     eval_metrics: dict  # last evaluation, {"task/metric": value}
-    best: Optional[dict]  # {"step", "metric", "value"} of the kept best checkpoint
+    best: dict | None  # {"step", "metric", "value"} of the kept best checkpoint
 
 
 @dataclasses.dataclass
@@ -106,9 +103,9 @@ def _check_parts(data: DataConfig, eval: EvalConfig, model: nn.Module) -> None:
 
 
 def build_state(model_dir: str, model_config, data: DataConfig, checkpoint: CheckpointConfig,
-                eval: EvalConfig, freeze: FreezeConfig, *, schedule: Optional[Callable],
-                optimizer_fn: Optional[Callable], model_factory: Optional[Callable],
-                num_partitions: int, mesh_shape: Optional[Sequence[int]]) -> RunState:
+                eval: EvalConfig, freeze: FreezeConfig, *, schedule: Callable | None,
+                optimizer_fn: Callable | None, model_factory: Callable | None,
+                num_partitions: int, mesh_shape: Sequence[int] | None) -> RunState:
     """The mesh, model and optimizer; MODEL_DIR's latest checkpoint restored, else the
     initial checkpoint loaded (or a fresh initialisation). Nothing is written."""
     cfg = canonical_model_config(model_config)
@@ -129,8 +126,9 @@ def build_state(model_dir: str, model_config, data: DataConfig, checkpoint: Chec
     mask = None
     if freeze.masked:
         mask = optimizers.trainable_mask(abstract_params, freeze.trainable, freeze.frozen)
-    optimizer = (optimizer_fn or optimizers.create_optimizer)(
-        schedule=schedule, logical_axes=nn.get_partition_spec(boxed), mask=mask)
+    optimizer = (optimizer_fn or optimizers.create_optimizer)(  # the model's own axes too
+        schedule=schedule, logical_axes=nn.get_partition_spec(boxed), mask=mask,
+        factor_rules=optimizers.model_factor_rules(model))
     state_shardings = train_state.state_shardings(model, optimizer, example, mesh)
     manager = checkpoints.make_checkpoint_manager(  # model_config.json: once the run is valid
         model_dir, save_period=checkpoint.save_period or eval.eval_period or 1000,
@@ -194,7 +192,7 @@ def build_evaluator(model_dir: str, data: DataConfig, eval: EvalConfig, mesh):
 def run_loop(run: RunState, model_dir: str, train_steps: int, data: DataConfig,
              step_settings: StepSettings, eval_period: int, batches, evaluator, keeper,
              checkpoint_hooks: Sequence[Callable], log_period: int,
-             step_timeout_s: Optional[float]) -> TrainResult:
+             step_timeout_s: float | None) -> TrainResult:
     """Loops `train_step` to train_steps; saves, evaluates and stops as configured."""
     step_fn = trainer.jit_train_step(trainer.StepConfig(
         model=run.model, optimizer=run.optimizer, z_loss=step_settings.z_loss,
@@ -277,22 +275,24 @@ def run_loop(run: RunState, model_dir: str, train_steps: int, data: DataConfig,
 
 
 def train(*, model_dir: str, model_config, train_steps: int, data: DataConfig,
-          step: StepSettings = StepSettings(), checkpoint: CheckpointConfig = CheckpointConfig(),
-          eval: EvalConfig = EvalConfig(), freeze: FreezeConfig = FreezeConfig(),
-          schedule: Optional[Callable] = None, optimizer_fn: Optional[Callable] = None,
-          model_factory: Optional[Callable] = None, num_partitions: int = 1,
-          mesh_shape: Optional[Sequence[int]] = None, log_period: int = 10,
-          step_timeout_s: Optional[float] = None,
+          step: StepSettings | None = None, checkpoint: CheckpointConfig | None = None,
+          eval: EvalConfig | None = None, freeze: FreezeConfig | None = None,
+          schedule: Callable | None = None, optimizer_fn: Callable | None = None,
+          model_factory: Callable | None = None, num_partitions: int = 1,
+          mesh_shape: Sequence[int] | None = None, log_period: int = 10,
+          step_timeout_s: float | None = None,
           ready_hooks: Sequence[Callable[[], Any]] = ()) -> TrainResult:
     """Trains for `train_steps` steps (absolute: a restart continues to the same total).
 
-    data / step / checkpoint / eval / freeze: the parts (medmt5.run.configs).
+    data / step / checkpoint / eval / freeze: the parts (medmt5.run.configs); None: the
+    part's defaults (StepSettings(), ...).
     schedule: an optax schedule (default: constant 1e-3); optimizer_fn(schedule=,
-    logical_axes=, mask=) -> medmt5.training.optimizers.Optimizer. model_factory(config) ->
-    flax Module (default: medmt5.Transformer). step_timeout_s: end the process (exit 3) when
-    no step completes for this long, e.g. a peer process died (medmt5.runtime.watchdog);
-    default 1800 s with several processes, else off. Per-step metrics go to
-    MODEL_DIR/train/metrics.jsonl (medmt5.run.metrics_history).
+    logical_axes=, mask=, factor_rules=) -> medmt5.training.optimizers.Optimizer
+    (factor_rules: optimizers.model_factor_rules(model), the core's plus the model's own).
+    model_factory(config) -> flax Module (default: medmt5.Transformer). step_timeout_s: end
+    the process (exit 3) when no step completes for this long, e.g. a peer process died
+    (medmt5.runtime.watchdog); default 1800 s with several processes, else off. Per-step
+    metrics go to MODEL_DIR/train/metrics.jsonl (medmt5.run.metrics_history).
     Vocabulary identity (medmt5.checkpointing.vocab_record): MODEL_DIR (and MODEL_DIR/best)
     records the run's vocabulary in vocab.json with a copy of its spiece.model; a resumed
     MODEL_DIR, the initial checkpoint or a prompt in freeze.prompt_files trained with another
@@ -302,6 +302,8 @@ def train(*, model_dir: str, model_config, train_steps: int, data: DataConfig,
     MODEL_DIR/model_config.json and vocab.json are written (atomically); the CLI writes
     MODEL_DIR/config.gin there. A run that fails earlier leaves MODEL_DIR as it was.
     """
+    step, checkpoint = step or StepSettings(), checkpoint or CheckpointConfig()
+    eval, freeze = eval or EvalConfig(), freeze or FreezeConfig()
     parts = {"data": (data, DataConfig), "step": (step, StepSettings),
              "checkpoint": (checkpoint, CheckpointConfig), "eval": (eval, EvalConfig),
              "freeze": (freeze, FreezeConfig)}
