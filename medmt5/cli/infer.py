@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from typing import Mapping, Optional, Sequence
 
 import jax
+
+from medmt5.data import paths  # INPUT_FILE / OUTPUT_FILE may be local or gs://
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 def read_inputs(path: str) -> list[str]:
     """Model inputs from a text file (one per line) or JSONL ({"inputs": ...} per line)."""
     texts = []
-    with open(path, encoding="utf-8") as f:
+    with paths.open(path, "r", encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             line = line.rstrip("\n")
             if not line.strip():
@@ -74,8 +75,8 @@ def infer(*, checkpoint_path: str, mixture_or_task_name: str,
     records = [{"inputs": i, "prediction": p, "target": t}
                for i, p, t in zip(td.inputs_text, predictions, td.targets_text)]
     if jax.process_index() == 0:
-        os.makedirs(os.path.dirname(os.path.abspath(output_file)), exist_ok=True)
-        with open(output_file, "w", encoding="utf-8") as f:
+        paths.makedirs(paths.dirname(paths.normalize(output_file)))
+        with paths.open(output_file, "w", encoding="utf-8") as f:
             for r in records:
                 f.write(json.dumps(r, ensure_ascii=False) + "\n")
     log.info("wrote %d predictions to %s", len(records), output_file)
