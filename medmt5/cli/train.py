@@ -18,7 +18,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from medmt5.cli import gin_utils
 from medmt5.run.loop import TrainResult, train
+from medmt5.runtime import failures, preflight
 
 __all__ = ["TrainResult", "train", "main", "console_main"]
 
@@ -29,13 +31,10 @@ USAGE = __doc__
 
 
 def main(argv: Sequence[str]) -> int:
-    from medmt5.cli import gin_utils
-
     def run(flags):
         model_dir = gin_utils.query_macro("MODEL_DIR")
         hooks = []
         if model_dir:
-            from medmt5.runtime import preflight
             preflight.check_model_dir(model_dir)  # before anything is written there
             hooks.append(lambda: gin_utils.write_config(model_dir))
         result = gin_utils.call("train", ready_hooks=hooks)
@@ -45,7 +44,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def console_main() -> None:
-    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))
 
 
