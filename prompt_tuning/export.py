@@ -26,9 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 from absl import flags
 
-from medmt5.checkpointing.atomic_dir import atomic_directory
+from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
 from medmt5.checkpointing.param_tree import CheckpointError
 from medmt5.cli.cli_flags import UsageError, parse_tool_flags
+from medmt5.data import paths  # --checkpoint and --out may be gs://
 
 FORMATS = ("npy", "peft")
 PEFT_CONFIG = "adapter_config.json"
@@ -47,7 +48,7 @@ def read_prompt(checkpoint: str, step: int | None = None):
         return load_npy(checkpoint), None
     from medmt5.checkpointing.checkpoint_io import load_checkpoint
 
-    if not os.path.exists(checkpoint):
+    if not paths.exists(checkpoint):
         raise CheckpointError(f"--checkpoint {checkpoint}: no such directory or file.")
     cfg, params = load_checkpoint(checkpoint, step=step)
     if "prompt" not in params:
@@ -95,7 +96,12 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: int | None = None,
         print(f"warning: {checkpoint} has no vocabulary record ({vocab_record.RECORD_FILE}); "
               "the export cannot name the vocabulary its prompt was trained with.",
               file=sys.stderr)
-    with atomic_directory(out, overwrite) as tmp:
+    if paths.is_remote(out):  # written locally, then copied (object stores have no rename)
+        check_destination(out, overwrite)
+        stage = paths.staged_upload(out, replace=overwrite)
+    else:
+        stage = atomic_directory(out, overwrite)
+    with stage as tmp:
         if record is not None:  # the identity stage 2 / evaluation check (medmt5.checkpointing.vocab_record)
             with open(os.path.join(tmp, vocab_record.RECORD_FILE), "w") as f:
                 json.dump(record, f, indent=2, sort_keys=True)

@@ -243,6 +243,22 @@ def local_copy(path, names=None) -> Iterator[str]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def staged_upload(dst, replace: bool = False) -> Iterator[str]:
+    """For writers that need real files (np.save, safetensors): yields a local temporary
+    directory; on success its files are copied to the remote directory `dst` (an existing
+    `dst` is removed first when `replace`), on an exception nothing is copied. Not atomic:
+    an object store has no rename (the last file copied is the last name in sort order)."""
+    tmp = tempfile.mkdtemp(prefix="medmt5-upload-")
+    try:
+        yield tmp
+        if replace:
+            rmtree(dst)
+        copy_tree(tmp, dst)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tensorstore_kvstore(path) -> object:
     """A tensorstore kvstore spec for a directory: {"driver": "file", ...} locally, the URL
     (gs://bucket/dir/, tensorstore's own gcs driver) for a remote path."""
