@@ -39,6 +39,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
+from medmt5.data import paths  # MODEL_DIR (state, tables, prompts) may be gs://
 from medmt5.run import configs, loop
 from prompt_tuning import recipe
 
@@ -77,8 +78,8 @@ class SequentialState:
     def __init__(self, model_dir: str, tasks: Sequence[str], method: str):
         self.path = os.path.join(model_dir, STATE_FILE)
         identity = {"tasks": list(tasks), "method": method}
-        if os.path.exists(self.path):
-            with open(self.path) as f:
+        if paths.exists(self.path):
+            with paths.open(self.path) as f:
                 data = json.load(f)
             old = {"tasks": data.get("tasks"), "method": data.get("method")}
             if old != identity:
@@ -105,7 +106,7 @@ class SequentialState:
         self.save()
 
     def save(self) -> None:
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        paths.makedirs(paths.dirname(self.path))
         atomic_write_json(self.path, self.data, indent=1, sort_keys=True)
 
 
@@ -210,7 +211,7 @@ def write_tables(model_dir: str, measurements: Sequence[dict]) -> str:
     header = ["after"] + tasks + ["heldout_norm_avg"]
     rows = [[m["after"]] + [_fmt(m["seen"].get(t)) for t in tasks] + [_fmt(m["norm_avg"])]
             for m in measurements]
-    with open(os.path.join(model_dir, "metrics.csv"), "w", newline="") as f:
+    with paths.open(os.path.join(model_dir, "metrics.csv"), "w") as f:  # csv ends rows itself
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows(rows)
@@ -245,7 +246,7 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     train_fn = train_fn or loop.train  # looked up now: tests replace loop.train with a spy
     cfg = configs.canonical_model_config(model_config)
     plan = stage_plan(tasks, method)
-    os.makedirs(model_dir, exist_ok=True)
+    paths.makedirs(model_dir)
     state = SequentialState(model_dir, tasks, method)
     measurer = Measurer(cfg.replace(dropout_rate=0.0), task_feature_lengths, eval_split,
                         heldout_tasks, heldout_split, eval_batch_size, eval_max_examples,
@@ -254,7 +255,7 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
 
     def load_prompts(seen):
         return {t: initializers.load_npy(os.path.join(prompts_dir, f"{t}.npy"))
-                for t in seen if os.path.exists(os.path.join(prompts_dir, f"{t}.npy"))}
+                for t in seen if paths.exists(os.path.join(prompts_dir, f"{t}.npy"))}
 
     def measure(after: str, backbone_path: str, seen: Sequence[str]):
         if state.measured(after):
