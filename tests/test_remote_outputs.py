@@ -115,3 +115,24 @@ def test_infer_reads_and_writes_gcs_files(gcs_emulator, tmp_path, monkeypatch): 
     assert lines == records == [
         {"inputs": "ibuprofène", "prediction": "IBUPROFÈNE", "target": ""},
         {"inputs": "heparin", "prediction": "HEPARIN", "target": ""}]
+
+
+def test_promot_evaluate_outputs_on_gcs(gcs_emulator):  # noqa: F811
+    """prompt_tuning.evaluate writes EVAL_OUTPUT_DIR through medmt5.run.checkpoint_eval:
+    <task>-predictions.jsonl (evaluation.write_predictions), metrics.json (atomic_write_text)
+    and config.gin (gin_utils.write_config); each of those writers on gs://."""
+    import gin
+
+    from medmt5.checkpointing.atomic_dir import atomic_write_text
+    from medmt5.cli import gin_utils
+    from medmt5.run import evaluation
+
+    out = f"{gcs_emulator}/promot_eval/eval_prompt_attached_test"
+    records = [{"inputs": "Il pleut.", "prediction": "true", "target": "true"}]
+    evaluation.write_predictions(out, "promot_rte", records)
+    assert [json.loads(x) for x in paths.read_text(f"{out}/promot_rte-predictions.jsonl")
+            .splitlines()] == records
+    atomic_write_text(paths.join(out, "metrics.json"), json.dumps({"metrics": {"a": 1.0}}))
+    assert json.loads(paths.read_text(f"{out}/metrics.json")) == {"metrics": {"a": 1.0}}
+    assert gin_utils.write_config(out) == f"{out}/config.gin"
+    assert paths.read_text(f"{out}/config.gin") == gin.config_str()
