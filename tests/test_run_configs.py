@@ -42,7 +42,7 @@ def test_defaults_and_normalisation():
     (lambda: configs.StepSettings(num_microbatches=0), "StepSettings.num_microbatches=0"),
     (lambda: configs.StepSettings(vocab_chunk_size=0), "StepSettings.vocab_chunk_size=0"),
     (lambda: configs.StepSettings(nonfinite_policy="ignore"),
-     r"StepSettings.nonfinite_policy='ignore' must be one of \('raise', 'skip'\)"),
+     r"StepSettings.nonfinite_policy='ignore': use one of \('raise', 'skip'\)"),
     (lambda: configs.CheckpointConfig(keep_checkpoints=0),
      r"CheckpointConfig.keep_checkpoints=0 must be an integer >= 1 or None"),
     (lambda: configs.CheckpointConfig(save_period=-1), "CheckpointConfig.save_period=-1"),

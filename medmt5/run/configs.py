@@ -135,9 +135,7 @@ class StepSettings:
         _float(self, "label_smoothing", 0.0, 1.0)
         _int(self, "num_microbatches", 1)
         _int(self, "vocab_chunk_size", 1, optional=True)
-        if self.nonfinite_policy not in nonfinite.POLICIES:
-            _fail(self, "nonfinite_policy", self.nonfinite_policy,
-                  f"one of {nonfinite.POLICIES}")
+        nonfinite.check_policy(self.nonfinite_policy)  # names StepSettings.nonfinite_policy
 
 
 @dataclasses.dataclass(frozen=True)
