@@ -14,12 +14,15 @@ A table of N prompts ([N, P, H], multi-task) gets the same [P, H] values in ever
 """
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from medmt5.data import paths
 
 # sentencepiece ids 0..2 are pad, eos, unk: never sampled.
 FIRST_REAL_ID = 3
@@ -72,16 +75,12 @@ def from_array(values, source: str = "prompt array") -> Lazy:
 
 def load_npy(path: str) -> np.ndarray:
     """A prompt file: float [P, H] `.npy` (clear errors for a missing or mis-shaped file)."""
-    from medmt5.data import paths  # PROMPT_FILE may be gs://
-
     path = os.fspath(path)
     if not paths.isfile(path):
         raise FileNotFoundError(f"prompt file {path} does not exist (PROMPT_FILE); stage 1 "
                                 "writes MODEL_DIR/prompts/prompt_best.npy and prompt_<step>.npy.")
     try:
         if paths.is_remote(path):
-            import io
-
             values = np.load(io.BytesIO(paths.read_bytes(path)), allow_pickle=False)
         else:
             values = np.load(path, allow_pickle=False)

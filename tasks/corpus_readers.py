@@ -186,7 +186,7 @@ class _SeekableGFile(io.RawIOBase):
 
 def read_parquet(path, skips=None, batch_size=1024):
     """Texts of the "text" column of a parquet file (as downloaded from the HF hub)."""
-    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # lazy: only parquet corpora need pyarrow
 
     skips = skips or SkipCounter(path)
     with io.BufferedReader(_SeekableGFile(path), buffer_size=1 << 20) as f:

@@ -33,6 +33,7 @@ def span_f1(targets: Sequence[Sequence[str]],
     occurs in the gold or predicted tags. With no entities at all on either side the
     prediction is perfect and every score is 100.
     """
+    # lazy: only the sequence-labelling tasks need seqeval
     from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
     _check_pairs(targets, predictions)
@@ -80,7 +81,7 @@ def rouge(targets: Sequence[str | Sequence[str]],
     A target may be a list of references: the best-scoring one counts (rouge-score's
     `score_multi`). Keys: "rouge1", "rouge2", "rougeL".
     """
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # lazy: only the summarisation metric needs it
 
     if len(targets) != len(predictions):
         raise ValueError(f"{len(targets)} targets but {len(predictions)} predictions")

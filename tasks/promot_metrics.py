@@ -58,7 +58,7 @@ def exact_match(targets: Sequence[Reference], predictions: Sequence[str]) -> dic
 
 def bleu(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
     """Corpus BLEU, one reference per example (sacrebleu defaults: 13a, exp smoothing)."""
-    import sacrebleu
+    import sacrebleu  # lazy: only the translation tasks need sacrebleu
 
     _check(targets, predictions, "bleu")
     refs = [t if isinstance(t, str) else _references(t)[0] for t in targets]
@@ -67,7 +67,7 @@ def bleu(targets: Sequence[str], predictions: Sequence[str]) -> dict[str, float]
 
 def rouge2(targets: Sequence[Reference], predictions: Sequence[str]) -> dict[str, float]:
     """Mean ROUGE-2 F-measure over examples (English: rouge-score's tokenizer + stemmer)."""
-    from rouge_score import rouge_scorer
+    from rouge_score import rouge_scorer  # lazy: only the summarisation tasks need it
 
     _check(targets, predictions, "rouge2")
     scorer = rouge_scorer.RougeScorer(["rouge2"], use_stemmer=True)

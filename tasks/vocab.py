@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 
 import seqio
@@ -48,6 +49,7 @@ import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
+from medmt5.data import hub
 
 PAD_ID = 0
 EOS_ID = 1
@@ -71,7 +73,7 @@ SENTINEL_PIECE = "▁<extra_id_{}>"
 # TensorFlow is installed, fsspec/gcsfs otherwise or with EPATH_USE_TF=false (the GCS emulator
 # in tests/test_remote.py).
 def _epath(path: str):
-    from etils import epath
+    from etils import epath  # lazy: only remote paths need etils (and gcsfs / TensorFlow)
 
     return epath.Path(path)
 
@@ -330,8 +332,6 @@ def load_vocabulary(path: str) -> seqio.SentencePieceVocabulary:
 
 def _local_model_copy(model_bytes: bytes) -> str:
     """A local file with these sentencepiece model bytes: <tmp>/medmt5-spm-<sha256>.model."""
-    import tempfile
-
     target = os.path.join(tempfile.gettempdir(),
                           f"medmt5-spm-{hashlib.sha256(model_bytes).hexdigest()}.model")
     if not (os.path.isfile(target) and os.path.getsize(target) == len(model_bytes)):
@@ -498,11 +498,7 @@ def resolve_vocabulary(name: str | None, checkpoint_path: str | None = None) -> 
     folder = None
     if checkpoint_path:
         path = checkpoint_path
-        try:
-            from medmt5.data import hub  # the hub-id resolver (a plain module; no model code)
-        except ImportError:  # pragma: no cover - medmt5 always ships it
-            hub = None
-        if hub is not None and hub.is_hub_id(path):
+        if hub.is_hub_id(path):
             path = hub.resolve_checkpoint(path)
         folder = checkpoint_vocabulary_dir(path)
     fallback = "tiny" if name is None else name

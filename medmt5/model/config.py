@@ -10,13 +10,21 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 
+from medmt5.data import paths
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
-# "none": no rematerialisation; "full": save nothing, recompute the whole layer;
-# "minimal": save matmul outputs without batch dims (T5X's "minimal");
-# "dots": save every matmul output (jax.checkpoint_policies.checkpoint_dots).
-REMAT_POLICIES = ("none", "full", "minimal", "dots")
+# remat_policy -> what nn.remat keeps for the backward pass ("none", below: no remat at all).
+# "full": save nothing, recompute the whole layer; "minimal": save matmul outputs without
+# batch dims (T5X's "minimal"); "dots": save every matmul output.
+REMAT_POLICIES = {
+    "full": None,
+    "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+}
+REMAT_POLICY_NAMES = ("none", *REMAT_POLICIES)
 ATTENTION_IMPLS = ("xla", "cudnn")
 
 
@@ -71,9 +79,9 @@ class T5Config:
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"T5Config.{name}={getattr(self, name)!r} is not one of "
                                  f"{sorted(DTYPES)}.")
-        if self.remat_policy not in REMAT_POLICIES:
+        if self.remat_policy not in REMAT_POLICY_NAMES:
             raise ValueError(f"T5Config.remat_policy={self.remat_policy!r} is not one of "
-                             f"{REMAT_POLICIES}.")
+                             f"{REMAT_POLICY_NAMES}.")
         if self.attention_impl not in ATTENTION_IMPLS:
             raise ValueError(f"T5Config.attention_impl={self.attention_impl!r} is not one of "
                              f"{ATTENTION_IMPLS}.")
@@ -138,12 +146,8 @@ class T5Config:
 
     def save(self, path: str) -> None:
         """Local path or URL (gs://..., through medmt5.data.paths)."""
-        from medmt5.data import paths
-
         paths.write_text(path, self.to_json() + "\n")
 
     @classmethod
     def load(cls, path: str) -> T5Config:
-        from medmt5.data import paths
-
         return cls.from_json(paths.read_text(path), source=path)

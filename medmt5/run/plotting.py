@@ -14,8 +14,9 @@ def read_scalars(logdir: str) -> dict[str, list[tuple[int, float]]]:
     Reads both tensor-style scalars (tensorboard.summary.Writer, tf.summary v2) and legacy
     `simple_value` scalars. A later value for the same (tag, step) wins (restarts).
     """
+    # lazy: tensorboard's readers only for plots (training writes through progress.py)
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.util import tensor_util
+    from tensorboard.util import tensor_util  # lazy: as above
 
     files = sorted(glob.glob(os.path.join(logdir, "events.out.tfevents.*")))
     curves: dict[str, dict[int, float]] = {}
@@ -44,10 +45,10 @@ def plot_curves(runs: Mapping[str, str], tags: Sequence[str], out_png: str,
     Raises ValueError naming the tags when none of the runs has any of them, so an empty
     plot is never written silently.
     """
-    import matplotlib
+    import matplotlib  # lazy: matplotlib is heavy and only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: after choosing the Agg backend
 
     data = {label: read_scalars(logdir) for label, logdir in runs.items()}
     present = [t for t in tags if any(t in d for d in data.values())]

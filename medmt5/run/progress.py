@@ -9,11 +9,17 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 
+import jax
 import numpy as np
+from tqdm import tqdm
+
+from medmt5.data import paths
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +27,6 @@ log = logging.getLogger(__name__)
 def _is_chief() -> bool:
     """True on JAX process 0 (or when JAX is not initialised yet)."""
     try:
-        import jax
-
         return jax.process_index() == 0
     except Exception:  # pragma: no cover - jax always imports in this project
         return True
@@ -47,16 +51,12 @@ class SummaryLogger:
         self._writer = None
         self._remote = None
         if self.enabled:
-            from tensorboard.summary import Writer
-
-            from medmt5.data import paths
+            from tensorboard.summary import Writer  # lazy: only the chief writes summaries
 
             if paths.is_remote(logdir):
                 # Event files are written locally and copied to the object store at each
                 # flush, through medmt5.data.paths (tensorboard would use TensorFlow's own GCS
                 # client when TF is installed, or need fsspec otherwise).
-                import tempfile
-
                 self._remote, logdir = logdir, tempfile.mkdtemp(prefix="medmt5-tb-")
             os.makedirs(logdir, exist_ok=True)
             self._writer = Writer(logdir)
@@ -74,8 +74,6 @@ class SummaryLogger:
 
     def _upload(self) -> None:
         if self._remote is not None:
-            from medmt5.data import paths
-
             paths.copy_tree(self._local, self._remote)
 
     def close(self) -> None:
@@ -84,8 +82,6 @@ class SummaryLogger:
             self._writer = None
             self._upload()
             if self._remote is not None:
-                import shutil
-
                 shutil.rmtree(self._local, ignore_errors=True)
 
 
@@ -135,8 +131,6 @@ class ProgressBar:
         self._start_step = int(start_step)
         self._plain = not getattr(self._stream, "isatty", lambda: False)()
         if self.enabled and not self._plain:
-            from tqdm import tqdm
-
             self._bar = tqdm(total=self.total, initial=self.step, desc=desc, unit="step",
                              file=self._stream, dynamic_ncols=True)
 

@@ -18,13 +18,13 @@ import signal
 
 import jax
 import numpy as np
+from jax._src import distributed  # the preemption manager has no public accessor in jax 0.10
+from jax.experimental import multihost_utils
 
 log = logging.getLogger(__name__)
 
 
 def _preemption_sync_manager():
-    from jax._src import distributed  # the manager has no public accessor in jax 0.10
-
     state = distributed.global_state
     return state.preemption_sync_manager if state.client is not None else None
 
@@ -80,8 +80,6 @@ class PreemptionGuard:
             return self.signum is not None
         if step % self.sync_period:
             return False
-        from jax.experimental import multihost_utils
-
         flags = multihost_utils.process_allgather(np.int32(self.signum is not None))
         if np.any(flags) and self.signum is None:
             self.signum = signal.SIGTERM
