@@ -4,22 +4,30 @@ Built from small pieces: `loss_fn` (forward + loss sums), `grads` (value_and_gra
 gradient accumulation over microbatches by lax.scan), `apply` (optimizer update, skipped when
 the loss or gradient is not finite). `jit_train_step` jits it once with explicit shardings
 and donates the state.
+
+Freezing: `StepConfig.trainable` (the same tree of bools as the optimizer's mask,
+`optimizers.trainable_mask`) makes `grads` differentiate only the trained leaves (frozen
+ones are closed over), so frozen weights' gradients and their weight-gradient matmuls are
+never computed (ProMoT stage 1: the prompt alone). The gradient norm is over the trained
+leaves; the optimizer sees zeros for frozen leaves, and frozen params are passed through
+untouched (bit-identical).
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import linen as nn
-from jax.sharding import Mesh, PartitionSpec as P
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 
 from medmt5.model import protocols
-from medmt5.training import losses
-from medmt5.training import partitioning
+from medmt5.training import losses, partitioning
 from medmt5.training.optimizers import Optimizer
 from medmt5.training.train_state import TrainState
 
@@ -40,8 +48,10 @@ class StepConfig:
     label_smoothing: float = 0.0
     loss_normalizer: losses.Normalizer = "num_tokens"
     num_microbatches: int = 1
-    vocab_chunk_size: Optional[int] = None   # None: plain [B, T, V] logits
+    vocab_chunk_size: int | None = None   # None: plain [B, T, V] logits
     rules: tuple = partitioning.LOGICAL_AXIS_RULES
+    # tree of bools like params (True = trained), the optimizer's mask; None: all trained
+    trainable: Any = None
 
 
 # ---- forward + loss --------------------------------------------------------------------
@@ -118,22 +128,62 @@ def _split_microbatches(tree, num: int):
     return jax.tree.map(split, tree)
 
 
+class Split:
+    """params <-> (trained leaves, frozen leaves) by a mask of bools with params' paths."""
+
+    def __init__(self, mask: Any, params: Any):
+        leaves, self.treedef = jax.tree_util.tree_flatten_with_path(params)
+        flags = jax.tree_util.tree_flatten_with_path(mask)[0]
+        ours = [jax.tree_util.keystr(p) for p, _ in leaves]
+        theirs = [jax.tree_util.keystr(p) for p, _ in flags]
+        if ours != theirs:
+            missing = sorted(set(ours) - set(theirs)) or sorted(set(theirs) - set(ours))
+            raise ValueError(
+                "StepConfig.trainable does not match the params tree (build it with "
+                "optimizers.trainable_mask(params, ...) on the same params): first "
+                f"differing path {missing[:1] or ours[:1]}")
+        self.flags = [bool(m) for _, m in flags]
+
+    def split(self, tree):
+        leaves = self.treedef.flatten_up_to(tree)
+        return ([x for x, m in zip(leaves, self.flags) if m],
+                [x for x, m in zip(leaves, self.flags) if not m])
+
+    def merge(self, trained, frozen):
+        it_t, it_f = iter(trained), iter(frozen)
+        return self.treedef.unflatten([next(it_t) if m else next(it_f) for m in self.flags])
+
+
+def _trained_loss(trained, frozen, split: Split, *args):
+    return loss_fn(split.merge(trained, frozen), *args)
+
+
 def grads(config: StepConfig, params, batch: Batch, dropout_rng):
-    """(grads, metric sums, denominator) over the batch, accumulated over microbatches."""
+    """(grads, metric sums, denominator) over the batch, accumulated over microbatches.
+
+    With config.trainable, grads is the list of the trained leaves' gradients only (in the
+    order of Split(config.trainable, params).split); otherwise a tree like params."""
     eff, denom = losses.normalize_weights(batch["decoder_loss_weights"], config.loss_normalizer)
-    grad_fn = jax.grad(loss_fn, has_aux=True)
+    if config.trainable is None:
+        grad_fn = jax.grad(loss_fn, has_aux=True)
+        diff = params
+    else:
+        split = Split(config.trainable, params)
+        diff, frozen = split.split(params)
+        _grad = jax.grad(_trained_loss, has_aux=True)
+        grad_fn = lambda p, *a: _grad(p, frozen, split, *a)  # noqa: E731
     if config.num_microbatches <= 1:
-        g, sums = grad_fn(params, config, batch, eff, denom, dropout_rng)
+        g, sums = grad_fn(diff, config, batch, eff, denom, dropout_rng)
         return g, sums, denom
     micro = _split_microbatches((dict(batch), eff), config.num_microbatches)
 
     def body(carry, xs):
         g_acc, s_acc, i = carry
         (mb, mb_eff) = xs
-        g, sums = grad_fn(params, config, mb, mb_eff, denom, jax.random.fold_in(dropout_rng, i))
+        g, sums = grad_fn(diff, config, mb, mb_eff, denom, jax.random.fold_in(dropout_rng, i))
         return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, sums), i + 1), None
 
-    zeros_g = jax.tree.map(jnp.zeros_like, params)
+    zeros_g = jax.tree.map(jnp.zeros_like, diff)
     zeros_s = {k: jnp.zeros([], jnp.float32)
                for k in ("loss_sum", "z_loss_sum", "num_correct", "num_tokens")}
     (g, sums, _), _ = jax.lax.scan(body, (zeros_g, zeros_s, jnp.int32(0)), micro)
@@ -144,22 +194,37 @@ def grads(config: StepConfig, params, batch: Batch, dropout_rng):
 
 
 def apply(config: StepConfig, state: TrainState, g):
-    """Optimizer update; skipped (params and optimizer state kept) when not finite."""
-    updates, new_opt = config.optimizer.tx.update(g, state.opt_state, state.params)
-    new_params = optax.apply_updates(state.params, updates)
-    return new_params, new_opt
+    """Optimizer update (new params, new optimizer state). With config.trainable, g holds
+    the trained leaves only: the optimizer gets zeros for frozen leaves, whose params are
+    returned untouched (the optimizer's mask should freeze them too: no state, no work)."""
+    if config.trainable is None:
+        updates, new_opt = config.optimizer.tx.update(g, state.opt_state, state.params)
+        return optax.apply_updates(state.params, updates), new_opt
+    split = Split(config.trainable, state.params)
+    trained, frozen = split.split(state.params)
+    full_g = split.merge(g, [jnp.zeros_like(x) for x in frozen])
+    updates, new_opt = config.optimizer.tx.update(full_g, state.opt_state, state.params)
+    new_trained = optax.apply_updates(trained, split.split(updates)[0])
+    return split.merge(new_trained, frozen), new_opt
 
 
 def train_step(config: StepConfig, state: TrainState, batch: Batch, rng):
     """One optimizer step. rng is the run's base key; dropout uses fold_in(rng, step)."""
     dropout_rng = jax.random.fold_in(rng, state.step)
     g, sums, denom = grads(config, state.params, batch, dropout_rng)
-    grad_norm = optax.global_norm(g)
+    grad_norm = optax.global_norm(g)  # over the trained leaves only, with config.trainable
     loss = sums["loss_sum"] / denom
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     new_params, new_opt = apply(config, state, g)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = state.replace(step=state.step + 1, params=keep(new_params, state.params),
+    def keep(new, old):  # the update where finite, else the old values
+        return jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    if config.trainable is None:
+        kept_params = keep(new_params, state.params)
+    else:  # frozen leaves are the old arrays themselves: no select over them
+        split = Split(config.trainable, state.params)
+        old_t, frozen = split.split(state.params)
+        kept_params = split.merge(keep(split.split(new_params)[0], old_t), frozen)
+    new_state = state.replace(step=state.step + 1, params=kept_params,
                               opt_state=keep(new_opt, state.opt_state))
     z = sums["z_loss_sum"] / denom
     metrics = {
