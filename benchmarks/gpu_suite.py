@@ -32,7 +32,6 @@ from typing import Optional
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from benchmarks import common  # noqa: E402
-from medmt5.checkpointing.atomic_dir import atomic_write_json  # noqa: E402 (no jax: light)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LEVERS = ["--dtype", "bfloat16", "--scan_layers", "true", "--remat_policy", "dots",
@@ -207,7 +206,12 @@ def run_one(name: str, tiny: bool, force: bool) -> dict:
 
 
 def _write(path: str, rec: dict) -> None:
-    atomic_write_json(path, rec, indent=1, sort_keys=True)
+    # Its own temp-then-rename (not medmt5's atomic_write_json): this parent process imports
+    # neither medmt5 nor jax, so the measured children have the machine to themselves.
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(rec, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
 
 
 def summarize(out_dir: str, names: list) -> dict:

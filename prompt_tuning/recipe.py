@@ -45,10 +45,11 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from medmt5.run import configs, loop
+from prompt_tuning import prompts
+from prompt_tuning.prompts import PROMPT_PATTERN
 
 log = logging.getLogger(__name__)
 
-PROMPT_PATTERN = "prompt/.*"
 # The keep-best metric of each task kind, in preference order when a task produces several:
 # predicted (decoded) accuracy for classification, BLEU for translation, ROUGE-2 for
 # summarisation, exact match for QA, span F1 for tagging.
@@ -83,7 +84,6 @@ class StageSettings:
         """optimizer_fn(schedule=, logical_axes=, mask=, factor_rules=) for
         medmt5.cli.train.train; factor_rules default: the core's plus the prompt's."""
         from medmt5.training import optimizers
-        from prompt_tuning import prompts
 
         def make(schedule, logical_axes=None, mask=None, factor_rules=None):
             if factor_rules is None:

@@ -42,13 +42,13 @@ from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
 from medmt5.data import paths  # MODEL_DIR (state, tables, prompts) may be gs://
 from medmt5.run import configs, loop
 from prompt_tuning import recipe
+from prompt_tuning.prompts import PROMPT_PATTERN
 
 log = logging.getLogger(__name__)
 
 METHODS = {"promot": ("prompt", "model"), "finetune": ("model",),
            "prompt_tuning": ("prompt",)}
 STATE_FILE = "state.json"
-PROMPT_PATTERN = "prompt/.*"
 
 
 # The stage settings are the recipe's (prompt_tuning.recipe): one implementation of the

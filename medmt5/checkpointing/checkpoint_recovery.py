@@ -23,6 +23,7 @@ import jax
 
 from medmt5.checkpointing import checkpoints
 from medmt5.runtime.failures import TrainingFailure
+from medmt5.training.optimizers import path_str
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,13 @@ def _stored_shapes(path: str) -> dict:
     from etils import epath
 
     meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
-    return {"/".join(str(getattr(k, "key", k)) for k in p): tuple(m.shape)
-            for p, m in jax.tree_util.tree_leaves_with_path(meta)}
+    return {path_str(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(meta)}
 
 
 def check_shapes(path: str, abstract_params: Any) -> None:
     """ValueError naming the first parameter whose stored shape differs from the model's."""
     stored = _stored_shapes(path)
-    want = {"/".join(str(getattr(k, "key", k)) for k in p): tuple(x.shape)
+    want = {path_str(p): tuple(x.shape)
             for p, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
     missing = sorted(want.keys() - stored.keys())
     extra = sorted(stored.keys() - want.keys())

@@ -18,11 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from medmt5.checkpointing.checkpoint_io import CHECKPOINTS_SUBDIR, MODEL_CONFIG_FILE
 from medmt5.training.optimizers import path_str
 from medmt5.training.train_state import TrainState
 
-CHECKPOINTS_SUBDIR = "checkpoints"
-MODEL_CONFIG_FILE = "model_config.json"
 ITEMS = ("params", "opt_state", "train_meta")
 
 log = logging.getLogger(__name__)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+from flax import traverse_util
 
 Flat = Dict[str, np.ndarray]
 
@@ -17,16 +18,10 @@ class CheckpointError(ValueError):
     """A checkpoint cannot be read or written; the message names the file and parameter."""
 
 
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    """Nested dict -> {"a/b/c": leaf}. Empty dicts are dropped."""
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
+def flatten(tree: Mapping[str, Any]) -> Dict[str, Any]:
+    """Nested dict -> {"a/b/c": leaf} (flax's traverse_util.flatten_dict, sep="/"). Empty
+    dicts are dropped."""
+    return traverse_util.flatten_dict(tree, sep="/")
 
 
 def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:

@@ -26,6 +26,7 @@ import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
+from flax import traverse_util
 
 from medmt5.data import paths
 from medmt5.checkpointing.atomic_dir import atomic_directory
@@ -86,15 +87,9 @@ def _is_spec(node: Any) -> bool:
     return isinstance(node, Mapping) and "driver" in node and ("kvstore" in node or "path" in node)
 
 
-def _flatten_with_specs(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}/{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and not _is_spec(value):
-            out.update(_flatten_with_specs(value, name))
-        else:
-            out[name] = value
-    return out
+def _flatten_with_specs(tree: Mapping[str, Any]) -> Dict[str, Any]:
+    """{"a/b/c": leaf}, a tensorstore spec counting as one leaf."""
+    return traverse_util.flatten_dict(tree, sep="/", is_leaf=lambda _, node: _is_spec(node))
 
 
 def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str,

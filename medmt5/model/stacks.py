@@ -14,17 +14,11 @@ import jax
 import jax.numpy as jnp
 
 from medmt5.model.attention import AttentionInputs, MultiHeadAttention
-from medmt5.model.config import T5Config
+from medmt5.model.config import REMAT_POLICIES, T5Config
 from medmt5.model.layers import Dense, MlpBlock, RMSNorm, project
 from medmt5.model.relpos import RelativePositionBias, default_positions
 
 EMBED_AXES = ("batch", "length", "embed")
-
-REMAT_POLICIES = {
-    "full": None,  # save nothing: recompute the whole layer in the backward pass
-    "minimal": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-}
 
 
 def _constrain(x):

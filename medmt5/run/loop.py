@@ -30,6 +30,7 @@ import numpy as np
 from medmt5.checkpointing import checkpoint_recovery, checkpoints, vocab_record
 from medmt5.checkpointing.atomic_dir import atomic_write_text
 from medmt5.data import pipeline as data_lib
+from medmt5.model import protocols
 from medmt5.model.transformer import Transformer
 from medmt5.run import evaluation, metrics_history, progress
 from medmt5.run.configs import (
@@ -92,9 +93,9 @@ def _check_parts(data: DataConfig, eval: EvalConfig, model: nn.Module) -> None:
     if not tasks:
         return
     data_lib.mixture_rates(data.mixture_or_task_name, tasks)  # checks the task list
-    if getattr(model, "num_prompts", 0) != len(tasks):
+    if protocols.num_prompts(model) != len(tasks):
         raise ValueError(f"MULTITASK_TASKS has {len(tasks)} tasks but the model "
-                         f"has num_prompts={getattr(model, 'num_prompts', 0)}: multi-task "
+                         f"has num_prompts={protocols.num_prompts(model)}: multi-task "
                          "training needs one prompt per task (PROMPT_FILES).")
     if eval.eval_period:
         raise ValueError("EVAL_PERIOD must be 0 with MULTITASK_TASKS: the train-time "
@@ -199,7 +200,8 @@ def run_loop(run: RunState, model_dir: str, train_steps: int, data: DataConfig,
         label_smoothing=step_settings.label_smoothing,
         loss_normalizer=step_settings.loss_normalizer,
         num_microbatches=step_settings.num_microbatches,
-        vocab_chunk_size=step_settings.vocab_chunk_size, trainable=run.trainable),
+        vocab_chunk_size=step_settings.vocab_chunk_size, trainable=run.trainable,
+        rules=partitioning.model_axis_rules(run.model)),
         run.mesh, run.state_shardings)
     policy, manager, state = step_settings.nonfinite_policy, run.manager, run.state
     summaries = progress.SummaryLogger(os.path.join(model_dir, "train"))

@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import optax
-from flax import linen as nn
 from flax import struct
 from jax.sharding import PartitionSpec
 
 from medmt5.model import protocols
+from medmt5.training.partitioning import is_box
 
 Schedule = Callable[[jax.Array], jax.Array]
 ScalarOrSchedule = Union[float, Schedule]
@@ -167,10 +167,6 @@ def factor_dims(shape: Sequence[int], names: Optional[Sequence[Optional[str]]],
     return rows, cols, batch
 
 
-def _is_box(x):
-    return isinstance(x, nn.meta.AxisMetadata)
-
-
 def _drop(seq, dims):
     return tuple(s for i, s in enumerate(seq) if i not in dims)
 
@@ -202,7 +198,7 @@ def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
             names_by_path[jax.tree_util.keystr(path)] = tuple(spec) if spec is not None else None
 
     def init_moment(path, p):
-        box = p if _is_box(p) else None
+        box = p if is_box(p) else None
         value = box.value if box is not None else p
         names = tuple(box.names) if box is not None else names_by_path.get(
             jax.tree_util.keystr(path))
@@ -224,7 +220,7 @@ def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
         return FullMoment(zeros(()), batch)
 
     def init_fn(params):
-        moments = jax.tree_util.tree_map_with_path(init_moment, params, is_leaf=_is_box)
+        moments = jax.tree_util.tree_map_with_path(init_moment, params, is_leaf=is_box)
         return AdafactorState(jnp.zeros([], jnp.int32), moments)
 
     def update_one(g, m, p, lr, decay):
@@ -310,7 +306,7 @@ def trainable_mask(params: Any, trainable: Optional[Sequence[str]] = None,
     """
     trainable = None if trainable is None else list(trainable)
     frozen = list(frozen)
-    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_box)[0]
+    leaves = jax.tree_util.tree_flatten_with_path(params, is_leaf=is_box)[0]
     paths = [path_str(p) for p, _ in leaves]
     for pat in (trainable or []) + frozen:
         if not any(re.fullmatch(pat, s) for s in paths):
@@ -322,7 +318,7 @@ def trainable_mask(params: Any, trainable: Optional[Sequence[str]] = None,
         if any(re.fullmatch(pat, s) for pat in frozen):
             return False
         return trainable is None or any(re.fullmatch(pat, s) for pat in trainable)
-    return jax.tree_util.tree_map_with_path(is_trained, params, is_leaf=_is_box)
+    return jax.tree_util.tree_map_with_path(is_trained, params, is_leaf=is_box)
 
 
 def masked(tx: optax.GradientTransformation, mask: Any) -> optax.GradientTransformation:

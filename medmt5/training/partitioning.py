@@ -183,10 +183,14 @@ def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_AXIS_RULE
     return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
 
+def is_box(x: Any) -> bool:
+    """A flax partitioning box (LogicallyPartitioned): a value with its logical axis names."""
+    return isinstance(x, nn.meta.AxisMetadata)
+
+
 def unbox(tree: Any) -> Any:
     """Removes flax partitioning boxes (LogicallyPartitioned) and keeps the values."""
-    return jax.tree.map(lambda x: x.value if isinstance(x, nn.meta.AxisMetadata) else x, tree,
-                        is_leaf=lambda x: isinstance(x, nn.meta.AxisMetadata))
+    return jax.tree.map(lambda x: x.value if is_box(x) else x, tree, is_leaf=is_box)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -50,15 +50,11 @@ def _boxed_state(model, optimizer: Optimizer, example_batch, rng, params=None,
         boxed = init_boxed_params(model, example_batch, rng)
     else:  # the abstract boxes (logical names) around the given values: no random init
         boxed = jax.tree.map(
-            lambda box, v: (box.replace_boxed(jnp.asarray(v, box.value.dtype)) if _is_box(box)
-                            else jnp.asarray(v, box.dtype)),
-            boxed_abstract, params, is_leaf=_is_box)
+            lambda box, v: (box.replace_boxed(jnp.asarray(v, box.value.dtype))
+                            if partitioning.is_box(box) else jnp.asarray(v, box.dtype)),
+            boxed_abstract, params, is_leaf=partitioning.is_box)
     return TrainState(step=jnp.zeros([], jnp.int32), params=boxed,
                       opt_state=optimizer.tx.init(boxed))
-
-
-def _is_box(x):
-    return isinstance(x, nn.meta.AxisMetadata)
 
 
 def abstract_boxed_state(model, optimizer: Optimizer, example_batch) -> TrainState:
