@@ -1,10 +1,9 @@
 """The gin/flags layer of the CLIs: flag parsing, bare-name search, errors, config.gin."""
 import os
-import sys
 
-import gin
 import pytest
 
+import gin
 from medmt5.cli import gin_utils
 from medmt5.cli.gin_utils import UsageError
 
@@ -36,10 +35,54 @@ def test_parse_flags_repeatable_and_multihost():
     (["--gin.MODEL_DIR"], "--gin.NAME=VALUE"),
     (["--process_count=two"], "--process_count must be an integer"),
     (["--gin_file"], "--gin_file needs a value"),
+    (["--gin_file", "--gin.TRAIN_STEPS=3"], "--gin_file needs a value"),
+    (["--gin_fle=a.gin"], "Did you mean --gin_file?"),
+    (["--flagfile=/no/such/flags.txt"], "--flagfile: "),
 ])
 def test_bad_flags_are_named(argv, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
         gin_utils.parse_flags(argv)
+
+
+def test_absl_help_and_flagfile(tmp_path, capsys):
+    for flag, needles in (("--helpfull", ("USAGE TEXT", "--gin_file", "--flagfile")),
+                          ("--help", ("USAGE TEXT", "--gin.NAME=VALUE", "Try --helpfull"))):
+        with pytest.raises(SystemExit) as exit_:
+            gin_utils.parse_flags(["--gin_file=a.gin", flag], "USAGE TEXT")
+        assert exit_.value.code == 0
+        out = capsys.readouterr().out
+        for needle in needles:
+            assert needle in out, (flag, needle)
+    flagfile = tmp_path / "run.flags"
+    flagfile.write_text("--gin_file=a.gin\n--gin.TRAIN_STEPS=3\n")
+    flags = gin_utils.parse_flags([f"--flagfile={flagfile}", "--gin.BATCH_SIZE=2"])
+    assert flags.gin_files == ["a.gin"]
+    assert flags.gin_bindings == ["TRAIN_STEPS = 3", "BATCH_SIZE = 2"]
+    assert flags.binding_flags == ["--gin.TRAIN_STEPS=3", "--gin.BATCH_SIZE=2"]
+    # a second parse in the same process starts from the defaults (absl's FLAGS is global)
+    assert gin_utils.parse_flags(["--gin_file=b.gin"]).gin_files == ["b.gin"]
+
+
+def test_tools_without_gin_take_absl_flags(tmp_path, capsys):
+    from medmt5.cli import convert, demo
+    from prompt_tuning import export
+
+    args = convert.parse_args(["--overwrite", "t5x-to-medmt5", "src", "dst", "--step", "5"])
+    assert (args.command, args.src, args.dst, args.overwrite, args.step) == \
+        ("t5x-to-medmt5", "src", "dst", True, 5)
+    assert convert.parse_args(["hf-to-medmt5", "a", "b"]).step is None
+    for argv, needle in ((["hf-to-medmt5", "a", "b", "--step=3"], "does not take --step"),
+                         (["hf-to-medmt5", "a"], "takes SRC and DST"),
+                         (["to-hf", "a", "b"], "the first argument is the command"),
+                         (["medmt5-to-hf", "a", "b", "--step=x"], "--step must be an integer")):
+        assert convert.main(argv) == 2
+        assert needle in capsys.readouterr().err, argv
+    assert export.main(["--checkpoint", str(tmp_path)]) == 2
+    assert "--out is required" in capsys.readouterr().err
+    assert export.main(["--checkpoint=x", "--out=y", "--format=zip"]) == 2
+    assert "--format=zip" in capsys.readouterr().err
+    assert demo.main(["--finetune_steps=many"]) == 2
+    assert "--finetune_steps must be an integer" in capsys.readouterr().err
 
 
 def test_repo_gin_dir_is_searched_and_bare_names_resolve(tmp_path):

@@ -152,7 +152,10 @@ def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
 
     Raises UsageError naming a bad flag. `--help`/`--helpfull` print `usage` and exit 0.
     """
-    argv = list(argv)
+    try:  # --flagfile contents first, so that --gin.NAME=VALUE works inside a flag file too
+        argv = FLAGS.read_flags_from_files(list(argv), force_gnu=False)
+    except flags.Error as e:
+        raise UsageError(f"--flagfile: {e}") from None
     print_help(argv, usage)
     rewritten, sources = rewrite_gin_args(argv)
     _check_values_present(rewritten)
@@ -170,7 +173,6 @@ def parse_flags(argv: Sequence[str], usage: str = "") -> Flags:
         gin_search_paths=[p for v in FLAGS.gin_search_paths or [] for p in v.split(",") if p],
         multiprocess_gpu=FLAGS.multiprocess_gpu, coordinator_address=FLAGS.coordinator_address,
         process_count=FLAGS.process_count, process_index=FLAGS.process_index,
-        # --flagfile can add bindings that no argument shows: then name them by their value
         binding_flags=sources if len(sources) == len(bindings)
         else [f"--gin_bindings={b}" for b in bindings])
 
