@@ -24,7 +24,8 @@ corruption (tasks/span_corruption.py) uses the right ids whatever the layout.
 A Hugging Face tokenizer folder may add tokens after the sentencepiece pieces
 (`added_tokens.json` {content: id}, or tokenizer.json's "added_tokens" list, e.g. a fine-tuned
 Medical mT5 whose tag tokens take ids 250100..250121, `vocab_size` 250122).
-`AddedTokensVocabulary` encodes those strings to their ids and decodes them back.
+`AddedTokensVocabulary` (tasks/added_tokens.py) encodes those strings to their ids and
+decodes them back.
 
 Names the VOCABULARY gin macro (medmt5.data.pipeline.setup_tasks) accepts, see `get_vocabulary`:
   "tiny"                 tasks/data/vocab/medmt5_tiny.model (2,000 pieces + 100 appended)
@@ -40,16 +41,22 @@ import functools
 import hashlib
 import json
 import os
-import re
 import tempfile
-from collections.abc import Mapping, Sequence
 
 import seqio
-import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
 from medmt5.data import hub
+from tasks.added_tokens import (
+    ADDED_TOKENS_FILE,
+    TOKENIZER_FILE,  # noqa: F401 - tasks.vocab names all three files (tests use it)
+    AddedTokensVocabulary,
+    path_exists,
+    path_is_dir,
+    read_added_tokens,
+    read_path_bytes,
+)
 
 PAD_ID = 0
 EOS_ID = 1
@@ -62,35 +69,9 @@ MT5_VOCAB_ENV = "MEDMT5_MT5_VOCAB"
 MT5_VOCAB_DEFAULT = "gs://t5-data/vocabs/mc4.250000.100extra/sentencepiece.model"
 VOCAB_NAMES = ("tiny", "mt5")
 # Hugging Face tokenizer files (transformers' tokenization_utils_base: ADDED_TOKENS_FILE,
-# FULL_TOKENIZER_FILE; T5Tokenizer's vocab file is spiece.model).
+# FULL_TOKENIZER_FILE, both in tasks/added_tokens.py; T5Tokenizer's vocab file is spiece.model).
 SPIECE_FILE = "spiece.model"
-ADDED_TOKENS_FILE = "added_tokens.json"
-TOKENIZER_FILE = "tokenizer.json"
 SENTINEL_PIECE = "▁<extra_id_{}>"
-
-
-# Remote paths (gs://...) go through etils.epath, like medmt5.data.paths: TensorFlow's gfile when
-# TensorFlow is installed, fsspec/gcsfs otherwise or with EPATH_USE_TF=false (the GCS emulator
-# in tests/test_remote.py).
-def _epath(path: str):
-    from etils import epath  # lazy: only remote paths need etils (and gcsfs / TensorFlow)
-
-    return epath.Path(path)
-
-
-def _exists(path: str) -> bool:
-    return _epath(path).exists() if "://" in path else os.path.exists(path)
-
-
-def _isdir(path: str) -> bool:
-    return _epath(path).is_dir() if "://" in path else os.path.isdir(path)
-
-
-def _read_bytes(path: str) -> bytes:
-    if "://" in path:
-        return _epath(path).read_bytes()
-    with open(path, "rb") as f:
-        return f.read()
 
 
 def vocabulary_path(name):
@@ -151,155 +132,6 @@ def sentinel_id(vocabulary: seqio.Vocabulary, index: int = 0) -> int:
     return int(piece_id)
 
 
-# ---- added tokens -----------------------------------------------------------------------
-
-
-def read_added_tokens(folder: str) -> dict[str, int]:
-    """{content: id} from a Hugging Face tokenizer folder's added_tokens.json and/or
-    tokenizer.json "added_tokens" (both layouts as transformers saves them); {} if neither.
-    Conflicting ids between the two files are an error naming both."""
-    out: dict[str, int] = {}
-    origin: dict[str, str] = {}
-
-    def add(content, token_id, path):
-        if not isinstance(content, str) or not isinstance(token_id, int):
-            raise ValueError(f"{path}: added token {content!r}: {token_id!r} must be a string "
-                             "with an integer id.")
-        if content in out and out[content] != token_id:
-            raise ValueError(f"{content!r} has id {out[content]} in {origin[content]} but "
-                             f"{token_id} in {path}; the tokenizer folder is inconsistent.")
-        out[content], origin[content] = token_id, path
-
-    def read_json(path):
-        try:
-            return json.loads(_read_bytes(path).decode("utf-8"))
-        except ValueError as e:
-            raise ValueError(f"{path}: not valid JSON ({e}).") from None
-
-    path = os.path.join(folder, ADDED_TOKENS_FILE)
-    if _exists(path):
-        data = read_json(path)
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: must be a JSON object {{token: id}}.")
-        for content, token_id in data.items():
-            add(content, token_id, path)
-    path = os.path.join(folder, TOKENIZER_FILE)
-    if _exists(path):
-        for entry in read_json(path).get("added_tokens") or []:
-            add(entry.get("content"), entry.get("id"), path)
-    return out
-
-
-class AddedTokensVocabulary(seqio.SentencePieceVocabulary):
-    """A sentencepiece vocabulary plus a Hugging Face tokenizer's added tokens.
-
-    added_tokens: {content: id}. Tokens whose id is inside the sentencepiece model (e.g.
-    "<pad>", "</s>", "<unk>" in tokenizer.json) are the model's own pieces and left to it;
-    the others must take the ids right after the model's pieces, without gaps (as
-    transformers assigns them). Encoding splits the text at the added tokens (longest
-    first) and encodes the pieces between them with sentencepiece; decoding joins
-    sentencepiece text and added tokens with single spaces, as transformers' slow tokenizers
-    do (spaces_between_special_tokens).
-    """
-
-    def __init__(self, sentencepiece_model_file: str, added_tokens: Mapping[str, int],
-                 extra_ids: int = 0):
-        super().__init__(sentencepiece_model_file, extra_ids=extra_ids)
-        self._added_tokens_all = dict(added_tokens)
-        self._added = None  # {content: id} beyond the sentencepiece pieces, filled lazily
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        for lazy in ("_added", "_by_id", "_pattern"):  # derived from _added_tokens_all
-            state.pop(lazy, None)
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._added = None
-
-    def _added_map(self) -> dict[str, int]:
-        if self._added is None:
-            base = self.tokenizer.GetPieceSize()
-            added = {c: i for c, i in self._added_tokens_all.items() if i >= base}
-            ids = sorted(added.values())
-            if ids != list(range(base, base + len(ids))):
-                raise ValueError(
-                    f"{self.sentencepiece_model_file}: added token ids {ids[:5]}... must "
-                    f"follow the {base:,} sentencepiece pieces without gaps ({base}, "
-                    f"{base + 1}, ...); check {ADDED_TOKENS_FILE} / {TOKENIZER_FILE}.")
-            self._added = added
-            self._by_id = {i: c for c, i in added.items()}
-            self._pattern = re.compile("|".join(
-                re.escape(c) for c in sorted(added, key=len, reverse=True))) if added else None
-        return self._added
-
-    @property
-    def added_tokens(self) -> dict[str, int]:
-        """{content: id} of the tokens beyond the sentencepiece model."""
-        return dict(self._added_map())
-
-    @property
-    def _base_vocab_size(self):
-        return self.tokenizer.GetPieceSize() + len(self._added_map())
-
-    def _encode(self, s: str) -> Sequence[int]:
-        self._added_map()
-        if self._pattern is None:
-            return self.tokenizer.EncodeAsIds(s)
-        ids, pos = [], 0
-        for m in self._pattern.finditer(s):
-            ids += self.tokenizer.EncodeAsIds(s[pos:m.start()]) if s[pos:m.start()].strip() else []
-            ids.append(self._added[m.group(0)])
-            pos = m.end()
-        if s[pos:].strip():
-            ids += self.tokenizer.EncodeAsIds(s[pos:])
-        return ids
-
-    def _decode(self, ids) -> str:
-        self._added_map()
-        base = self.tokenizer.GetPieceSize()
-        parts, run = [], []
-        for i in (int(x) for x in ids):
-            if i in self._by_id:
-                if run:
-                    parts.append(self.tokenizer.DecodeIds(run))
-                    run = []
-                parts.append(self._by_id[i])
-            else:
-                run.append(self.tokenizer.unk_id() if i >= base else i)
-        if run:
-            parts.append(self.tokenizer.DecodeIds(run))
-        return " ".join(p for p in parts if p)
-
-    def _encode_tf(self, s):
-        # Added tokens have no TF tokenizer op: tokenize in Python inside the graph.
-        def encode(text):
-            return tf.constant(self._encode(text.numpy().decode("utf-8")), tf.int32)
-
-        s = tf.convert_to_tensor(s)
-        if s.shape.rank == 0:
-            out = tf.py_function(encode, [s], tf.int32)
-            out.set_shape([None])
-            return out
-        return tf.map_fn(lambda x: tf.py_function(encode, [x], tf.int32), s,
-                         fn_output_signature=tf.RaggedTensorSpec([None], tf.int32))
-
-    def _decode_tf(self, ids):
-        def decode(row):
-            return tf.constant(self._decode([i for i in row.numpy().tolist() if i != PAD_ID]))
-
-        ids = tf.convert_to_tensor(ids)
-        if ids.shape.rank == 1:
-            return tf.py_function(decode, [ids], tf.string)
-        return tf.map_fn(lambda r: tf.py_function(decode, [r], tf.string), ids,
-                         fn_output_signature=tf.TensorSpec([], tf.string))
-
-    def __str__(self) -> str:
-        return (f"AddedTokensVocabulary(file={self.sentencepiece_model_file}, "
-                f"extra_ids={self.extra_ids}, added_tokens={len(self._added_map())})")
-
-
 # ---- loading ----------------------------------------------------------------------------
 
 
@@ -318,7 +150,7 @@ def checkpoint_vocabulary_dir(checkpoint_path: str | None) -> str | None:
     if os.path.basename(parent) == "checkpoints":
         candidates.append(os.path.dirname(parent))
     for folder in candidates:
-        if _isdir(folder) and _exists(os.path.join(folder, SPIECE_FILE)):
+        if path_is_dir(folder) and path_exists(os.path.join(folder, SPIECE_FILE)):
             return folder
     return None
 
@@ -356,20 +188,20 @@ def _source(vocabulary) -> tuple:
 @functools.cache
 def _load(path):
     folder = None
-    if _isdir(path):
+    if path_is_dir(path):
         folder, model_file = path, os.path.join(path, SPIECE_FILE)
-        if not _exists(model_file):
+        if not path_exists(model_file):
             raise FileNotFoundError(f"{path}: is a folder without {SPIECE_FILE}; point the "
                                     "vocabulary at a sentencepiece .model file or a Hugging "
                                     f"Face tokenizer folder that has {SPIECE_FILE}.")
     else:
         model_file = path
-    if not _exists(model_file):
+    if not path_exists(model_file):
         hint = (f"set ${MT5_VOCAB_ENV} to a local copy of mc4.250000.100extra/sentencepiece.model "
                 "(or the spiece.model of a google/mt5-* checkpoint)"
                 if path != TINY_VOCAB_PATH else "run scripts/train_tiny_vocab.py")
         raise FileNotFoundError(f"Sentencepiece model {model_file} does not exist; {hint}.")
-    model_bytes = _read_bytes(model_file)
+    model_bytes = read_path_bytes(model_file)
     try:
         builtin = builtin_sentinels(model_bytes, model_file)
     except Exception as e:  # protobuf DecodeError
@@ -438,7 +270,7 @@ def _identity(vocabulary: seqio.Vocabulary) -> dict:
     if model_file is None:
         return _generic_identity(vocabulary)
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
-    digest = hashlib.sha256(_read_bytes(model_file))
+    digest = hashlib.sha256(read_path_bytes(model_file))
     digest.update(json.dumps({"extra_ids": int(vocabulary.extra_ids),
                               "added_tokens": sorted(added.items(), key=lambda kv: kv[1])},
                              sort_keys=True).encode("utf-8"))
@@ -476,7 +308,7 @@ def vocabulary_files(vocabulary: seqio.Vocabulary) -> dict[str, bytes]:
     model_file, _ = _source(vocabulary)
     if model_file is None:
         return {}  # nothing to copy: the record alone identifies it
-    files = {SPIECE_FILE: _read_bytes(model_file)}
+    files = {SPIECE_FILE: read_path_bytes(model_file)}
     added = dict(getattr(vocabulary, "added_tokens", {}) or {})
     if added:
         files[ADDED_TOKENS_FILE] = json.dumps(added, indent=2, ensure_ascii=False).encode()
