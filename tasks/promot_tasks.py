@@ -34,7 +34,7 @@ from typing import Any
 import seqio
 import tensorflow as tf
 
-from tasks import icl, promot_metrics, promot_readers, vocab
+from tasks import icl, promot_metrics, promot_readers, truncation, vocab
 
 ICL_INPUT_TOKENS_ENV = "MEDMT5_ICL_INPUT_TOKENS"
 DEFAULT_ICL_INPUT_TOKENS = 1024
@@ -227,13 +227,16 @@ def inputs_fit(task_name: str) -> Callable[..., tf.data.Dataset]:
 def register_task(name: str, source: seqio.DataSource, postprocess_fn: Callable[..., Any],
                   metric_fn: Callable[..., dict[str, float]], vocabulary: str = "tiny") -> None:
     """Registers one text-to-text ICL/ProMoT task (re-registration replaces it). An input
-    longer than the inputs feature length is an error (`inputs_fit`), never a silent cut."""
+    longer than the inputs feature length is an error (`inputs_fit`), never a silent cut; a
+    longer target is counted (`tasks.truncation`): a warning in training, an error in the
+    evaluation of an accuracy / exact-match task."""
     seqio.TaskRegistry.remove(name)
+    truncation.mark_strict(name, metric_fn)
     seqio.TaskRegistry.add(
         name,
         source=source,
         preprocessors=[seqio.preprocessors.tokenize, inputs_fit(name),
-                       seqio.preprocessors.append_eos_after_trim],
+                       truncation.count_cut(name), seqio.preprocessors.append_eos_after_trim],
         output_features=output_features(vocabulary),
         postprocess_fn=postprocess_fn,
         metric_fns=[metric_fn],

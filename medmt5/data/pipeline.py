@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import re
 import logging
+import re
+import sys
 import weakref
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
@@ -200,15 +201,64 @@ class BatchIterator:
             if converted is e:
                 raise
             raise converted from e
+        warn_cut_training_examples()
         return {k: np.asarray(v) for k, v in batch.items()}
+
+
+_WARNED_CUTS: set = set()
+
+
+def warn_cut_training_examples() -> None:
+    """Logs once per (task, feature) that seqio cut examples to TASK_FEATURE_LENGTHS, with
+    the count so far, the longest length and the flag (tasks.truncation counts them; read
+    from sys.modules so that this module imports nothing from tasks/)."""
+    truncation = sys.modules.get("tasks.truncation")
+    if truncation is None:
+        return
+    for (task, feature), cut in truncation.snapshot().items():
+        if (task, feature) not in _WARNED_CUTS:
+            _WARNED_CUTS.add((task, feature))
+            log.warning(truncation.training_warning(task, feature, cut))
+
+
+def check_cut_eval_examples(name: str, split: str, examples: Sequence[Mapping[str, Any]],
+                            task_feature_lengths: Mapping[str, int]) -> None:
+    """Evaluation examples whose targets seqio cut (`targets_full_length`, recorded by
+    tasks.truncation.count_cut): ValueError for a task scored on whole targets (accuracy,
+    exact match), else a warning. Names the task, the feature, the longest length and
+    --gin.TASK_FEATURE_LENGTHS."""
+    truncation = sys.modules.get("tasks.truncation")
+    if truncation is None or not examples:
+        return
+    for feature in ("inputs", "targets"):
+        key, limit = truncation.full_length_key(feature), task_feature_lengths.get(feature)
+        lengths = [int(e[key]) for e in examples if key in e]
+        cut = [n for n in lengths if limit is not None and n > int(limit)]
+        if not cut:
+            continue
+        strict = name in truncation.STRICT_EVAL
+        message = truncation.eval_message(name, split, feature, len(cut), len(lengths),
+                                          max(cut), int(limit), strict)
+        if strict:
+            raise ValueError(message)
+        log.warning(message)
+
+
+_TF_ASSERTION = re.compile(r"assertion failed: \[(.*?)\]\s*\[\[\{\{node", re.DOTALL)
 
 
 def input_error(err: Exception) -> Exception:
     """A reader's error raised inside tf.data (e.g. `en.jsonl:2: malformed JSON`) as a
-    ValueError with that message (the CLI prints it), instead of TensorFlow's OpError."""
+    ValueError with that message (the CLI prints it), instead of TensorFlow's OpError. A
+    preprocessor's tf.debugging.Assert (e.g. tasks.promot_tasks.inputs_fit, the encoder
+    budget) becomes a ValueError with its own message alone, without TensorFlow's wrapping
+    (the iterator, the op, the node)."""
     if not type(err).__module__.startswith("tensorflow"):
         return err
     text = getattr(err, "message", str(err))
+    assertion = _TF_ASSERTION.search(text)
+    if assertion:
+        return ValueError(assertion.group(1).strip())
     m = re.search(r"\b(?:ValueError|FileNotFoundError|UnicodeDecodeError|KeyError|TypeError)"
                   r": (.+)", text)
     return ValueError(f"reading the training data failed: {m.group(1) if m else text}")
@@ -321,7 +371,15 @@ def load_examples(mixture_or_task_name: str, task_feature_lengths: Mapping[str, 
                           trim_output_features=True)
     if max_examples is not None:
         ds = ds.take(int(max_examples))
-    return list(ds.as_numpy_iterator())
+    try:
+        examples = list(ds.as_numpy_iterator())
+    except Exception as e:  # noqa: BLE001 - tf.data wraps a reader's error in an OpError
+        converted = input_error(e)
+        if converted is e:
+            raise
+        raise converted from e
+    check_cut_eval_examples(mixture_or_task_name, split, examples, task_feature_lengths)
+    return examples
 
 
 def pad_tokens(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
