@@ -6,10 +6,12 @@
   --gin_search_paths=A,B  folders searched for bare gin file names and `include` lines
   --multiprocess_gpu --coordinator_address=HOST:PORT --process_count=N --process_index=I
 
-absl's own flags work too (--flagfile, --helpfull, --verbosity, --alsologtostderr). The CLIs
-parse with absl's FLAGS but not through absl.app.run: a flag mistake must end with exit code
-2 and one line naming the flag (docs/errors.md), where app.run exits 1, and every CLI ends
-through medmt5.runtime.failures. --help and --helpfull print the CLI's usage and exit 0.
+absl's own flags work too: --flagfile (its lines may use --gin.NAME=VALUE), --helpfull, and
+absl.logging's --verbosity / --alsologtostderr are accepted where T5X command lines pass them.
+The CLIs parse with absl's FLAGS but not through absl.app.run: a flag mistake must end with
+exit code 2 and one line naming the flag (docs/errors.md), where app.run exits 1, and every CLI
+ends through medmt5.runtime.failures. --help and --helpfull print the usage and exit 0. The
+tools without gin (convert, demo, prompt_tuning.export) use parse_tool_flags.
 """
 from __future__ import annotations
 
