@@ -224,6 +224,16 @@ CASES = [
     Case("convert_source_missing", lambda e: [
         "hf-to-medmt5", f"{e.root}/no_hf_model", f"{e.root}/converted"], 1,
         ("no_hf_model",), module="medmt5.convert"),
+    # ---- ProMoT data: a few-shot input over the encoder budget (raised inside tf.data) -------
+    Case("promot_input_over_encoder_budget", lambda e: train(
+        e, "--gin.MIXTURE_OR_TASK_NAME='promot_rte_1shot'"), 1,
+        # the whole line: our message alone, no TensorFlow iterator / op / node text around it
+        ("medmt5.train: error: ValueError: task promot_rte_1shot: an input of 205 tokens (EOS "
+         "included) does not fit the encoder budget of 32 tokens (TASK_FEATURE_LENGTHS inputs). "
+         "Raise the inputs length with the flag --gin.TASK_FEATURE_LENGTHS to at least the "
+         "longest input (few-shot inputs are cut to $MEDMT5_ICL_INPUT_TOKENS tokens, default "
+         "1024), or set $MEDMT5_ICL_INPUT_TOKENS=32 to cut the demonstrations to fit. seqio "
+         "would otherwise cut the end of the query.\n",), data_error=True),
 ]
 
 
