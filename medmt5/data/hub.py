@@ -82,6 +82,14 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
 
+def _not_local(path) -> str:
+    """The message's last sentence: a bare org/name might have been meant as a local folder."""
+    path = os.fspath(path)
+    if path.startswith(HF_SCHEME):
+        return "."
+    return f". If you meant a local folder: {os.path.abspath(path)} does not exist"
+
+
 def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
     """The local snapshot folder for a hub id (see the module docstring). Raises HubError."""
     repo_id, revision = parse_hub_id(path)
@@ -103,9 +111,8 @@ def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
                else f"it could not be downloaded ({type(e).__name__})")
-        local = os.path.abspath(os.fspath(path))
-        raise HubError(f"{shown}: not in the Hugging Face cache {cache} and {why}; {download}. "
-                       f"If you meant a local folder: {local} does not exist") from None
+        raise HubError(f"{shown}: not in the Hugging Face cache {cache} and {why}; {download}"
+                       f"{_not_local(path)}") from None
     except hf_errors.RevisionNotFoundError:
         raise HubError(f"{shown}: revision {revision!r} does not exist on the hub") from None
     except hf_errors.RepositoryNotFoundError:
@@ -182,10 +189,8 @@ def resolve_dataset(path) -> str:
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
                else f"it could not be downloaded ({type(e).__name__})")
-        local = os.path.abspath(os.fspath(path))
         raise HubError(f"dataset {shown}: not in the Hugging Face cache {cache} and {why}; "
-                       f"{download}. If you meant a local folder: {local} does not exist"
-                       ) from None
+                       f"{download}{_not_local(path)}") from None
     except hf_errors.RevisionNotFoundError:
         raise HubError(f"dataset {shown}: revision {revision!r} does not exist on the hub"
                        ) from None
