@@ -64,7 +64,13 @@ def test_every_measurement_parses_on_gpu_and_tiny():
     full = gpu_suite.MEASUREMENTS["train_large_1024"]["full"]
     assert full[full.index("--inputs_length") + 1] == "1024"
     assert full[full.index("--targets_length") + 1] == "229"
-    assert "eager,compile" in full
+    assert full[full.index("--peer") + 1] == "eager"
+    # the HF + torch.compile peer: its own measurement, last (its compile takes minutes)
+    assert list(gpu_suite.MEASUREMENTS)[-1] == "train_large_512_compile"
+    compiled = gpu_suite.MEASUREMENTS["train_large_512_compile"]["full"]
+    assert compiled[compiled.index("--peer") + 1] == "compile"
+    assert compiled[compiled.index("--inputs_length") + 1] == "512"
+    assert gpu_suite.TIME_LIMITS["train_large_512_compile"] > 280
 
 
 def test_suite_refuses_a_non_gpu_machine_and_unknown_names(tmp_path):
