@@ -53,25 +53,21 @@ def expected_shapes(cfg) -> Dict[str, Tuple[int, ...]]:
         shapes[f"{prefix}/wi_1/kernel"] = (h, f)
         shapes[f"{prefix}/wo/kernel"] = (f, h)
 
-    shapes["encoder/relpos_bias/rel_embedding"] = rel
-    for i in range(cfg.num_encoder_layers):
-        p = f"encoder/layers_{i}"
-        shapes[f"{p}/pre_attention_layer_norm/scale"] = (h,)
-        attention(f"{p}/attention")
-        shapes[f"{p}/pre_mlp_layer_norm/scale"] = (h,)
-        mlp(f"{p}/mlp")
-    shapes["encoder/encoder_norm/scale"] = (h,)
-
-    shapes["decoder/relpos_bias/rel_embedding"] = rel
-    for i in range(cfg.num_decoder_layers):
-        p = f"decoder/layers_{i}"
-        shapes[f"{p}/pre_self_attention_layer_norm/scale"] = (h,)
-        attention(f"{p}/self_attention")
-        shapes[f"{p}/pre_cross_attention_layer_norm/scale"] = (h,)
-        attention(f"{p}/encoder_decoder_attention")
-        shapes[f"{p}/pre_mlp_layer_norm/scale"] = (h,)
-        mlp(f"{p}/mlp")
-    shapes["decoder/decoder_norm/scale"] = (h,)
+    # stack -> (layers, its attention blocks as (pre-norm, attention) names)
+    stacks = {"encoder": (cfg.num_encoder_layers, (("pre_attention_layer_norm", "attention"),)),
+              "decoder": (cfg.num_decoder_layers,
+                          (("pre_self_attention_layer_norm", "self_attention"),
+                           ("pre_cross_attention_layer_norm", "encoder_decoder_attention")))}
+    for stack, (num_layers, blocks) in stacks.items():
+        shapes[f"{stack}/relpos_bias/rel_embedding"] = rel
+        for i in range(num_layers):
+            p = f"{stack}/layers_{i}"
+            for norm, attn in blocks:
+                shapes[f"{p}/{norm}/scale"] = (h,)
+                attention(f"{p}/{attn}")
+            shapes[f"{p}/pre_mlp_layer_norm/scale"] = (h,)
+            mlp(f"{p}/mlp")
+        shapes[f"{stack}/{stack}_norm/scale"] = (h,)
     if not cfg.tie_word_embeddings:
         shapes["decoder/logits_dense/kernel"] = (h, v)
     return shapes
