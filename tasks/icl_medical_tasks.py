@@ -17,7 +17,6 @@ tasks/qa.py, tasks/seqlabel.py, tasks/metrics.py); the folder is the argument, e
 $MEDMT5_BENCHMARK_DIR, else the shipped samples.
 """
 import dataclasses
-import os
 from typing import Any
 
 import seqio
@@ -90,7 +89,7 @@ def _tagging_records(task_name: str, split: str, root: str) -> list[dict[str, An
 
 def _bioasq_records(lang: str, split: str, root: str) -> list[dict[str, Any]]:
     return [{"context": " ".join(e.snippets), "question": e.question, "answers": list(e.answers)}
-            for e in qa.read_split(os.path.join(root, "bioasq"), lang, split)]
+            for e in qa.read_split(benchmarks.source_dir(root, "bioasq"), lang, split)]
 
 
 def read_records(spec: MedicalIclTask, split: str, data_dir: str | None = None):
