@@ -102,7 +102,8 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: int | None = None,
     else:
         stage = atomic_directory(out, overwrite)
     with stage as tmp:
-        if record is not None:  # the identity stage 2 / evaluation check (medmt5.checkpointing.vocab_record)
+        # the identity stage 2 / evaluation check (medmt5.checkpointing.vocab_record)
+        if record is not None:
             with open(os.path.join(tmp, vocab_record.RECORD_FILE), "w") as f:
                 json.dump(record, f, indent=2, sort_keys=True)
         if fmt == "npy":
