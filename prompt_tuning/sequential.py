@@ -2,7 +2,7 @@
 
     python -m prompt_tuning.sequential --gin_file=mt5_tiny.gin \
         --gin_file=promot/sequential.gin --gin.MODEL_DIR="'/tmp/seq'" \
-        --gin.SEQUENTIAL_TASKS="['mini_rte', 'mini_translate']" \
+        --gin.SEQUENTIAL_TASKS="['promot_rte', 'promot_wmt14_enfr']" \
         --gin.INITIAL_CHECKPOINT_PATH="'/path/to/pretrained'"
 
 For each task in turn (method):

@@ -1,95 +1,100 @@
-"""The ProMoT miniature's synthetic data: deterministic, well-formed, answers recoverable."""
-import itertools
-import os
-import re
-
+"""The ProMoT miniature's data (experiments/promot_mini/{words,episodes}.py): deterministic,
+well-formed, every word one id, demonstrations that follow the episode's rule, target formats
+balanced. (The rule-based solver of every kind is in tests/test_promot_mini.py.)"""
+import numpy as np
 import pytest
-import sentencepiece as spm
 
-from experiments.promot_mini import synthetic
+from experiments.promot_mini import episodes as E
+from experiments.promot_mini import words as W
 
-VOCAB = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                     "tasks", "data", "vocab", "medmt5_tiny.model")
-
-
-def _pairs(inputs: str):
-    """[(x, y)] demonstrations and the query x of a rendered episode."""
-    parts = inputs.split("\n\n")
-    demos = [re.fullmatch(r"Q: (.*) A: (.*)", p).groups() for p in parts[:-1]]
-    query = re.fullmatch(r"Q: (.*) A:", parts[-1]).group(1)
-    return demos, query
+FORMAT_WORDS = {w for f in W.TARGET_FORMATS.values() for w in f}
 
 
-def test_episodes_are_deterministic_and_split_dependent():
-    for family in synthetic.ICL_FAMILIES:
-        a = synthetic.episode(family, "test", 0, 5, 3)
-        assert a == synthetic.episode(family, "test", 0, 5, 3)
-        others = [synthetic.episode(family, "train", 0, 5, 3),
-                  synthetic.episode(family, "test", 1, 5, 3),
-                  synthetic.episode(family, "test", 0, 6, 3)]
-        assert all(o != a for o in others), family
-    stream = list(itertools.islice(synthetic.pretraining_stream(3), 50))
-    assert stream == list(itertools.islice(synthetic.pretraining_stream(3), 50))
-    assert stream != list(itertools.islice(synthetic.pretraining_stream(4), 50))
-    for task in synthetic.TARGET_TASKS:
-        assert synthetic.target_example(task, "train", 0, 2) == \
-            synthetic.target_example(task, "train", 0, 2)
+def _demos(x):
+    """[(left, right)] demonstrations, the query words and the pair marker of an episode
+    rendered as `l pm r sm l pm r ... qm q pm` (markers are single words)."""
+    t = x.split()
+    pm = t[t.index(next(m for m in t if m in W.PAIR_MARKERS))]
+    qpos = max(i for i, w in enumerate(t[:-1]) if w in W.QUERY_MARKERS)
+    demos, cur = [], []
+    for w in t[:qpos] + [None]:
+        if w is None or (w in W.SEP_MARKERS and pm in cur):
+            i = cur.index(pm)
+            demos.append((cur[:i], cur[i + 1:]))
+            cur = []
+        else:
+            cur.append(w)
+    return demos, t[qpos + 1:-1], pm
 
 
-def test_words_are_single_tokens_and_not_reserved():
-    sp = spm.SentencePieceProcessor(model_file=VOCAB)
-    assert len(set(synthetic.WORDS)) == len(synthetic.WORDS) >= 40
-    assert [w for w in synthetic.WORDS if len(sp.encode(w)) != 1] == []
-    assert not synthetic.RESERVED & set(synthetic.WORDS)
+def test_sets_are_deterministic_and_seed_and_kind_dependent():
+    for kind in E.GENERATORS:
+        a = E.fixed_set(kind, 0, 16)
+        b = E.fixed_set(kind, 0, 16)
+        for k in ("inputs", "targets"):
+            np.testing.assert_array_equal(a[k], b[k])
+        assert not np.array_equal(a["inputs"], E.fixed_set(kind, 1, 16)["inputs"]), kind
+    assert not np.array_equal(E.fixed_set("recall", 0, 16)["inputs"],
+                              E.fixed_set("select", 0, 16)["inputs"])
+    x = E.batch(E.FAMILIES, np.random.default_rng(5), 32)
+    y = E.batch(E.FAMILIES, np.random.default_rng(5), 32)
+    np.testing.assert_array_equal(x["inputs"], y["inputs"])
+    np.testing.assert_array_equal(x["kind"], y["kind"])
+    assert set(x["kind"]) == set(range(len(E.FAMILIES)))  # a uniform mix of the kinds
 
 
-@pytest.mark.parametrize("family", synthetic.ICL_FAMILIES)
-def test_answer_follows_from_demonstrations(family):
-    for i in range(30):
-        ex = synthetic.episode(family, "test", 0, i, 3)
-        demos, query = _pairs(ex["inputs"])
-        assert len(demos) == 3
-        q, y = query.split(), ex["targets"].split()
-        rule = {"copy": q, "reverse": q[::-1], "first": q[:1], "last": q[-1:],
-                "swap": [q[1], q[0]] + q[2:] if len(q) > 1 else None}.get(family)
-        if rule is not None:
-            assert y == rule
-            for x, dy in demos:  # the demonstrations follow the same rule
-                xs = x.split()
-                assert dy.split() == {"copy": xs, "reverse": xs[::-1], "first": xs[:1],
-                                      "last": xs[-1:], "swap": [xs[1], xs[0]] + xs[2:]}[family]
-        elif family == "lookup":
-            assert dict(demos)[query] == ex["targets"]
-        else:  # label: a query word is in every demonstration of its label and no other
-            same = [set(x.split()) for x, dy in demos if dy == ex["targets"]]
-            other = [set(x.split()) for x, dy in demos if dy != ex["targets"]]
-            assert same and other and len({dy for _, dy in demos}) == 2
-            assert set.intersection(*same, set(q)) - set.union(*other)
+def test_every_word_is_one_id_and_specials_are_not_words():
+    assert len(set(W.WORDS)) == len(W.WORDS) >= 40
+    for w in W.WORDS[len(W.SPECIAL):]:
+        assert W.encode(w) == [W.ID[w]] and W.decode(W.encode(w)) == w
+    content = set(W.CONTENT)
+    assert not set(W.SPECIAL) & (content | set(W.LABELS) | FORMAT_WORDS)
+    assert not FORMAT_WORDS & (content | set(W.LABELS))
+    assert (W.PAD, W.EOS, W.UNK) == tuple(W.ID[s] for s in W.SPECIAL)
+    b = E.batch(sorted(E.GENERATORS), np.random.default_rng(0), 64)
+    assert b["inputs"].dtype == np.int32 and b["inputs"].max() < W.vocab_size()
+    for row in b["targets"]:  # answer words, then EOS, then padding
+        ids = list(row)
+        assert W.EOS in ids and all(i == W.PAD for i in ids[ids.index(W.EOS) + 1:])
 
 
-def test_target_tasks_fixed_formats():
-    for i in range(50):
-        rte = synthetic.target_example("rte", "train", 0, i)
-        premise, rest = rte["inputs"].split(" question: ")
-        word = rest.split(" Is it true or false?")[0]
-        assert rte["targets"] == ("true" if word in premise.split() else "false")
-        count = synthetic.target_example("count", "validation", 0, i)
-        n = len(count["inputs"][len("How many words: "):-len(" answer:")].split())
-        assert count["targets"] == synthetic.NUMBERS[n - 1]
-    lex = {}
-    for i in range(200):  # the translation lexicon is one fixed word -> word map
-        ex = synthetic.target_example("translate", "train", 0, i)
-        src = ex["inputs"][len("Translate English to French: "):].split()
-        for s, t in zip(src, ex["targets"].split()):
-            assert lex.setdefault(s, t) == t
-    labels = [synthetic.target_example("rte", "train", 0, i)["targets"] for i in range(200)]
-    assert 60 < labels.count("true") < 140
+@pytest.mark.parametrize("kind", ["labelmap", "copyfmt", "select"])
+def test_demonstrations_follow_the_episodes_rule(kind):
+    rng = np.random.default_rng(11)
+    for _ in range(100):
+        x, y = E.example(kind, rng)
+        demos, query, _ = _demos(x)
+        assert len(demos) == E.NUM_DEMOS + (kind == "labelmap"), x
+        if kind == "labelmap":  # one label per class in this episode, both classes shown
+            label = {}
+            for (w,), (lab,) in demos:
+                assert label.setdefault(W.CLASS_OF[w], lab) == lab, x
+            assert len(label) == 2 and label[W.CLASS_OF[query[0]]] == y
+        elif kind == "copyfmt":  # the same format word before a copy of the left word
+            fmts = {tuple(r[:1]) for _, r in demos}
+            assert len(fmts) == 1 and all(r[1:] == left for left, r in demos), x
+            assert y.split() == [fmts.pop()[0]] + query
+        else:  # select: every answer is its row's word of one class
+            classes = {W.CLASS_OF[a] for left, (a,) in demos if a in left}
+            assert len(classes) == 1 and all(a in left for left, (a,) in demos), x
+            assert [w for w in query if W.CLASS_OF[w] in classes] == [y]
 
 
-def test_bad_names_raise():
-    with pytest.raises(ValueError, match="unknown in-context family"):
-        synthetic.episode("nope", "train", 0, 0, 3)
-    with pytest.raises(ValueError, match="unknown target task"):
-        synthetic.target_example("nope", "train", 0, 0)
-    with pytest.raises(ValueError, match="shots"):
-        synthetic.episode("copy", "train", 0, 0, 0)
+def test_target_tasks_have_their_fixed_formats_balanced():
+    rng = np.random.default_rng(2)
+    for kind, labels in (("verify", ("true", "false")), ("verify_1shot", ("true", "false")),
+                         ("sameclass", ("same", "different"))):
+        answers = [E.example(kind, rng)[1] for _ in range(200)]
+        assert set(answers) == set(labels), kind
+        assert 60 < answers.count(labels[0]) < 140, (kind, answers.count(labels[0]))
+    for fam in E.FAMILIES:  # no in-context answer is in a target's format
+        assert not {w for _ in range(100) for w in E.example(fam, rng)[1].split()} & FORMAT_WORDS
+
+
+def test_bad_names_and_lengths_raise():
+    with pytest.raises(ValueError, match="unknown task 'nope'"):
+        E.example("nope", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="not in the fixed vocabulary"):
+        W.encode("cat = unicorn")
+    with pytest.raises(ValueError, match=r"has 25 tokens > 24 .*shorten the episode"):
+        E._row(list(range(25)), E.ENC_LEN, "an input")

@@ -1,4 +1,7 @@
-"""Sequential ProMoT driver: stages, resume between stages, prompt bookkeeping, gin CLI."""
+"""Sequential ProMoT driver: stages, resume between stages, prompt bookkeeping, gin CLI.
+
+On the shipped ProMoT sample tasks (tiny vocabulary): RTE (accuracy), then WMT14 En->Fr
+(BLEU), with TriviaQA 1-shot (exact match) held out."""
 import json
 import os
 import shutil
@@ -11,17 +14,21 @@ from tests import trainer_fixtures  # noqa: F401  (cheap XLA compile flags, set 
 import jax  # noqa: E402
 
 import medmt5  # noqa: E402
-from experiments.promot_mini import mini_tasks  # noqa: E402  (registers mini_* tasks)
+import tasks  # noqa: E402,F401  (registers the promot_* / icl_* sample tasks)
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint  # noqa: E402
 from medmt5.model.config import T5Config  # noqa: E402
 from medmt5.model.transformer import Transformer  # noqa: E402
 from prompt_tuning import sequential  # noqa: E402
 
-TASKS = ["mini_rte", "mini_count"]
+TASKS = ["promot_rte", "promot_wmt14_enfr"]
+HELDOUT = "icl_triviaqa_1shot"
 CFG = T5Config(vocab_size=2176, d_model=16, d_kv=4, d_ff=32, num_heads=2,
                num_encoder_layers=1, num_decoder_layers=1,
                relative_attention_num_buckets=8, relative_attention_max_distance=16)
-LENGTHS = {"inputs": 64, "targets": 4}
+# inputs: the longest sample input (RTE 107 tokens, TriviaQA 1-shot 75) fits; targets: RTE's
+# labels and TriviaQA's answers (exact match: a cut answer would stop the evaluation) fit,
+# WMT's longer translations are cut (a logged warning; BLEU).
+LENGTHS = {"inputs": 112, "targets": 12}
 P = 3
 
 
@@ -51,7 +58,6 @@ def pretrained(tmp_path_factory):
 def _argv(model_dir, pretrained):
     """The gin command line of a tiny 2-task x 2-step sequential ProMoT run."""
     return ["--gin_file=promot/sequential.gin",
-            "--gin_bindings=import experiments.promot_mini.mini_tasks",
             "--gin.MODEL_CONFIG=@T5Config()",
             *[f"--gin.T5Config.{k}={getattr(CFG, k)}" for k in (
                 "vocab_size", "d_model", "d_kv", "d_ff", "num_heads", "num_encoder_layers",
@@ -59,7 +65,7 @@ def _argv(model_dir, pretrained):
                 "relative_attention_max_distance")],
             f"--gin.MODEL_DIR='{model_dir}'", f"--gin.INITIAL_CHECKPOINT_PATH='{pretrained}'",
             f"--gin.SEQUENTIAL_TASKS={TASKS!r}", "--gin.SEQUENTIAL_METHOD='promot'",
-            "--gin.HELDOUT_TASKS=['mini_icl_copy']", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS!r}",
+            f"--gin.HELDOUT_TASKS={[HELDOUT]!r}", f"--gin.TASK_FEATURE_LENGTHS={LENGTHS!r}",
             "--gin.BATCH_SIZE=8", "--gin.PROMPT_STEPS=2", "--gin.MODEL_STEPS=2",
             "--gin.PROMPT_EVAL_PERIOD=2", "--gin.MODEL_EVAL_PERIOD=2",
             f"--gin.PROMPT_LENGTH={P}", "--gin.run_sequential.prompt_init='vocab'",
@@ -74,7 +80,8 @@ def straight(tmp_path_factory, pretrained):
         return d, json.load(f)
 
 
-STAGES = ["0_mini_rte_prompt", "0_mini_rte_model", "1_mini_count_prompt", "1_mini_count_model"]
+STAGES = ["0_promot_rte_prompt", "0_promot_rte_model", "1_promot_wmt14_enfr_prompt",
+          "1_promot_wmt14_enfr_model"]
 
 
 def test_promot_stages_measurements_and_prompts(straight):
@@ -83,7 +90,7 @@ def test_promot_stages_measurements_and_prompts(straight):
     assert state["completed"] == STAGES
     assert [r["after"] for r in rows] == ["initial"] + STAGES
     assert rows[0]["seen"] == {} and set(rows[-1]["seen"]) == set(TASKS)
-    assert set(rows[-1]["heldout"]) == {"mini_icl_copy"}
+    assert set(rows[-1]["heldout"]) == {HELDOUT}
     assert all(0 <= r["norm_avg"] <= 100 for r in rows)
     with open(os.path.join(d, "metrics.jsonl")) as f:
         assert [json.loads(line)["after"] for line in f] == [r["after"] for r in rows]
@@ -97,19 +104,19 @@ def test_promot_stages_measurements_and_prompts(straight):
             _, params = medmt5.load_checkpoint(os.path.join(stage_dir, "best"))
             np.testing.assert_array_equal(params["prompt"]["embedding"], saved)
             with open(os.path.join(stage_dir, "best", "best.json")) as f:
-                assert json.load(f)["metric"] == {"mini_rte": "accuracy",
-                                                   "mini_count": "exact_match"}[task]
+                assert json.load(f)["metric"] == {"promot_rte": "accuracy",
+                                                   "promot_wmt14_enfr": "bleu"}[task]
     # The second task's prompt stage trains only its prompt: backbone equals task 0's.
-    _, b0 = medmt5.load_checkpoint(os.path.join(d, "backbones", "0_mini_rte"))
-    _, p1 = medmt5.load_checkpoint(os.path.join(d, "stages", "1_mini_count_prompt"))
-    _, b1 = medmt5.load_checkpoint(os.path.join(d, "backbones", "1_mini_count"))
+    _, b0 = medmt5.load_checkpoint(os.path.join(d, "backbones", "0_promot_rte"))
+    _, p1 = medmt5.load_checkpoint(os.path.join(d, "stages", "1_promot_wmt14_enfr_prompt"))
+    _, b1 = medmt5.load_checkpoint(os.path.join(d, "backbones", "1_promot_wmt14_enfr"))
     assert "prompt" not in b0
     f0, f1, fb1 = _flat(b0), _flat(p1), _flat(b1)
     for k, v in f0.items():
         np.testing.assert_array_equal(f1[k], v)
     assert any(not np.array_equal(fb1[k], v) for k, v in f0.items())  # stage 2 moved it
-    assert not np.array_equal(np.load(os.path.join(d, "prompts", "mini_rte.npy")),
-                              np.load(os.path.join(d, "prompts", "mini_count.npy")))
+    assert not np.array_equal(np.load(os.path.join(d, "prompts", "promot_rte.npy")),
+                              np.load(os.path.join(d, "prompts", "promot_wmt14_enfr.npy")))
 
 
 def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, tmp_path,
@@ -120,7 +127,7 @@ def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, 
     r = str(tmp_path / "run")
     shutil.copytree(d, r)
     shutil.rmtree(os.path.join(r, "stages", STAGES[-1]))
-    shutil.rmtree(os.path.join(r, "backbones", "1_mini_count"))
+    shutil.rmtree(os.path.join(r, "backbones", "1_promot_wmt14_enfr"))
     cut = dict(state, completed=STAGES[:3], measurements=state["measurements"][:4])
     with open(os.path.join(r, "state.json"), "w") as f:
         json.dump(cut, f)
@@ -144,8 +151,8 @@ def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, 
     assert resumed["measurements"] == strip
     for t in TASKS:  # earlier prompts untouched by later stages
         assert np.load(os.path.join(r, "prompts", f"{t}.npy")).tobytes() == prompts_before[t]
-    _, a = medmt5.load_checkpoint(os.path.join(d, "backbones", "1_mini_count"))
-    _, b = medmt5.load_checkpoint(os.path.join(r, "backbones", "1_mini_count"))
+    _, a = medmt5.load_checkpoint(os.path.join(d, "backbones", "1_promot_wmt14_enfr"))
+    _, b = medmt5.load_checkpoint(os.path.join(r, "backbones", "1_promot_wmt14_enfr"))
     fa, fb = _flat(a), _flat(b)
     assert fa.keys() == fb.keys()
     for k in fa:
@@ -155,11 +162,11 @@ def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, 
 def test_state_refuses_another_plan(straight, pretrained):
     d, _ = straight
     with pytest.raises(ValueError, match="another MODEL_DIR"):
-        sequential.SequentialState(d, ["mini_count"], "promot")
+        sequential.SequentialState(d, ["promot_wmt14_enfr"], "promot")
     with pytest.raises(ValueError, match="unknown"):
         sequential.stage_plan(TASKS, "nope")
     with pytest.raises(ValueError, match="twice"):
-        sequential.stage_plan(["mini_rte", "mini_rte"], "finetune")
+        sequential.stage_plan(["promot_rte", "promot_rte"], "finetune")
 
 
 def test_stage_stopped_early_is_not_marked_complete(pretrained, tmp_path):
@@ -179,7 +186,7 @@ def test_stage_stopped_early_is_not_marked_complete(pretrained, tmp_path):
         prompt_stage=sequential.StageSettings(2, 0.3, eval_period=2),
         model_stage=sequential.StageSettings(2, 0.01, eval_period=2),
         heldout_tasks=[], eval_batch_size=8, eval_max_examples=8, train_fn=stopped)
-    assert calls == ["0_mini_rte_model"]
+    assert calls == ["0_promot_rte_model"]
     assert [r["after"] for r in rows] == ["initial"]
     with open(os.path.join(d, "state.json")) as f:
         assert json.load(f)["completed"] == []
