@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 import gin
-
 from medmt5.data import hub, paths  # path layer and hub-id resolver (no model code)
 from tasks.benchmark_readers import BenchmarkDataError
 

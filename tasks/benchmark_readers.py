@@ -41,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
 
 from medmt5.data import paths  # local, gs:// and other etils.epath URLs (no model code)
 from tasks import seqlabel
@@ -62,7 +62,7 @@ ABSTRCT_TSV_NAMES = {"neoplasm_train": "neoplasm-train", "neoplasm_dev": "neopla
 # Raw tag -> tag name in the targets, as the authors' Sequence-Labeling-LLMs
 # `label_names.py` (`_label2name`, used by `dataset.format_target_sentence`) verbalises the
 # medical datasets' tags. Tags not in the table are kept as they are.
-LABEL_VERBALISATION: Dict[str, str] = {"ety": "ClinicalEntity", "dis": "Disability"}
+LABEL_VERBALISATION: dict[str, str] = {"ety": "ClinicalEntity", "dis": "Disability"}
 
 # Label sets (verbalised tag names, as in the targets) and languages of each dataset, by
 # this project's dataset key (the seqio task names use it).
@@ -101,8 +101,8 @@ class BenchmarkDataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Sentence:
-    words: Tuple[str, ...]
-    tags: Tuple[str, ...]      # BIO, one per word, verbalised labels
+    words: tuple[str, ...]
+    tags: tuple[str, ...]      # BIO, one per word, verbalised labels
     source: str                # "file:line" (TSV, JSONL) or "file:row N" (parquet)
 
 
@@ -136,7 +136,7 @@ def verbalise(tag: str) -> str:
 
 
 def _finish(where: str, tokens: Sequence[str], tags: Sequence[str], labels: Sequence[str],
-            stats: ReadStats) -> Optional[Sentence]:
+            stats: ReadStats) -> Sentence | None:
     """Validate one sentence; returns None if it is skipped (and counts why)."""
     if len(tokens) != len(tags):
         raise BenchmarkDataError(
@@ -188,7 +188,7 @@ def _missing(path: str) -> BenchmarkDataError:
         "the folder holding the benchmark files (see docs/data.md, Benchmarks)")
 
 
-def read_lines(path: str) -> List[str]:
+def read_lines(path: str) -> list[str]:
     if not paths.exists(path):
         raise _missing(path)
     raw = paths.read_bytes(path)
@@ -207,7 +207,7 @@ def read_lines(path: str) -> List[str]:
     return out
 
 
-def _tsv_fields(line: str) -> Optional[Tuple[str, str]]:
+def _tsv_fields(line: str) -> tuple[str, str] | None:
     """(token, tag) of a TSV line as the authors' read_tsv splits it, None if malformed.
 
     `line.split()` gives 2 fields, or 3 (the third is ignored). A whitespace-only token
@@ -221,12 +221,12 @@ def _tsv_fields(line: str) -> Optional[Tuple[str, str]]:
 
 
 def read_iob_tsv(path: str, labels: Sequence[str],
-                 stats: Optional[ReadStats] = None) -> List[Sentence]:
+                 stats: ReadStats | None = None) -> list[Sentence]:
     """Read an IOB TSV file (blank line between sentences) -> BIO sentences."""
     stats = stats if stats is not None else ReadStats()
-    sentences: List[Sentence] = []
-    tokens: List[str] = []
-    tags: List[str] = []
+    sentences: list[Sentence] = []
+    tokens: list[str] = []
+    tags: list[str] = []
     start = 1
 
     def flush():
@@ -279,7 +279,7 @@ def read_parquet(path: str):
         return pq.read_table(f)
 
 
-def _hf_label_names(schema, column: str) -> Optional[List[str]]:
+def _hf_label_names(schema, column: str) -> list[str] | None:
     """ClassLabel names of `column` from a parquet file's HF metadata (None if absent)."""
     meta = (schema.metadata or {}).get(b"huggingface")
     if not meta:
@@ -294,7 +294,7 @@ def _hf_label_names(schema, column: str) -> Optional[List[str]]:
         return None
 
 
-def _rows_jsonl(path: str) -> Iterable[Tuple[str, object]]:
+def _rows_jsonl(path: str) -> Iterable[tuple[str, object]]:
     for n, line in enumerate(read_lines(path), start=1):
         if not line.strip():
             continue
@@ -310,7 +310,7 @@ TOKEN_COLUMNS = ("tokens", "words")
 LABEL_COLUMNS = ("labels_txt", "labels", "ner_tags")   # first present wins
 
 
-def _pick(columns: Iterable[str], wanted: Sequence[str]) -> Optional[str]:
+def _pick(columns: Iterable[str], wanted: Sequence[str]) -> str | None:
     cols = set(columns)
     return next((c for c in wanted if c in cols), None)
 
@@ -320,9 +320,9 @@ def _is_id(t) -> bool:
 
 
 def read_token_rows(path: str, labels: Sequence[str],
-                    label_names: Optional[Sequence[str]] = None,
-                    stats: Optional[ReadStats] = None,
-                    default_label_names: Optional[Sequence[str]] = None) -> List[Sentence]:
+                    label_names: Sequence[str] | None = None,
+                    stats: ReadStats | None = None,
+                    default_label_names: Sequence[str] | None = None) -> list[Sentence]:
     """Read HF token-classification rows from .jsonl or .parquet.
 
     Tokens from `tokens` (or `words`); labels from `labels_txt`, else `labels`, else
@@ -345,8 +345,9 @@ def read_token_rows(path: str, labels: Sequence[str],
                 f"{list(LABEL_COLUMNS)}; it has {table.column_names}")
         if label_names is None:
             label_names = _hf_label_names(table.schema, lab_col)
-        rows = [(f"{path}:row {i}", {tok_col: t, lab_col: l}) for i, (t, l) in enumerate(
-            zip(table.column(tok_col).to_pylist(), table.column(lab_col).to_pylist()))]
+        rows = [(f"{path}:row {i}", {tok_col: toks, lab_col: labs}) for i, (toks, labs) in
+                enumerate(zip(table.column(tok_col).to_pylist(),
+                              table.column(lab_col).to_pylist()))]
         if not rows:
             raise BenchmarkDataError(f"{path}: file has no rows")
     elif path.endswith(".jsonl") or path.endswith(".json"):
@@ -391,7 +392,7 @@ def read_token_rows(path: str, labels: Sequence[str],
 
 
 def abstrct_files(root: str, lang: str, split: str,
-                  tsv_root: Optional[str] = None) -> List[str]:
+                  tsv_root: str | None = None) -> list[str]:
     """Every file of one AbstRCT language/split, the first layout found.
 
     Under `root/{lang}/`: `{split}-*.parquet` shards (the hub download), `{split}/*.parquet`
@@ -422,16 +423,16 @@ def abstrct_files(root: str, lang: str, split: str,
         "(docs/data.md, Benchmarks)")
 
 
-def abstrct_file(root: str, lang: str, split: str, tsv_root: Optional[str] = None) -> str:
+def abstrct_file(root: str, lang: str, split: str, tsv_root: str | None = None) -> str:
     """The first file of one AbstRCT language/split (see `abstrct_files`)."""
     return abstrct_files(root, lang, split, tsv_root)[0]
 
 
 def read_abstrct(root: str, lang: str, split: str, labels: Sequence[str] = ("Claim", "Premise"),
-                 label_names: Optional[Sequence[str]] = None,
-                 tsv_root: Optional[str] = None) -> List[Sentence]:
+                 label_names: Sequence[str] | None = None,
+                 tsv_root: str | None = None) -> list[Sentence]:
     """All sentences of an AbstRCT language/split (parquet shards concatenated)."""
-    out: List[Sentence] = []
+    out: list[Sentence] = []
     for f in abstrct_files(root, lang, split, tsv_root):
         if f.endswith(".tsv"):
             out.extend(read_iob_tsv(f, labels))

@@ -10,7 +10,8 @@ BIO tag per input word (`SeqLabelPostprocessor`) and its metric is seqeval span 
 Importing this module registers everything with the shipped samples and the tiny
 vocabulary; call `register_benchmark_tasks(data_dir=..., vocabulary="mt5")` to point
 the same names at real data. The data folder is the argument, else
-$MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it (the releases' own layouts, see tasks/benchmark_readers.py):
+$MEDMT5_BENCHMARK_DIR, else tasks/data/benchmarks. Layout under it (the releases' own layouts,
+see tasks/benchmark_readers.py):
   abstrct/{lang}/{split}-00000-of-00001.parquet   HiTZ/multilingual-abstrct from the hub
   ner/{lang}/{lang}-{dataset}-{train,dev,test}.tsv   the authors' IOB TSV release (AbstRCT
       may come from there too: ner/{lang}/{lang}-neoplasm-train.tsv, ...)
@@ -27,18 +28,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import seqio
 import tensorflow as tf
 
 from medmt5.data import paths  # local and gs:// files (no model code)
-from tasks import benchmark_dirs
+from tasks import benchmark_dirs, metrics, qa, seqlabel
 from tasks import benchmark_readers as readers
-from tasks import metrics
-from tasks import qa
-from tasks import seqlabel
 from tasks import vocab as vocab_lib
 
 # Where the data lives (tasks/benchmark_dirs.py), re-exported under their usual names.
@@ -66,7 +63,7 @@ class SeqLabelTask:
     name: str
     dataset: str
     lang: str
-    splits: Dict[str, str]
+    splits: dict[str, str]
     prefixed: bool  # label-set prefix on the input (multitask format)
 
 
@@ -75,7 +72,7 @@ def _t(name, dataset, lang, splits, prefixed=False):
 
 
 # Every sequence-labelling task, by its full name.
-SEQLABEL_TASKS: Tuple[SeqLabelTask, ...] = (
+SEQLABEL_TASKS: tuple[SeqLabelTask, ...] = (
     _t("abstrct_neoplasm_en", "abstrct", "en", NEOPLASM),
     _t("abstrct_neoplasm_es", "abstrct", "es", NEOPLASM),
     _t("abstrct_neoplasm_fr", "abstrct", "fr", NEOPLASM),
@@ -126,7 +123,7 @@ TASKS_BY_NAME = {t.name: t for t in SEQLABEL_TASKS}
 
 # Mixtures: name -> member tasks. Training mixtures are rated by number of training
 # sentences; evaluation mixtures are evaluated on their members' "test" split.
-MIXTURES: Dict[str, Tuple[str, ...]] = {
+MIXTURES: dict[str, tuple[str, ...]] = {
     # all datasets and languages, multitask format (paper Table 8)
     "seqlabel_multitask": (
         "multitask_abstrct_neoplasm_en", "multitask_abstrct_neoplasm_es",
@@ -169,7 +166,7 @@ CROSSLINGUAL_ZERO_SHOT = {
 }
 
 
-def task_files(name: str, split: str) -> List[str]:
+def task_files(name: str, split: str) -> list[str]:
     """The files seqio task `name` reads for its `split` (sequence labelling and BioASQ).
 
     Raises BenchmarkDataError naming the expected file when it is missing."""
@@ -193,7 +190,7 @@ def task_files(name: str, split: str) -> List[str]:
 
 
 def read_sentences(task: SeqLabelTask, split: str, data_dir: str,
-                   sources: Optional[Dict[str, str]] = None) -> List[readers.Sentence]:
+                   sources: dict[str, str] | None = None) -> list[readers.Sentence]:
     """The sentences of `task`'s seqio `split` (e.g. "validation") under `data_dir`
     (per-source overrides: `sources`, else the registered ones; see `source_dir`)."""
     if split not in task.splits:
@@ -209,7 +206,7 @@ def read_sentences(task: SeqLabelTask, split: str, data_dir: str,
 
 
 def make_example(sentence: readers.Sentence, labels: Sequence[str],
-                 prefixed: bool) -> Dict[str, str]:
+                 prefixed: bool) -> dict[str, str]:
     """{"inputs", "targets"} text of one sentence."""
     try:
         return {"inputs": seqlabel.make_input(sentence.words, labels if prefixed else None),
@@ -229,7 +226,7 @@ class SeqLabelPostprocessor:
     def __init__(self, labels: Sequence[str]):
         self.labels = seqlabel.canonical_labels(labels)
 
-    def __call__(self, output: str, example=None, is_target: bool = False) -> List[str]:
+    def __call__(self, output: str, example=None, is_target: bool = False) -> list[str]:
         if isinstance(output, bytes):
             output = output.decode("utf-8")
         words = None
@@ -243,10 +240,10 @@ class SeqLabelPostprocessor:
         return seqlabel.tagged_to_iob(output, words, self.labels)
 
 
-def _dataset_fn(task: SeqLabelTask, data_dir: str, sources: Dict[str, str]):
+def _dataset_fn(task: SeqLabelTask, data_dir: str, sources: dict[str, str]):
     labels = DATASET_LABELS[task.dataset]
 
-    def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
         del shuffle_files, seed  # one file per split; seqio shuffles examples
         rows = [make_example(s, labels, task.prefixed)
                 for s in read_sentences(task, split, data_dir, sources)]
@@ -256,24 +253,24 @@ def _dataset_fn(task: SeqLabelTask, data_dir: str, sources: Dict[str, str]):
     return dataset_fn
 
 
-@functools.lru_cache(maxsize=None)
-def _num_train_sentences(task_name: str, data_dir: str, sources: Tuple) -> int:
+@functools.cache
+def _num_train_sentences(task_name: str, data_dir: str, sources: tuple) -> int:
     return len(read_sentences(TASKS_BY_NAME[task_name], "train", data_dir, dict(sources)))
 
 
-def _rate_by_train_sentences(data_dir: str, sources: Dict[str, str]):
+def _rate_by_train_sentences(data_dir: str, sources: dict[str, str]):
     key = tuple(sorted(sources.items()))
     return lambda task: float(_num_train_sentences(task.name, data_dir, key))
 
 
-def output_features(vocabulary: str = "tiny") -> Dict[str, seqio.Feature]:
+def output_features(vocabulary: str = "tiny") -> dict[str, seqio.Feature]:
     vocab = vocab_lib.get_vocabulary(vocabulary)
     return {"inputs": seqio.Feature(vocab, add_eos=True, required=True),
             "targets": seqio.Feature(vocab, add_eos=True)}
 
 
-def register_benchmark_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
-                             sources: Optional[Dict[str, str]] = None) -> str:
+def register_benchmark_tasks(data_dir: str | None = None, vocabulary: str = "tiny",
+                             sources: dict[str, str] | None = None) -> str:
     """(Re-)register every benchmark task and mixture (sequence labelling and BioASQ).
 
     `sources` (else gin `benchmark_sources`) replace `<data_dir>/{abstrct,ner,bioasq}`.

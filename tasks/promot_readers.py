@@ -22,7 +22,8 @@ Directory layout, per `{data_dir}/{dataset}/` (first found wins, see `split_file
   {split}/*.parquet                  the hub's auto-converted branch (refs/convert/parquet)
   <one folder>/{split}-*.parquet     a repository with one config folder or `data/`, e.g.
                                      wmt16_ro_en/ro-en/train-00000-of-00001.parquet
-  <one folder>/{split}/*.parquet     the same on the auto-converted branch (default/train/0000.parquet)
+  <one folder>/{split}/*.parquet     the same on the auto-converted branch
+                                     (default/train/0000.parquet)
 Parquet columns are the same fields (structs read as objects, class ids as ints).
 Each parser returns plain dicts with the fields the templates in `tasks/icl.py` use.
 Where: `data_dir` (argument, $MEDMT5_PROMOT_DIR, the samples) may be local, `gs://...`, or a
@@ -33,10 +34,10 @@ Errors name the file and line (parquet: row) and say what to fix. Pure Python (n
 """
 import json
 import os
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import gin
-
 from medmt5.data import hub, paths  # local and gs:// files, hub dataset ids (no model code)
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "promot")
@@ -64,7 +65,7 @@ def data_dir(explicit: str = None) -> str:
 
 
 @gin.configurable
-def promot_sources(sources: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+def promot_sources(sources: dict[str, str] | None = None) -> dict[str, str]:
     """dataset folder name -> the folder that replaces `{data_dir}/{dataset}` (local, gs://
     or a hub dataset id), bindable in gin (`promot_sources.sources = {...}`)."""
     unknown = sorted(set(sources or {}) - set(PARSERS))
@@ -82,7 +83,7 @@ def dataset_folder(root: str, dataset: str) -> str:
     return paths.join(root, dataset)
 
 
-def split_files(root: str, dataset: str, split: str) -> List[str]:
+def split_files(root: str, dataset: str, split: str) -> list[str]:
     """The file(s) of one dataset split: JSONL, or the hub's parquet shards (module doc)."""
     folder = dataset_folder(root, dataset)
     jsonl = paths.join(folder, f"{split}.jsonl")
@@ -92,7 +93,8 @@ def split_files(root: str, dataset: str, split: str) -> List[str]:
         found = paths.glob(folder, pattern)
         if found:
             return found
-    nested = paths.glob(folder, f"*/{split}-*.parquet") or paths.glob(folder, f"*/{split}/*.parquet")
+    nested = (paths.glob(folder, f"*/{split}-*.parquet")
+              or paths.glob(folder, f"*/{split}/*.parquet"))
     configs = sorted({paths.dirname(f) for f in nested})
     if len(configs) > 1:
         raise PromotDataError(
@@ -112,7 +114,7 @@ def split_file(root: str, dataset: str, split: str) -> str:
     return split_files(root, dataset, split)[0]
 
 
-def iter_parquet(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def iter_parquet(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields ("file:row N", row dict) batch by batch (large WMT shards stay streamed)."""
     import pyarrow.parquet as pq  # lazy: only parquet inputs need pyarrow
     try:
@@ -128,11 +130,11 @@ def iter_parquet(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
         raise PromotDataError(f"{path}: cannot read parquet ({e})") from None
 
 
-def iter_rows(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def iter_rows(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     return iter_parquet(path) if path.endswith(".parquet") else iter_jsonl(path)
 
 
-def iter_jsonl(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def iter_jsonl(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields ("file:line", object) for every non-blank line; raises on invalid JSON."""
     try:
         handle = paths.open(path, "r", encoding="utf-8")
@@ -145,9 +147,11 @@ def iter_jsonl(path: str) -> Iterator[Tuple[str, Dict[str, Any]]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise PromotDataError(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+                raise PromotDataError(
+                    f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
             if not isinstance(row, dict):
-                raise PromotDataError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+                raise PromotDataError(
+                    f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
             yield f"{path}:{n}", row
 
 
@@ -158,18 +162,19 @@ def _text(row: Mapping[str, Any], key: str, where: str) -> str:
     return " ".join(value.split())  # one line: newlines would read as example separators
 
 
-def _label(row: Mapping[str, Any], where: str, names: Tuple[str, ...]) -> str:
+def _label(row: Mapping[str, Any], where: str, names: tuple[str, ...]) -> str:
     value = row.get("label")
     if isinstance(value, str) and value in names:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(names):
         return names[value]
-    hint = " (the unlabelled test split has label -1; evaluate on validation)" if value == -1 else ""
+    hint = (" (the unlabelled test split has label -1; evaluate on validation)"
+            if value == -1 else "")
     raise PromotDataError(f"{where}: label {value!r} is not one of {list(names)} or their "
                           f"class ids 0..{len(names) - 1}{hint}")
 
 
-def parse_rte(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_rte(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     """SuperGLUE fields premise/hypothesis, or GLUE's sentence1/sentence2 (same label ids)."""
     first, second = ("sentence1", "sentence2") if "premise" not in r and "sentence1" in r \
         else ("premise", "hypothesis")
@@ -177,12 +182,12 @@ def parse_rte(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
             "label": _label(r, w, ("entailment", "not_entailment"))}
 
 
-def parse_cb(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_cb(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     return {"premise": _text(r, "premise", w), "hypothesis": _text(r, "hypothesis", w),
             "label": _label(r, w, ("entailment", "contradiction", "neutral"))}
 
 
-def parse_wic(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_wic(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     label = r.get("label")
     if label not in (True, False, 0, 1):
         raise PromotDataError(f"{w}: label {label!r} must be true/false or 0/1")
@@ -190,7 +195,7 @@ def parse_wic(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
             "sentence2": _text(r, "sentence2", w), "label": bool(label)}
 
 
-def _answer_list(values: Any, where: str, key: str) -> List[str]:
+def _answer_list(values: Any, where: str, key: str) -> list[str]:
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise PromotDataError(f"{where}: {key!r} must be a list of strings, got {values!r}")
     seen, out = set(), []
@@ -201,7 +206,7 @@ def _answer_list(values: Any, where: str, key: str) -> List[str]:
     return out
 
 
-def parse_trivia_qa(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_trivia_qa(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     """answers[0] = answer.value (the demonstration answer), then aliases, normalized_aliases."""
     answer = r.get("answer")
     if not isinstance(answer, dict):
@@ -212,16 +217,16 @@ def parse_trivia_qa(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
     return {"question": _text(r, "question", w), "answers": answers}
 
 
-def parse_web_questions(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_web_questions(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     answers = _answer_list(r.get("answers"), w, "answers")
     if not answers:
         raise PromotDataError(f"{w}: 'answers' is empty")
     return {"question": _text(r, "question", w), "answers": answers}
 
 
-def translation_parser(source: str, target: str) -> Callable[[Mapping[str, Any], str], Dict]:
+def translation_parser(source: str, target: str) -> Callable[[Mapping[str, Any], str], dict]:
     """{"translation": {source: ..., target: ...}} -> source/target text and language names."""
-    def parse(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+    def parse(r: Mapping[str, Any], w: str) -> dict[str, Any]:
         pair = r.get("translation")
         if not isinstance(pair, dict):
             raise PromotDataError(f"{w}: expected {{\"translation\": {{\"{source}\": ..., "
@@ -232,17 +237,17 @@ def translation_parser(source: str, target: str) -> Callable[[Mapping[str, Any],
     return parse
 
 
-def parse_xsum(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_xsum(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     return {"document": _text(r, "document", w), "summary": _text(r, "summary", w)}
 
 
-def parse_wiki_lingua(r: Mapping[str, Any], w: str) -> Dict[str, Any]:
+def parse_wiki_lingua(r: Mapping[str, Any], w: str) -> dict[str, Any]:
     """GEM wiki_lingua layout: "source" is the article, "target" the summary."""
     return {"document": _text(r, "source", w), "summary": _text(r, "target", w)}
 
 
 # dataset folder -> row parser. The registrations in tasks/promot_tasks.py name these folders.
-PARSERS: Dict[str, Callable[[Mapping[str, Any], str], Dict[str, Any]]] = {
+PARSERS: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
     "rte": parse_rte,
     "cb": parse_cb,
     "wic": parse_wic,
@@ -257,7 +262,7 @@ PARSERS: Dict[str, Callable[[Mapping[str, Any], str], Dict[str, Any]]] = {
 
 
 def iter_split(dataset: str, split: str, root: str = None,
-               limit: Optional[int] = None) -> Iterator[Dict[str, Any]]:
+               limit: int | None = None) -> Iterator[dict[str, Any]]:
     """Streams the records of one split (JSONL or parquet shards in order; the first `limit`
     if given); raises if there are none. Large train files (WMT) are never held in memory."""
     if dataset not in PARSERS:
@@ -275,6 +280,6 @@ def iter_split(dataset: str, split: str, root: str = None,
 
 
 def read_split(dataset: str, split: str, root: str = None,
-               limit: Optional[int] = None) -> List[Dict[str, Any]]:
+               limit: int | None = None) -> list[dict[str, Any]]:
     """The records of one split as a list (see `iter_split`)."""
     return list(iter_split(dataset, split, root, limit))

@@ -12,7 +12,8 @@ original BioASQ `{"questions": [...]}` or a list), or the hub's parquet
 `{split}-*.parquet` / `{split}/*.parquet`; splits train and test; languages en/es/fr/it.
 
 Example: inputs `question: <body> context: <snippets joined by spaces>`, targets the
-first ideal answer, `answers` ([None] str) every ideal answer (references for ROUGE). Metric: ROUGE-1/2/L F-measure with an accent-preserving tokenizer
+first ideal answer, `answers` ([None] str) every ideal answer (references for ROUGE).
+Metric: ROUGE-1/2/L F-measure with an accent-preserving tokenizer
 (`tasks.metrics.rouge`). Tasks `bioasq_en`, `bioasq_es`, `bioasq_fr`, `bioasq_it`;
 mixture `bioasq_multilingual`. Registered when tasks.benchmarks is imported.
 """
@@ -21,10 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import gin
-
 from medmt5.data import paths  # local and gs:// files (no model code)
 from tasks import benchmark_dirs, metrics
 from tasks import vocab as vocab_lib
@@ -39,7 +39,7 @@ DEFAULT_FIELDS = {"question": "body", "snippets": "snippets", "answers": "ideal_
 
 @gin.configurable
 def bioasq_fields(question: str = "body", snippets: str = "snippets",
-                  answers: str = "ideal_answer") -> Dict[str, str]:
+                  answers: str = "ideal_answer") -> dict[str, str]:
     """The BioASQ column names, bindable in gin (`bioasq_fields.question = 'question'`)."""
     return {"question": question, "snippets": snippets, "answers": answers}
 
@@ -47,8 +47,8 @@ def bioasq_fields(question: str = "body", snippets: str = "snippets",
 @dataclasses.dataclass(frozen=True)
 class QAExample:
     question: str
-    snippets: Tuple[str, ...]
-    answers: Tuple[str, ...]     # ideal answers; the first is the training target
+    snippets: tuple[str, ...]
+    answers: tuple[str, ...]     # ideal answers; the first is the training target
     source: str                  # "file:line" or "file:row N"
 
 
@@ -58,7 +58,7 @@ def _text(value: Any, where: str, field: str) -> str:
     return " ".join(value.split())
 
 
-def parse_row(row: Any, where: str, fields: Optional[Dict[str, str]] = None) -> QAExample:
+def parse_row(row: Any, where: str, fields: dict[str, str] | None = None) -> QAExample:
     """Validate one BioASQ row; errors name `where` and the field."""
     f = dict(DEFAULT_FIELDS, **(fields or {}))
     if not isinstance(row, dict):
@@ -89,7 +89,7 @@ def parse_row(row: Any, where: str, fields: Optional[Dict[str, str]] = None) -> 
     return QAExample(question, tuple(texts), answers, where)
 
 
-def read_bioasq(path: str, fields: Optional[Dict[str, str]] = None) -> List[QAExample]:
+def read_bioasq(path: str, fields: dict[str, str] | None = None) -> list[QAExample]:
     """Read a BioASQ file (.jsonl, .json or .parquet) strictly."""
     if path.endswith(".jsonl"):
         rows = []
@@ -126,7 +126,7 @@ def read_bioasq(path: str, fields: Optional[Dict[str, str]] = None) -> List[QAEx
     return [parse_row(r, where, fields) for where, r in rows]
 
 
-def bioasq_files(root: str, lang: str, split: str) -> List[str]:
+def bioasq_files(root: str, lang: str, split: str) -> list[str]:
     """The file(s) of one language/split under `root` (= <benchmark dir>/bioasq)."""
     check_language(lang)
     if split not in QA_SPLITS:
@@ -143,22 +143,22 @@ def bioasq_files(root: str, lang: str, split: str) -> List[str]:
         f"{split}.json or {split}-*.parquet; set MEDMT5_BENCHMARK_DIR")
 
 
-def make_example(ex: QAExample) -> Dict[str, str]:
+def make_example(ex: QAExample) -> dict[str, str]:
     return {"inputs": f"question: {ex.question} context: {' '.join(ex.snippets)}",
             "targets": ex.answers[0]}
 
 
 def read_split(root: str, lang: str, split: str,
-               fields: Optional[Dict[str, str]] = None) -> List[QAExample]:
-    out: List[QAExample] = []
+               fields: dict[str, str] | None = None) -> list[QAExample]:
+    out: list[QAExample] = []
     for path in bioasq_files(root, lang, split):
         out.extend(read_bioasq(path, fields))
     return out
 
 
-def _dataset_fn(lang: str, data_dir: str, fields: Optional[Dict[str, str]] = None,
-                sources: Optional[Dict[str, str]] = None):
-    def dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None):
+def _dataset_fn(lang: str, data_dir: str, fields: dict[str, str] | None = None,
+                sources: dict[str, str] | None = None):
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
         import tensorflow as tf  # lazy: the readers above stay usable without TensorFlow
 
         del shuffle_files, seed
@@ -187,9 +187,9 @@ def postprocess(output, example=None, is_target=False):
     return _str(output)
 
 
-def register_qa_tasks(data_dir: Optional[str] = None, vocabulary: str = "tiny",
-                      field_map: Optional[Dict[str, str]] = None,
-                      sources: Optional[Dict[str, str]] = None,
+def register_qa_tasks(data_dir: str | None = None, vocabulary: str = "tiny",
+                      field_map: dict[str, str] | None = None,
+                      sources: dict[str, str] | None = None,
                       output_features=None) -> None:
     """(Re-)register the BioASQ tasks and mixture; data under `<data_dir>/bioasq`, or
     `sources["bioasq"]` (a folder or hub dataset id; tasks.benchmark_dirs.source_dir).

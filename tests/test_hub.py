@@ -19,12 +19,12 @@ import os
 import numpy as np
 import pytest
 
-from medmt5.data import hub
 from medmt5.checkpointing.checkpoint_io import load_checkpoint
-from medmt5.model.config import T5Config
-from medmt5.cli.convert import main as convert_main
 from medmt5.checkpointing.hf_io import save_hf
 from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
+from medmt5.cli.convert import main as convert_main
+from medmt5.data import hub
+from medmt5.model.config import T5Config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_SPM = os.path.join(ROOT, "tasks", "data", "vocab", "medmt5_tiny.model")
@@ -58,7 +58,8 @@ def _add_snapshot(repo_dir, sha, src_dir):
 
 def _set_ref(repo_dir, ref, sha):
     """refs/<ref>; a ref with slashes (refs/convert/parquet) is a nested file, as in the hub's
-    cache (huggingface_hub/_snapshot_download.py: os.path.join(storage_folder, "refs", revision))."""
+    cache (huggingface_hub/_snapshot_download.py:
+    os.path.join(storage_folder, "refs", revision))."""
     os.makedirs(os.path.dirname(os.path.join(repo_dir, "refs", ref)), exist_ok=True)
     with open(os.path.join(repo_dir, "refs", ref), "w") as f:
         f.write(sha)
@@ -245,6 +246,7 @@ def test_dataset_ids_resolve_from_the_offline_cache(dataset_cache):
 
 def test_benchmark_source_by_dataset_id(dataset_cache):
     import seqio
+
     from tasks import benchmark_readers as readers
     from tasks import benchmarks
 

@@ -9,20 +9,20 @@ the emulator runs exercise the fsspec/gcsfs backend, the one used where TensorFl
 import json
 import os
 
-import gin
+import cli_runs
 import numpy as np
 import pytest
-
-import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
-from medmt5.data import paths
+
+import gin
 from medmt5.checkpointing.checkpoint_io import load_checkpoint, orbax_steps, save_params_checkpoint
-from medmt5.model.config import T5Config
-from medmt5.cli.convert import main as convert_main
 from medmt5.checkpointing.hf_io import load_hf, save_hf
 from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, flatten, unflatten
 from medmt5.checkpointing.t5x_io import write_t5x
+from medmt5.cli.convert import main as convert_main
+from medmt5.data import paths
+from medmt5.model.config import T5Config
 
 CFG = T5Config(vocab_size=40, d_model=8, d_kv=3, d_ff=12, num_heads=2, num_encoder_layers=2,
                num_decoder_layers=1, relative_attention_num_buckets=6,
@@ -42,7 +42,7 @@ def _assert_same(a, b):
         assert fa[name].dtype == fb[name].dtype and np.array_equal(fa[name], fb[name]), name
 
 
-def test_path_layer_on_gcs(gcs_emulator):
+def test_path_layer_on_gcs(gcs_emulator):  # noqa: F811 (the fixture)
     root = f"{gcs_emulator}/paths"
     assert paths.is_remote(root) and not paths.exists(root)
     paths.makedirs(paths.join(root, "a"))
@@ -58,7 +58,7 @@ def test_path_layer_on_gcs(gcs_emulator):
     assert paths.dirname(paths.join(root, "b")) == root and paths.basename(root) == "paths"
 
 
-def test_our_checkpoint_on_gcs(gcs_emulator):
+def test_our_checkpoint_on_gcs(gcs_emulator):  # noqa: F811 (the fixture)
     dst = f"{gcs_emulator}/ours"
     params = _random_params(CFG)
     save_params_checkpoint(CFG, params, dst, step=7)
@@ -78,7 +78,7 @@ def test_our_checkpoint_on_gcs(gcs_emulator):
         load_checkpoint(f"{gcs_emulator}/missing")
 
 
-def test_convert_hf_and_t5x_through_gcs(gcs_emulator, tmp_path, capsys):
+def test_convert_hf_and_t5x_through_gcs(gcs_emulator, tmp_path, capsys):  # noqa: F811 (the fixture)
     params = _random_params(CFG)
     local_hf = str(tmp_path / "hf")
     save_hf(CFG, params, local_hf)
@@ -114,7 +114,7 @@ def test_convert_hf_and_t5x_through_gcs(gcs_emulator, tmp_path, capsys):
     _assert_same(loaded2, params)
 
 
-def test_prompt_files_on_gcs(gcs_emulator):
+def test_prompt_files_on_gcs(gcs_emulator):  # noqa: F811 (the fixture)
     from prompt_tuning import initializers, stages
 
     values = np.random.default_rng(3).normal(size=(5, 8)).astype(np.float32)
@@ -135,7 +135,7 @@ def _train(model_dir, steps, extra=()):
 
 
 @pytest.mark.slow
-def test_train_resume_and_initial_checkpoint_on_gcs(gcs_emulator, tmp_path):
+def test_train_resume_and_initial_checkpoint_on_gcs(gcs_emulator, tmp_path):  # noqa: F811 (the fixture)
     """MODEL_DIR on gs://: train 2 steps, resume to 4; the result equals an uninterrupted
     local 4-step run bitwise (params and per-step metrics). Then a new run on gs:// starts
     from that gs:// checkpoint as INITIAL_CHECKPOINT_PATH."""

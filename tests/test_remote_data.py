@@ -14,12 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import seqio
-
 from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
+from test_real_layouts import TAGS, _authors_tree, _hub_abstrct, _tsv
+
 from medmt5.data import paths
 from tasks import benchmark_readers as readers
 from tasks import benchmarks, promot_readers, promot_tasks, qa  # noqa: F401 (registers promot_rte)
-from test_real_layouts import TAGS, _authors_tree, _hub_abstrct, _tsv
 
 
 def _targets(name, split="test"):

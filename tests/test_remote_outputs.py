@@ -9,8 +9,8 @@ import os
 import numpy as np
 import pytest
 import trainer_fixtures as fixtures
-
 from gcs_emulator import gcs_emulator  # noqa: F401  (fixture)
+
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from medmt5.data import paths
 from medmt5.model.transformer import Transformer
@@ -122,7 +122,6 @@ def test_promot_evaluate_outputs_on_gcs(gcs_emulator):  # noqa: F811
     <task>-predictions.jsonl (evaluation.write_predictions), metrics.json (atomic_write_text)
     and config.gin (gin_utils.write_config); each of those writers on gs://."""
     import gin
-
     from medmt5.checkpointing.atomic_dir import atomic_write_text
     from medmt5.cli import gin_utils
     from medmt5.run import evaluation

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Optional, Tuple
 from urllib.parse import unquote
 
 from medmt5.data import paths
@@ -57,7 +56,7 @@ def is_hub_id(path) -> bool:
     return bool(_ID_RE.match(path))
 
 
-def parse_hub_id(path) -> Tuple[str, Optional[str]]:
+def parse_hub_id(path) -> tuple[str, str | None]:
     """'hf://google/mt5-small@abc' -> ('google/mt5-small', 'abc'); revision None = main."""
     path = os.fspath(path)
     spec = path[len(HF_SCHEME):] if path.startswith(HF_SCHEME) else path
@@ -147,7 +146,7 @@ def is_dataset_ref(path) -> bool:
     return path.startswith(DATASETS_SCHEME) or is_hub_id(path)
 
 
-def parse_dataset_ref(path) -> Tuple[str, Optional[str], str]:
+def parse_dataset_ref(path) -> tuple[str, str | None, str]:
     """'hf://datasets/HiTZ/x@v1/en' -> ('HiTZ/x', 'v1', 'en'); 'HiTZ/x' -> ('HiTZ/x', None, '')."""
     path = os.fspath(path)
     if path.startswith(DATASETS_SCHEME):

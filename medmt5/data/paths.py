@@ -26,7 +26,8 @@ import posixpath
 import re
 import shutil
 import tempfile
-from typing import IO, Iterator, List
+from collections.abc import Iterator
+from typing import IO
 
 _SCHEME_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 
@@ -91,7 +92,7 @@ def isfile(path) -> bool:
     return _epath(path).is_file() if is_remote(path) else os.path.isfile(path)
 
 
-def listdir(path) -> List[str]:
+def listdir(path) -> list[str]:
     """Names (not paths) of the entries of a directory; [] when it does not exist."""
     if is_remote(path):
         p = _epath(path)
@@ -126,7 +127,7 @@ def open(path, mode: str = "r", encoding=None) -> IO:  # noqa: A001 - mirrors bu
     return io.TextIOWrapper(_epath(path).open(mode + "b"), encoding="utf-8")
 
 
-def glob(folder, pattern: str) -> List[str]:
+def glob(folder, pattern: str) -> list[str]:
     """Sorted paths under `folder` that match `pattern` (`*`, `?`, `[...]` per path
     component, e.g. "train-*.parquet" or "*/train/*.parquet"); [] when none or no folder.
     Remote folders are listed through etils.epath (gcsfs's glob for gs://)."""
