@@ -246,17 +246,15 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
     cfg = configs.canonical_model_config(model_config).replace(
         dropout_rate=settings.dropout_rate)
     factory, hooks = None, ()
-    freeze = configs.FreezeConfig()
+    freeze = stage_freeze(stage, prompt_attached=bool(prompt_file))
     if stage == "prompt":
         init = (stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
                                           checkpoint=initial_checkpoint_path, seed=seed)
                 if isinstance(prompt_init, str) else prompt_init)
         initial = stages.required_checkpoint(initial_checkpoint_path)
-        freeze = configs.FreezeConfig(trainable=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
         hooks, factory = [stages.PromptWriter()], _PromptedFactory(prompt_length, init)
     elif prompt_file:
         initial = stages.stage2_checkpoint(initial_checkpoint_path, prompt_file)
-        freeze = configs.FreezeConfig(frozen=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
         hooks = [stages.PromptWriter()]
         factory = _PromptedFactory(stages.prompt_length_of(prompt_file),
                                    stages.prompt_initializer("file", path=prompt_file))
@@ -280,6 +278,17 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
     if factory is not None:
         kwargs["model_factory"] = factory
     return kwargs
+
+
+def stage_freeze(stage: str, prompt_attached: bool = False) -> configs.FreezeConfig:
+    """What trains in a stage: "prompt" (stage 1) only the new prompt; "model" with the prompt
+    attached (stage 2) everything but the prompt; "model" without (fine-tuning) everything.
+    stage_train_kwargs and the miniature (experiments/promot_mini/core.py) both use it."""
+    if stage == "prompt":
+        return configs.FreezeConfig(trainable=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
+    if prompt_attached:
+        return configs.FreezeConfig(frozen=[PROMPT_PATTERN], new_params=[PROMPT_PATTERN])
+    return configs.FreezeConfig()
 
 
 class _PromptedFactory:

@@ -109,6 +109,52 @@ def test_readme_table_is_generated_from_the_committed_results():
     assert results["gates"] == report.gates(results)
 
 
+def test_core_stages_use_the_recipes_freezing_settings_and_keep_best():
+    """core.train's stages are the recipe's: the masks come from recipe.stage_freeze (stage 1:
+    only the prompt moves; stage 2: the prompt stays bitwise, the backbone moves), the check
+    gets the recipe's eval_beam_size, and keep-best keeps the first best step on
+    recipe.KIND_METRICS' classification metric."""
+    import jax
+
+    from experiments.promot_mini import core
+    from prompt_tuning import recipe
+
+    model = core.build_model("none", 0.0, 0)
+    example = core.to_batch(E.batch(E.FAMILIES, np.random.default_rng(0), 2))
+    from medmt5.training import partitioning
+
+    backbone = jax.device_get(partitioning.unbox(model.init(
+        jax.random.PRNGKey(0), example["encoder_input_tokens"], example["decoder_input_tokens"],
+        enable_dropout=False)["params"]))
+    prompt = np.random.default_rng(1).uniform(-0.5, 0.5, (2, core.MODEL["d_model"]))
+    calls = []
+
+    def check(bb, pr, step, beam_size):
+        calls.append((step, beam_size))
+        return [50.0, 70.0, 70.0][len(calls) - 1], {}
+
+    s1 = core.stage_settings(core.PROMPT_STAGE, 3, 1)
+    assert (s1.learning_rate, s1.multiply_by_parameter_scale, s1.weight_decay_rate) == (
+        recipe.PROMPT_STAGE.learning_rate, False, recipe.PROMPT_STAGE.weight_decay_rate)
+    bb1, pr1, hist, _, best = core.train(backbone, s1, "train", ["verify"], 0, batch_size=4,
+                                         prompt_length=2, prompt=prompt, check=check,
+                                         log=lambda m: None)
+    assert calls == [(1, recipe.PROMPT_STAGE.eval_beam_size), (2, 4), (3, 4)]
+    assert best == 2 and [h["metric"] for h in hist] == [core.keep_best_metric()] * 3
+    assert core.keep_best_metric() == "accuracy"
+    for a, b in zip(jax.tree.leaves(backbone), jax.tree.leaves(bb1)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(np.asarray(pr1), prompt.astype(np.float32))
+    s2 = core.stage_settings(core.MODEL_STAGE, 2, 2, learning_rate=1e-2)
+    assert (s2.label_smoothing, s2.dropout_rate) == (recipe.MODEL_STAGE.label_smoothing,
+                                                     recipe.MODEL_STAGE.dropout_rate)
+    bb2, pr2, _, _, _ = core.train(bb1, s2, "frozen", ["verify"], 0, batch_size=4,
+                                   prompt_length=2, prompt=pr1, check=None, log=lambda m: None)
+    np.testing.assert_array_equal(np.asarray(pr2), np.asarray(pr1))
+    assert any(not np.array_equal(a, b)
+               for a, b in zip(jax.tree.leaves(bb1), jax.tree.leaves(bb2)))
+
+
 @pytest.mark.slow
 def test_smoke_run_end_to_end(tmp_path):
     from experiments.promot_mini import run

@@ -1,17 +1,19 @@
 """Training and measurement of the miniature, built from the project's library pieces.
 
 Model: `medmt5.Transformer` / `prompt_tuning.prompts.PromptedTransformer`; steps:
-`medmt5.training.trainer.train_step` on a `medmt5.training.train_state` state with the masked optimizer of
-`medmt5.training.optimizers` (freezing by trainable / frozen patterns); decoding:
-`medmt5.decoding.sampling.generate` (greedy for keep-best checks and curves, beam 4 for final scores);
-Norm. Avg. as `tasks.promot_metrics.normalized_average` defines it. The stage settings (optimizer and its
-Adafactor options, LR, dropout, label smoothing, keep-best beam) are the recipe's
-(`prompt_tuning.recipe.PROMPT_STAGE` / `MODEL_STAGE`, the same objects gin/promot/*.gin bind);
-only the step counts, evaluation period and prompt length are scaled down. The stages
-themselves are not `recipe.train_prompt` / `train_model`: those run `medmt5.cli.train.train` on
-registered seqio tasks with orbax checkpoints (minutes of start-up per stage), too slow for
-a 2-core CPU budget; here the same trainer step runs on in-memory batches (episodes.py) and
-keep-best holds the best parameters in memory.
+`medmt5.training.trainer.train_step` on a `medmt5.training.train_state` state with the masked
+optimizer of `medmt5.training.optimizers` (what trains: `prompt_tuning.recipe.stage_freeze`,
+the patterns the gin stages freeze); decoding: `medmt5.decoding.sampling.generate` (beam
+search of the recipe's eval_beam_size for keep-best checks and final scores, greedy for the
+curves); Norm. Avg. as `tasks.promot_metrics.normalized_average` defines it. The stage
+settings (optimizer and its Adafactor options, LR, dropout, label smoothing, keep-best beam)
+are the recipe's (`prompt_tuning.recipe.PROMPT_STAGE` / `MODEL_STAGE`, the same objects
+gin/promot/*.gin bind); only the step counts, evaluation period and prompt length are scaled
+down; the keep-best metric is the recipe's for a classification task (`keep_best_metric`).
+The stage loop itself is not `recipe.train_prompt` / `train_model`: those run
+`medmt5.run.loop.train` on registered seqio tasks with orbax checkpoints (minutes of start-up
+per stage), too slow for a 2-core CPU budget; here the same trainer step runs on in-memory
+batches (episodes.py) and keep-best holds the best parameters in memory (README.md, Design).
 """
 from __future__ import annotations
 
@@ -36,8 +38,18 @@ def model_config(dropout_rate: float = 0.0):
     return T5Config(vocab_size=W.vocab_size(), dropout_rate=dropout_rate, **MODEL)
 
 
+# The stage names of prompt_tuning.recipe (stage_train_kwargs, stage_freeze).
 PROMPT_STAGE = "prompt"     # stage 1: a new prompt trains, the backbone is frozen
 MODEL_STAGE = "model"       # stage 2 (prompt attached and frozen) / fine-tuning (no prompt)
+
+
+def keep_best_metric() -> str:
+    """The keep-best metric of the miniature's targets: the one recipe.default_best_metric
+    picks for a classification task (the first of recipe.KIND_METRICS: accuracy of the
+    decoded predictions, not the teacher-forced token accuracy)."""
+    from prompt_tuning import recipe
+
+    return recipe.KIND_METRICS[0]
 
 
 def stage_settings(stage: str, steps: int, eval_period: int, learning_rate=None):
@@ -92,15 +104,14 @@ _MASKS: Dict[tuple, object] = {}
 
 
 def _mask_for(params, prompt_mode: str):
+    """The trainable mask of a stage: recipe.stage_freeze's patterns (what the gin stages
+    freeze) through optimizers.trainable_mask, as medmt5.run.loop builds it."""
     from medmt5.training import optimizers
-    from prompt_tuning.prompts import PROMPT_PATTERN
+    from prompt_tuning import recipe
 
-    if prompt_mode == "train":
-        mask = optimizers.trainable_mask(params, trainable=[PROMPT_PATTERN])
-    elif prompt_mode == "frozen":
-        mask = optimizers.trainable_mask(params, frozen=[PROMPT_PATTERN])
-    else:
-        mask = optimizers.trainable_mask(params)
+    stage = PROMPT_STAGE if prompt_mode == "train" else MODEL_STAGE
+    freeze = recipe.stage_freeze(stage, prompt_attached=prompt_mode == "frozen")
+    mask = optimizers.trainable_mask(params, freeze.trainable, freeze.frozen)
     key = (prompt_mode, tuple(jax.tree.leaves(mask)))
     _MASKS[key] = mask
     return key
@@ -124,8 +135,11 @@ def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *
     prompt_mode: "train" (stage 1: only the prompt trains), "frozen" (stage 2: the prompt is
     attached and frozen, the backbone trains) or "none" (fine-tuning / pretraining).
     prompt: the initial ([P, H] or [N, P, H]) prompt for stage 1, the frozen one for stage 2.
-    check(backbone, prompt, step) -> (score, extra) is called every settings.eval_period steps and at
-    the end; the best score's weights are kept (keep-best, ties keep the earlier).
+    check(backbone, prompt, step, beam_size) -> (score, extra) is called every
+    settings.eval_period steps and at the end, with the recipe's settings.eval_beam_size; the
+    score is keep_best_metric() on the target's validation set and the best step's weights
+    are kept (keep-best as medmt5.run.evaluation.BestCheckpointKeeper decides it: higher is
+    better, ties keep the earlier step; held in memory, not written to MODEL_DIR/best).
     multitask: kinds are tasks with one prompt row each (task_ids = the kind's index).
     Returns (backbone params, prompt or None, history list, seconds).
     """
@@ -162,8 +176,9 @@ def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *
         due = check is not None and (step % check_every == 0 or step == steps)
         if due:
             backbone, pr = split(state.params)
-            score, extra = check(backbone, pr, step)
-            history.append(dict(step=step, loss=float(metrics["loss"]), score=score, **extra))
+            score, extra = check(backbone, pr, step, settings.eval_beam_size)
+            history.append(dict(step=step, loss=float(metrics["loss"]), score=score,
+                                metric=keep_best_metric(), **extra))
             if best is None or score > best[0]:
                 best = (score, step, jax.device_get(state.params))
             log(f"    step {step}: loss {float(metrics['loss']):.3f} check {score:.1f}")
@@ -183,16 +198,16 @@ def _plain_model():
 
 
 def predict(backbone, data: Mapping[str, np.ndarray], prompt=None, beam: bool = False,
-            task_ids=None) -> np.ndarray:
-    """Generated ids [n, DEC_LEN] (greedy or beam 4) with `prompt` [P, H] / per-row
-    [n, P, H] attached, or none."""
+            task_ids=None, beam_size: int = 4) -> np.ndarray:
+    """Generated ids [n, DEC_LEN] (greedy, or beam search of beam_size: 4, the recipe's
+    eval_beam_size) with `prompt` [P, H] / per-row [n, P, H] attached, or none."""
     from medmt5.decoding import sampling as decoding
 
     if prompt is not None and np.ndim(prompt) == 3 and task_ids is not None:
         prompt = jnp.asarray(prompt)[jnp.asarray(task_ids)]
     seqs, _ = decoding.generate(_plain_model(), backbone,
                                 {"encoder_input_tokens": jnp.asarray(data["inputs"])},
-                                method="beam" if beam else "greedy", beam_size=4,
+                                method="beam" if beam else "greedy", beam_size=beam_size,
                                 max_decode_length=episodes.DEC_LEN,
                                 prompt=None if prompt is None else jnp.asarray(prompt))
     seqs = np.asarray(seqs)

@@ -132,20 +132,23 @@ class Evaluator:
                     for t in self.targets}
         self.test = {t: episodes.fixed_set(t, seed + 900, cfg["n_target"]) for t in self.targets}
 
-    def target(self, backbone, prompt, task: str, split: str = "test", beam: bool = True):
+    def target(self, backbone, prompt, task: str, split: str = "test", beam: bool = True,
+               beam_size: int = 4):
         data = (self.test if split == "test" else self.val)[task]
-        return core.exact_match(core.predict(backbone, data, prompt, beam), data)
+        return core.exact_match(core.predict(backbone, data, prompt, beam,
+                                             beam_size=beam_size), data)
 
     def check(self, task: str, curve: bool):
-        """check(backbone, prompt, step) for core.train: keep-best on the target's
-        validation accuracy (beam 4, the recipe's eval_beam_size); with curve, also the
+        """check(backbone, prompt, step, beam_size) for core.train: keep-best on the target's
+        validation accuracy (beam search of the recipe's eval_beam_size); with curve, also the
         prompt-free held-out format rate and Norm. Avg. (greedy, n_curve per family)."""
-        def fn(backbone, prompt, step):
+        def fn(backbone, prompt, step, beam_size):
             extra = {}
             if curve:
                 h = core.heldout_scores(backbone, self.curve_sets, self.format_words, beam=False)
                 extra = {"format_rate": h["format_rate"], "norm_avg": h["norm_avg"]}
-            return self.target(backbone, prompt, task, "val", beam=True), extra
+            return self.target(backbone, prompt, task, "val", beam=True,
+                               beam_size=beam_size), extra
         return fn
 
     def measure(self, backbone, prompts: dict, attach_heldout=None) -> dict:
@@ -266,9 +269,10 @@ def run_full(pre, seed: int, lr: float, cfg: dict) -> list:
 def _mean_check(ev: Evaluator, tasks):
     """Keep-best on the mean validation accuracy over tasks (row i of a prompt table)."""
     def make(with_prompt: bool):
-        def fn(backbone, prompt, step):
+        def fn(backbone, prompt, step, beam_size):
             accs = [ev.target(backbone, None if prompt is None else
-                              (prompt[i] if with_prompt else None), t, "val", beam=True)
+                              (prompt[i] if with_prompt else None), t, "val", beam=True,
+                              beam_size=beam_size)
                     for i, t in enumerate(tasks)]
             return float(np.mean(accs)), {}
         return fn
