@@ -194,17 +194,17 @@ def test_stage_kwargs_carry_the_recipe(tmp_path):
                   task_feature_lengths={"inputs": 32, "targets": 8}, batch_size=8)
     s1 = recipe.stage_train_kwargs(stage="prompt", settings=recipe.PROMPT_STAGE,
                                    prompt_length=3, **common)
-    assert (s1["model_config"].dropout_rate, s1["label_smoothing"], s1["best_metric"],
-            s1["eval_beam_size"], s1["eval_period"], s1["trainable"]) == (
-                0.1, 0.0, "accuracy", 4, 500, ["prompt/.*"])
+    assert (s1["model_config"].dropout_rate, s1["step"].label_smoothing, s1["eval"].best_metric,
+            s1["eval"].eval_beam_size, s1["eval"].eval_period, s1["freeze"].trainable) == (
+                0.1, 0.0, "accuracy", 4, 500, ("prompt/.*",))
     assert float(s1["schedule"](0)) == pytest.approx(0.2)
     s2 = recipe.stage_train_kwargs(stage="model", settings=recipe.MODEL_STAGE,
                                    prompt_file=str(npy), **common)
-    assert (s2["model_config"].dropout_rate, s2["label_smoothing"], s2["frozen"],
+    assert (s2["model_config"].dropout_rate, s2["step"].label_smoothing, s2["freeze"].frozen,
             s2["model_factory"](fixtures.tiny_config()).prompt_length) == (
-                0.1, 0.1, ["prompt/.*"], 3)
+                0.1, 0.1, ("prompt/.*",), 3)
     ft = recipe.stage_train_kwargs(stage="model", settings=recipe.MODEL_STAGE, **common)
-    assert "model_factory" not in ft and ft["best_metric"] == "accuracy"
+    assert "model_factory" not in ft and ft["eval"].best_metric == "accuracy"
     with pytest.raises(ValueError, match="eval_period must be > 0"):
         recipe.stage_train_kwargs(stage="model", settings=dataclasses.replace(
             recipe.MODEL_STAGE, eval_period=0), **common)
