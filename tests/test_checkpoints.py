@@ -5,11 +5,11 @@ import os
 import jax
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
+
 from medmt5.checkpointing import checkpoints
-from medmt5.training import train_state
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
+from medmt5.training import train_state
 
 MESH = (2, 1)
 

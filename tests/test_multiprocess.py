@@ -8,7 +8,6 @@ import sys
 
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "multiprocess_worker.py")

@@ -6,10 +6,10 @@ import os
 
 import numpy as np
 import pytest
+import trainer_fixtures as fixtures
 
 import tasks.icl_medical_tasks  # noqa: F401  (registers icl_med_*)
 import tasks.promot_tasks  # noqa: F401  (registers promot_* / icl_*)
-import trainer_fixtures as fixtures
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from prompt_tuning import evaluate, recipe
 from prompt_tuning.prompts import PromptedTransformer

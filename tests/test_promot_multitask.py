@@ -5,14 +5,12 @@ import os
 import jax
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
-from medmt5.data import pipeline as data
-from medmt5.training import optimizers
-from medmt5.training import partitioning
-from medmt5.training import trainer
+
 from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+from medmt5.data import pipeline as data
 from medmt5.model.transformer import Transformer
+from medmt5.training import optimizers, partitioning, trainer
 from prompt_tuning import multitask
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 

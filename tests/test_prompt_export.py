@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
+
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from medmt5.checkpointing.hf_io import save_hf
 from medmt5.model.transformer import Transformer
