@@ -14,7 +14,6 @@ gin/promot/*.gin start with `import prompt_tuning.configurables`, which register
                         multi-task stage 2: the [N, P, H] table from PROMPT_FILES
 """
 import gin
-
 from prompt_tuning import evaluate, recipe, stages
 
 prompted_model = gin.external_configurable(stages.prompted_model, name="prompted_model")

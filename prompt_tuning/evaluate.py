@@ -15,16 +15,14 @@ import logging
 import os
 import re
 import sys
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from medmt5.checkpointing import vocab_record
 from medmt5.model.transformer import Transformer
-from medmt5.run import checkpoint_eval
-from medmt5.run import evaluation
-from prompt_tuning import inference
-from prompt_tuning import recipe
+from medmt5.run import checkpoint_eval, evaluation
+from prompt_tuning import inference, recipe
 from prompt_tuning.initializers import load_npy
 from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
 from tasks import promot_metrics
@@ -33,15 +31,15 @@ log = logging.getLogger(__name__)
 
 
 def promot_evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
-                    mixture_or_task_name: Optional[str] = None,
-                    eval_tasks: Optional[Sequence[str]] = None, split: str = "test",
-                    prompt_mode: str = "removed", prompt_file: Optional[str] = None,
-                    prompt_tasks: Optional[Sequence[str]] = None,
-                    output_dir: Optional[str] = None, batch_size: int = 8,
-                    max_examples: Optional[int] = None, beam_size: int = 4,
-                    max_decode_length: Optional[int] = None, num_partitions: int = 1,
-                    format_pattern: Optional[str] = None,
-                    target_task: Optional[str] = None) -> dict:
+                    mixture_or_task_name: str | None = None,
+                    eval_tasks: Sequence[str] | None = None, split: str = "test",
+                    prompt_mode: str = "removed", prompt_file: str | None = None,
+                    prompt_tasks: Sequence[str] | None = None,
+                    output_dir: str | None = None, batch_size: int = 8,
+                    max_examples: int | None = None, beam_size: int = 4,
+                    max_decode_length: int | None = None, num_partitions: int = 1,
+                    format_pattern: str | None = None,
+                    target_task: str | None = None) -> dict:
     """Evaluates; returns {"<task>/<metric>": value, "all/norm_avg": the paper's Norm. Avg.}.
 
     prompt_tasks: the task order of a multi-task prompt table [N, P, H] (MULTITASK_TASKS of
@@ -102,7 +100,7 @@ LANGUAGES = ("en", "es", "fr", "it")
 _LANG_RE = re.compile(r"_(en|es|fr|it)_\d+shot$")
 
 
-def language_of(task: str) -> Optional[str]:
+def language_of(task: str) -> str | None:
     """"es" for icl_med_bioasq_es_1shot; None for a task name without a language."""
     m = _LANG_RE.search(task)
     return m.group(1) if m else None
@@ -148,8 +146,8 @@ def language_table(per_task: Mapping[str, Mapping[str, float]]) -> str:
     return "\n".join(f"{r[0]:<{width}}  {r[1]:>6}  {r[2]:>11}" for r in rows)
 
 
-def task_prompts(tasks: Sequence[str], prompt_mode: str, stored, prompt_file: Optional[str],
-                 prompt_tasks: Optional[Sequence[str]], checkpoint_path: str) -> dict:
+def task_prompts(tasks: Sequence[str], prompt_mode: str, stored, prompt_file: str | None,
+                 prompt_tasks: Sequence[str] | None, checkpoint_path: str) -> dict:
     """{task: the [P, H] prompt to attach, or None (removed)}.
 
     A multi-task table [N, P, H] (stored, or PROMPT_FILE) needs prompt_tasks, its task order

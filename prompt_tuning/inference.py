@@ -10,7 +10,8 @@ Everything goes through `medmt5.decoding.sampling.generate` on the backbone (`pr
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -118,7 +119,7 @@ def prompted_logits(config, params: Mapping[str, Any], batch: Mapping[str, Any],
                        method=model.decode)
 
 
-def prompt_from_checkpoint(path: str, step: Optional[int] = None) -> np.ndarray:
+def prompt_from_checkpoint(path: str, step: int | None = None) -> np.ndarray:
     """The params["prompt"] array of a prompt-tuning checkpoint (MODEL_DIR, MODEL_DIR/best)."""
     from medmt5.checkpointing.checkpoint_io import load_checkpoint
 

@@ -7,7 +7,7 @@ mixed batch attaches each example's own prompt. gin: gin/promot/multitask_stage2
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax.numpy as jnp
 import numpy as np

@@ -17,7 +17,8 @@ its row by `task_ids` [B] (multi-task ProMoT).
 """
 from __future__ import annotations
 
-from typing import Callable, ClassVar, Mapping, Optional
+from collections.abc import Callable, Mapping
+from typing import ClassVar
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -40,7 +41,7 @@ class Prompt(nn.Module):
 
     length: int
     d_model: int
-    init_fn: Optional[Callable] = None   # flax initializer (rng, shape, dtype) -> array
+    init_fn: Callable | None = None   # flax initializer (rng, shape, dtype) -> array
     num_prompts: int = 0                 # 0: one prompt; N > 0: table of N prompts
     param_dtype: jnp.dtype = jnp.float32
 
@@ -81,7 +82,7 @@ class PromptedTransformer(Transformer):
     """
 
     prompt_length: int = 0
-    prompt_init: Optional[Callable] = None
+    prompt_init: Callable | None = None
     num_prompts: int = 0
     # medmt5.model.protocols.AddsLogicalAxes: the core merges these into its tables
     additional_axis_rules: ClassVar[tuple] = AXIS_RULES
@@ -141,7 +142,7 @@ class PromptedTransformer(Transformer):
     def __call__(self, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens=None,
                  encoder_segment_ids=None, decoder_segment_ids=None, encoder_positions=None,
                  decoder_positions=None, enable_dropout: bool = True, decode: bool = False,
-                 max_decode_length: Optional[int] = None, task_ids=None):
+                 max_decode_length: int | None = None, task_ids=None):
         """Teacher-forced float32 logits [B, T, V] with the prompt attached (T5X signature)."""
         encoded, mask = self.encode_prompted(encoder_input_tokens, encoder_segment_ids,
                                              encoder_positions, enable_dropout, task_ids)

@@ -40,7 +40,8 @@ import dataclasses
 import logging
 import os
 import re
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ class StageSettings:
     dropout_rate: float = 0.1
     label_smoothing: float = 0.0
     multiply_by_parameter_scale: bool = True
-    weight_decay_rate: Optional[float] = None
+    weight_decay_rate: float | None = None
     eval_period: int = 0          # evaluate (and keep the best) every N steps; > 0 required
     eval_beam_size: int = 4       # the paper decodes with beam 4
 
@@ -102,15 +103,15 @@ MODEL_STAGE = StageSettings(steps=1000, learning_rate=1e-3, dropout_rate=0.1,
                             label_smoothing=0.1, eval_period=100)
 
 
-def prompt_stage(steps: Optional[int] = None, eval_period: Optional[int] = None,
-                 learning_rate: Optional[float] = None) -> StageSettings:
+def prompt_stage(steps: int | None = None, eval_period: int | None = None,
+                 learning_rate: float | None = None) -> StageSettings:
     """PROMPT_STAGE with the run-size settings replaced (gin: @prompt_stage())."""
     return _replace(PROMPT_STAGE, steps=steps, eval_period=eval_period,
                     learning_rate=learning_rate)
 
 
-def model_stage(steps: Optional[int] = None, eval_period: Optional[int] = None,
-                learning_rate: Optional[float] = None) -> StageSettings:
+def model_stage(steps: int | None = None, eval_period: int | None = None,
+                learning_rate: float | None = None) -> StageSettings:
     """MODEL_STAGE with the run-size settings replaced (gin: @model_stage())."""
     return _replace(MODEL_STAGE, steps=steps, eval_period=eval_period,
                     learning_rate=learning_rate)
@@ -124,13 +125,13 @@ def _replace(settings: StageSettings, **changes) -> StageSettings:
 # Keep-best metric
 
 
-def task_metric_names(task_name: str) -> List[str]:
+def task_metric_names(task_name: str) -> list[str]:
     """Names of the metrics a registered task's own metric functions produce (decoded
     predictions or scores; the evaluator's teacher-forced loss/accuracy excluded)."""
     from medmt5.data import pipeline as data_lib
 
     task = data_lib.get_task_or_mixture(task_name)
-    names: List[str] = []
+    names: list[str] = []
     for fn in list(task.predict_metric_fns) + list(task.score_metric_fns):
         for name in _metric_fn_names(fn):
             if name not in names:
@@ -138,7 +139,7 @@ def task_metric_names(task_name: str) -> List[str]:
     return names
 
 
-def _metric_fn_names(fn) -> List[str]:
+def _metric_fn_names(fn) -> list[str]:
     """The keys a metric function returns, found by calling it on a one-example probe."""
     probes = ((["a b"], ["a b"]),              # text (accuracy, BLEU, ROUGE)
               ([["a b"]], ["a b"]),            # lists of references (exact match)
@@ -167,8 +168,8 @@ def default_best_metric(task_name: str) -> str:
                      "Set --gin.BEST_METRIC=\"'<one of its metrics>'\".")
 
 
-def best_metric_for(task: str, metric: Optional[str] = None,
-                    eval_tasks: Optional[Sequence[str]] = None) -> str:
+def best_metric_for(task: str, metric: str | None = None,
+                    eval_tasks: Sequence[str] | None = None) -> str:
     """The keep-best metric of a stage, checked at start-up (gin: train.best_metric =
     @best_metric_for()). metric None: the task kind's default; otherwise every eval task
     (default: `task`) must produce it, else ValueError naming the task and its metrics."""
@@ -192,7 +193,7 @@ def best_metric_for(task: str, metric: Optional[str] = None,
     return metric
 
 
-def _eval_task_names(task: str) -> List[str]:
+def _eval_task_names(task: str) -> list[str]:
     from medmt5.data import pipeline as data_lib
 
     provider = data_lib.get_task_or_mixture(task)
@@ -207,20 +208,20 @@ def _eval_task_names(task: str) -> List[str]:
 class StageResult:
     model_dir: str
     step: int                      # steps reached (< settings.steps: stopped early)
-    best: Optional[dict]           # {"step", "metric", "value"} of the kept best
+    best: dict | None           # {"step", "metric", "value"} of the kept best
     checkpoint: str                # the best checkpoint dir (MODEL_DIR/best)
-    prompt_file: Optional[str]     # stage 1: the best prompt; stage 2: the attached prompt
+    prompt_file: str | None     # stage 1: the best prompt; stage 2: the attached prompt
     eval_metrics: dict             # the last evaluation, {"task/metric": value}
 
 
 def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
                        initial_checkpoint_path: str, task_feature_lengths: Mapping[str, int],
                        batch_size: int, settings: StageSettings,
-                       prompt_file: Optional[str] = None, prompt_length: int = 100,
-                       prompt_init: Any = "uniform", best_metric: Optional[str] = None,
-                       eval_split: str = "validation", eval_batch_size: Optional[int] = None,
-                       eval_max_examples: Optional[int] = None, seed: int = 0,
-                       keep_checkpoints: Optional[int] = 1) -> dict:
+                       prompt_file: str | None = None, prompt_length: int = 100,
+                       prompt_init: Any = "uniform", best_metric: str | None = None,
+                       eval_split: str = "validation", eval_batch_size: int | None = None,
+                       eval_max_examples: int | None = None, seed: int = 0,
+                       keep_checkpoints: int | None = 1) -> dict:
     """The keyword arguments of medmt5.run.loop.train for one stage: model_dir, model_config,
     train_steps, schedule, optimizer_fn, the parts data / step / checkpoint / eval / freeze
     (medmt5.run.configs) and, with a prompt, model_factory.
@@ -312,7 +313,7 @@ def _splits(task: str) -> Sequence[str]:
     return list(data_lib.get_task_or_mixture(task).splits)
 
 
-def _run(kwargs: dict, train_fn: Optional[Callable], prompt_file: Optional[str],
+def _run(kwargs: dict, train_fn: Callable | None, prompt_file: str | None,
          stage: str) -> StageResult:
     from prompt_tuning import stages
 
@@ -330,10 +331,10 @@ def _run(kwargs: dict, train_fn: Optional[Callable], prompt_file: Optional[str],
 def train_prompt(*, model_dir: str, model_config, task: str, initial_checkpoint_path: str,
                  task_feature_lengths: Mapping[str, int], batch_size: int,
                  settings: StageSettings = PROMPT_STAGE, prompt_length: int = 100,
-                 prompt_init: Any = "uniform", best_metric: Optional[str] = None,
-                 eval_split: str = "validation", eval_batch_size: Optional[int] = None,
-                 eval_max_examples: Optional[int] = None, seed: int = 0,
-                 train_fn: Optional[Callable] = None) -> StageResult:
+                 prompt_init: Any = "uniform", best_metric: str | None = None,
+                 eval_split: str = "validation", eval_batch_size: int | None = None,
+                 eval_max_examples: int | None = None, seed: int = 0,
+                 train_fn: Callable | None = None) -> StageResult:
     """Stage 1 (also the prompt-tuning baseline): trains a new prompt on the frozen backbone
     `initial_checkpoint_path`; the best prompt on the target metric is result.prompt_file
     (MODEL_DIR/prompts/prompt_best.npy). Rerunning with the same model_dir resumes."""
@@ -349,10 +350,10 @@ def train_prompt(*, model_dir: str, model_config, task: str, initial_checkpoint_
 
 def train_model(*, model_dir: str, model_config, task: str, initial_checkpoint_path: str,
                 task_feature_lengths: Mapping[str, int], batch_size: int,
-                prompt_file: Optional[str] = None, settings: StageSettings = MODEL_STAGE,
-                best_metric: Optional[str] = None, eval_split: str = "validation",
-                eval_batch_size: Optional[int] = None, eval_max_examples: Optional[int] = None,
-                seed: int = 0, train_fn: Optional[Callable] = None) -> StageResult:
+                prompt_file: str | None = None, settings: StageSettings = MODEL_STAGE,
+                best_metric: str | None = None, eval_split: str = "validation",
+                eval_batch_size: int | None = None, eval_max_examples: int | None = None,
+                seed: int = 0, train_fn: Callable | None = None) -> StageResult:
     """Stage 2 with `prompt_file` (the stage-1 prompt attached and frozen), or the
     fine-tuning baseline without it. The best checkpoint on the target metric is
     result.checkpoint (MODEL_DIR/best; it holds the prompt too in stage 2)."""
@@ -378,11 +379,11 @@ def label_pattern(labels: Sequence[str]) -> str:
 
 @dataclasses.dataclass
 class ScoreResult:
-    metrics: Dict[str, Dict[str, float]]   # task -> {metric: value}
-    scores: Dict[str, float]               # task -> headline score (0-100)
-    format_rate: Dict[str, float]          # task -> % of outputs in the target format
-    norm_avg: Optional[float]              # the paper's Norm. Avg. over the tasks
-    records: Dict[str, List[dict]]         # task -> [{inputs, prediction, target}]
+    metrics: dict[str, dict[str, float]]   # task -> {metric: value}
+    scores: dict[str, float]               # task -> headline score (0-100)
+    format_rate: dict[str, float]          # task -> % of outputs in the target format
+    norm_avg: float | None              # the paper's Norm. Avg. over the tasks
+    records: dict[str, list[dict]]         # task -> [{inputs, prediction, target}]
 
     def as_dict(self) -> dict:
         return {"metrics": self.metrics, "scores": self.scores,
@@ -396,8 +397,8 @@ class Scorer:
 
     def __init__(self, tasks: Sequence[str], task_feature_lengths: Mapping[str, int], *,
                  split: str = "test", batch_size: int = 8, beam_size: int = 4,
-                 max_examples: Optional[int] = None, format_pattern: Optional[str] = None,
-                 mesh=None, max_decode_length: Optional[int] = None):
+                 max_examples: int | None = None, format_pattern: str | None = None,
+                 mesh=None, max_decode_length: int | None = None):
         from medmt5.run import evaluation
 
         self.lengths = dict(task_feature_lengths)
@@ -409,7 +410,7 @@ class Scorer:
             max_decode_length=max_decode_length)
 
     def score(self, model_config, params: Mapping[str, Any],
-              prompt: Union[str, np.ndarray, None] = "removed") -> ScoreResult:
+              prompt: str | np.ndarray | None = "removed") -> ScoreResult:
         """prompt: "removed" (the bare backbone), "attached" (params' own prompt), or a
         [P, H] array / .npy path put in front of every input."""
         from medmt5.model.transformer import Transformer
@@ -449,7 +450,7 @@ class Scorer:
         return ScoreResult(metrics, scores, rates, norm, records)
 
     def score_checkpoint(self, checkpoint: str,
-                         prompt: Union[str, np.ndarray, None] = "removed") -> ScoreResult:
+                         prompt: str | np.ndarray | None = "removed") -> ScoreResult:
         import medmt5
 
         cfg, params = medmt5.load_checkpoint(checkpoint)

@@ -34,7 +34,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,6 @@ from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
 from medmt5.data import paths  # MODEL_DIR (state, tables, prompts) may be gs://
 from medmt5.run import configs, loop
 from prompt_tuning import recipe
-from prompt_tuning.prompts import PROMPT_PATTERN
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ STATE_FILE = "state.json"
 StageSettings = recipe.StageSettings
 
 
-def stage_plan(tasks: Sequence[str], method: str) -> List[tuple]:
+def stage_plan(tasks: Sequence[str], method: str) -> list[tuple]:
     """[(task index, task, stage)] in execution order."""
     if method not in METHODS:
         raise ValueError(f"sequential method {method!r} unknown; choose one of {list(METHODS)}")
@@ -141,14 +141,14 @@ class Measurer:
 
     def __init__(self, cfg, task_feature_lengths: Mapping[str, int], eval_split: str,
                  heldout_tasks: Sequence[str], heldout_split: str, batch_size: int,
-                 max_examples: Optional[int], prompt_length: int, beam_size: int = 4):
+                 max_examples: int | None, prompt_length: int, beam_size: int = 4):
         self.cfg, self.prompt_length, self.beam_size = cfg, prompt_length, beam_size
         self.lengths = dict(task_feature_lengths)
         self.batch_size, self.max_examples = batch_size, max_examples
         self.eval_split, self.heldout_split = eval_split, heldout_split
         self.heldout_tasks = list(heldout_tasks)
         self._heldout = None  # built on first use: a resumed, finished run loads no data
-        self._task_evaluators: Dict[str, Any] = {}
+        self._task_evaluators: dict[str, Any] = {}
 
     @property
     def heldout(self):
@@ -228,13 +228,13 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
                    initial_checkpoint_path: str, task_feature_lengths: Mapping[str, int],
                    batch_size: int, prompt_stage: StageSettings = recipe.PROMPT_STAGE,
                    model_stage: StageSettings = recipe.MODEL_STAGE,
-                   best_metric: Optional[str] = None, beam_size: int = 4,
+                   best_metric: str | None = None, beam_size: int = 4,
                    prompt_length: int = 100, prompt_init: str = "uniform",
                    heldout_tasks: Sequence[str] = (), eval_split: str = "validation",
                    heldout_split: str = "test", eval_batch_size: int = 32,
-                   eval_max_examples: Optional[int] = None, seed: int = 0,
-                   stop_after: Optional[str] = None,
-                   train_fn: Optional[Callable] = None) -> List[dict]:
+                   eval_max_examples: int | None = None, seed: int = 0,
+                   stop_after: str | None = None,
+                   train_fn: Callable | None = None) -> list[dict]:
     """Runs (or resumes) the sequential plan; returns the measurements (list of dicts).
 
     stop_after: a stage name "<i>_<task>_<stage>" after which to return (tests use it to
@@ -313,12 +313,11 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     return state.data["measurements"]
 
 
-_GIN_REGISTERED: Dict[str, Callable] = {}
+_GIN_REGISTERED: dict[str, Callable] = {}
 
 
 def main(argv: Sequence[str]) -> int:
     import gin
-
     from medmt5.cli import gin_utils
 
     if not _GIN_REGISTERED:  # once per process; a config locked by an earlier run is no bar

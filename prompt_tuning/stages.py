@@ -19,7 +19,7 @@ import io
 import json
 import logging
 import os
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
@@ -27,7 +27,7 @@ import numpy as np
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
 from medmt5.data import paths
 from prompt_tuning import initializers
-from prompt_tuning.prompts import PARAM_NAME, PROMPT_PATTERN, PromptedTransformer
+from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _is_remote(path: str) -> bool:
     return "://" in path or hub.is_hub_id(path)
 
 
-def required_checkpoint(path: Optional[str], macro: str = "INITIAL_CHECKPOINT_PATH") -> str:
+def required_checkpoint(path: str | None, macro: str = "INITIAL_CHECKPOINT_PATH") -> str:
     """`path` if it names an existing checkpoint; a clear error otherwise (prompt tuning a
     randomly initialised backbone is never what anyone wants)."""
     if not path:
@@ -65,7 +65,7 @@ def required_checkpoint(path: Optional[str], macro: str = "INITIAL_CHECKPOINT_PA
     return path
 
 
-def stage2_checkpoint(path: Optional[str], prompt_file: Optional[str]) -> str:
+def stage2_checkpoint(path: str | None, prompt_file: str | None) -> str:
     """Stage 2's backbone: like `required_checkpoint`, and PROMPT_FILE must be set. A stage-1
     MODEL_DIR is refused: its stored (latest) prompt would override PROMPT_FILE; its backbone
     is bitwise the original, so pass the original checkpoint instead."""
@@ -95,11 +95,11 @@ def _token_ids(texts: Sequence[str], vocabulary: str) -> list[list[int]]:
     return [list(vocab.encode(t)) for t in texts]
 
 
-def prompt_initializer(kind: str = "uniform", prompt_length: Optional[int] = None,
-                       scale: float = 0.5, checkpoint: Optional[str] = None,
+def prompt_initializer(kind: str = "uniform", prompt_length: int | None = None,
+                       scale: float = 0.5, checkpoint: str | None = None,
                        labels: Sequence[str] = (), text: str = "",
-                       path: Optional[str] = None, vocabulary: str = "tiny", seed: int = 0,
-                       vocab_limit: Optional[int] = 5000):
+                       path: str | None = None, vocabulary: str = "tiny", seed: int = 0,
+                       vocab_limit: int | None = 5000):
     """A prompt initializer by name (gin: `prompted_model.prompt_init = @prompt_initializer()`).
 
     kind: "uniform" (U(-scale, scale)); "vocab" (embeddings of sampled token ids of
@@ -144,7 +144,7 @@ def prompt_array(params) -> np.ndarray:
     return np.asarray(jax.device_get(params["prompt"][PARAM_NAME]), np.float32)
 
 
-def prompt_path(model_dir: str, step: Optional[int] = None) -> str:
+def prompt_path(model_dir: str, step: int | None = None) -> str:
     """MODEL_DIR/prompts/prompt_<step>.npy, or prompt_best.npy when step is None."""
     name = BEST_PROMPT if step is None else f"prompt_{int(step)}.npy"
     return os.path.join(model_dir, PROMPTS_SUBDIR, name)

@@ -6,9 +6,10 @@ import subprocess
 import sys
 import time
 
-import gin
 import jax
 import pytest
+
+import gin
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL_MODEL = [

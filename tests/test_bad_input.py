@@ -5,13 +5,12 @@ import json
 import os
 import shutil
 
-import gin
+import cli_runs
 import jax
 import numpy as np
 import pytest
-
-import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
+
 from tasks import corpus_readers
 
 SAMPLE = corpus_readers.SAMPLE_DATA_DIR
@@ -101,11 +100,10 @@ def test_bad_corpus_file_is_named_with_its_line(tmp_path, capsys, content, needl
 
 def _other_shape_checkpoint(model_dir):
     """A step-1 checkpoint of the same model with d_ff=48 (the CLI runs d_ff=64)."""
-    from medmt5.training import partitioning
-    from medmt5.training import train_state
     from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
     from medmt5.model.config import T5Config
     from medmt5.model.transformer import Transformer
+    from medmt5.training import partitioning, train_state
 
     cfg = T5Config(vocab_size=2176, d_model=32, d_kv=16, d_ff=48, num_heads=2,
                    num_encoder_layers=1, num_decoder_layers=1)

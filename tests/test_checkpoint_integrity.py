@@ -7,14 +7,11 @@ import os
 import re
 import shutil
 
-import gin
-import jax
-import pytest
-
 import cli_runs
+import pytest
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 
-
+import gin
 
 
 @pytest.fixture(scope="module")

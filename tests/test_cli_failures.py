@@ -15,11 +15,10 @@ import shutil
 import subprocess
 import sys
 import time
-from typing import Callable, Optional
-
-import pytest
+from collections.abc import Callable
 
 import cli_runs
+import pytest
 
 SAMPLE_CORPUS = os.path.join(cli_runs.ROOT, "tasks", "data", "corpus")
 # The bound: every failing run exits within 60 s (about 10 s on an idle laptop core; a
@@ -65,7 +64,7 @@ class Env:
         return path
 
 
-def train(env: Env, *extra, model_dir: Optional[str] = None):
+def train(env: Env, *extra, model_dir: str | None = None):
     return cli_runs.train_argv(model_dir or env.model_dir, STEPS, save_period=1,
                                extra=("--gin.train.step_timeout_s=None", *extra))
 

@@ -8,12 +8,11 @@ import textwrap
 import time
 import weakref
 
+import cli_runs
 import pytest
 
-import cli_runs
-from medmt5.runtime import failures
-from medmt5.runtime import preflight
 from medmt5.checkpointing.atomic_dir import atomic_write_text
+from medmt5.runtime import failures, preflight
 
 
 def _fail_while_reading(log):

@@ -20,8 +20,7 @@ def _meta(model_dir, step):
 
 @pytest.mark.timeout(900)  # ~1-2 CPU-minutes; more wall time on a loaded machine
 def test_demo_pipeline_few_steps_then_resume(tmp_path, capsys):
-    from medmt5.cli import demo
-    from medmt5.cli import train
+    from medmt5.cli import demo, train
     from medmt5.run.plotting import read_scalars
 
     small = ["--gin.BATCH_SIZE=8"]  # one row per fake device (conftest: 8 CPU devices)

@@ -2,11 +2,10 @@
 across separate runs and across a stop/restart (with dropout on, so the rng is exercised);
 another seed gives other losses. Runs the train CLI in-process on 8 CPU devices.
 (kill -9 restarts of the subprocess CLI: tests/test_kill_resume.py; docs/determinism.md.)"""
+import cli_runs
 import jax
 import numpy as np
 import pytest
-
-import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
 
 EXTRA = ("--gin.DROPOUT_RATE=0.1",)

@@ -16,10 +16,9 @@ import re
 import signal
 import time
 
+import cli_runs
 import numpy as np
 import pytest
-
-import cli_runs
 
 STEPS = 40
 MARGIN = 15  # kill targets stay this many steps before the end (steps are ms long)

@@ -4,16 +4,13 @@ StepSettings.loss_normalizer=0.0, so every step's loss is sum / 0 = inf."""
 import math
 import os
 
-import gin
+import cli_runs
 import jax
 import numpy as np
 import pytest
-
-import cli_runs
 from cli_runs import clean_gin, compile_cache  # noqa: F401  (autouse fixtures)
+
 from medmt5.runtime import nonfinite
-
-
 
 
 def test_policy_rows():

@@ -8,8 +8,8 @@ import stat
 import numpy as np
 import pytest
 import seqio
-
 from cli_runs import SMALL_MODEL, clean_gin, compile_cache  # noqa: F401 (fixtures)
+
 from tasks import corpus_readers as cr
 from tasks import pretraining
 

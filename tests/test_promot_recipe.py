@@ -3,15 +3,15 @@ their agreement with prompt_tuning.recipe, the prompt step's independence of the
 initialiser's scale, and the keep-best metric chosen per task kind / refused at start-up."""
 import dataclasses
 
-import gin
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
-import tasks  # noqa: F401  (registers every task: benchmarks, promot_* / icl_*)
 import trainer_fixtures as fixtures
+
+import gin
+import tasks  # noqa: F401  (registers every task: benchmarks, promot_* / icl_*)
 from medmt5.cli import gin_utils
 from medmt5.training import optimizers
 from prompt_tuning import recipe

@@ -6,15 +6,12 @@ import os
 import jax
 import numpy as np
 import pytest
-
 import trainer_fixtures as fixtures
+
 from medmt5.checkpointing import checkpoints
-from medmt5.training import optimizers
-from medmt5.training import partitioning
-from medmt5.training import train_state
-from medmt5.training import trainer
 from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
 from medmt5.model.transformer import Transformer
+from medmt5.training import optimizers, partitioning, train_state, trainer
 from prompt_tuning import stages
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 
@@ -254,7 +251,6 @@ def test_evaluate_cli_prompt_attached_and_removed(stage1_dir, cli_backbone, tmp_
 ])
 def test_promot_gin_files_parse(files, expect):
     import gin
-
     from medmt5.cli import gin_utils
     argv = [] if files == ["promot/icl_eval.gin"] else ["--gin_file=models/mt5_tiny.gin"]
     argv += [f"--gin_file={f}" for f in files] + [

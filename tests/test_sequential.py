@@ -6,12 +6,9 @@ import json
 import os
 import shutil
 
+import jax  # noqa: E402
 import numpy as np
 import pytest
-
-from tests import trainer_fixtures  # noqa: F401  (cheap XLA compile flags, set before jax)
-
-import jax  # noqa: E402
 
 import medmt5  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the promot_* / icl_* sample tasks)
@@ -19,6 +16,7 @@ from medmt5.checkpointing.checkpoint_io import save_params_checkpoint  # noqa: E
 from medmt5.model.config import T5Config  # noqa: E402
 from medmt5.model.transformer import Transformer  # noqa: E402
 from prompt_tuning import sequential  # noqa: E402
+from tests import trainer_fixtures  # noqa: F401  (cheap XLA compile flags, set before jax)
 
 TASKS = ["promot_rte", "promot_wmt14_enfr"]
 HELDOUT = "icl_triviaqa_1shot"

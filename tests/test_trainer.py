@@ -3,13 +3,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import trainer_fixtures as fixtures
 from jax.sharding import PartitionSpec as P
 
-import trainer_fixtures as fixtures
-from medmt5.training import optimizers
-from medmt5.training import partitioning
-from medmt5.training import train_state
-from medmt5.training import trainer
+from medmt5.training import optimizers, partitioning, train_state, trainer
 
 STEPS = 3
 

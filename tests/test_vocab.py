@@ -27,8 +27,8 @@ import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from medmt5.data import pipeline as data_lib
 from medmt5.checkpointing import vocab_record
+from medmt5.data import pipeline as data_lib
 from tasks import span_corruption as sc
 from tasks import vocab
 
@@ -298,8 +298,8 @@ def test_prompt_records_follow_the_prompt(tmp_path, tagged_folder, mt5_folder):
 
 def test_train_stops_before_resuming_with_another_vocabulary(tmp_path, mt5_folder):
     """medmt5.cli.train.train itself runs the check (before any model is built)."""
-    from medmt5.model.config import T5Config
     from medmt5.cli.train import train
+    from medmt5.model.config import T5Config
     from medmt5.run.configs import DataConfig
 
     model_dir = str(tmp_path / "run")
@@ -399,10 +399,10 @@ def test_our_vocabulary_equals_a_plain_seqio_one():
 def test_converters_carry_the_checkpoints_vocabulary(tmp_path, tagged_folder):
     """hf-to-medmt5 and medmt5-to-hf copy spiece.model (+ added tokens, vocab.json), so the
     converted checkpoint still supplies its own vocabulary."""
-    from medmt5.model.config import T5Config
-    from medmt5.cli.convert import main
     from medmt5.checkpointing.hf_io import save_hf
     from medmt5.checkpointing.param_tree import expected_shapes, unflatten
+    from medmt5.cli.convert import main
+    from medmt5.model.config import T5Config
 
     cfg = T5Config(vocab_size=2176, d_model=8, d_kv=4, d_ff=12, num_heads=2,
                    num_encoder_layers=1, num_decoder_layers=1)

@@ -2,12 +2,9 @@
 import jax
 import numpy as np
 
-from medmt5.training import optimizers
-from medmt5.training import partitioning
-from medmt5.training import train_state
-from medmt5.training import trainer
 from medmt5.model.config import T5Config
 from medmt5.model.transformer import Transformer
+from medmt5.training import optimizers, partitioning, train_state, trainer
 
 B, S, T, VOCAB = 8, 12, 6, 128
 

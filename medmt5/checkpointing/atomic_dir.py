@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import stat
-from typing import Iterator
+from collections.abc import Iterator
 
 from medmt5.checkpointing.param_tree import CheckpointError
 from medmt5.data import paths

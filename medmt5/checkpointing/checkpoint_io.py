@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
-from medmt5.data import paths
 from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
 from medmt5.checkpointing.hf_io import CONFIG_FILE as HF_CONFIG_FILE
 from medmt5.checkpointing.hf_io import is_hf_dir, load_hf
 from medmt5.checkpointing.param_tree import CheckpointError, to_numpy, unflatten, validate
 from medmt5.checkpointing.t5x_io import is_t5x_path, load_t5x
+from medmt5.data import paths
 
 MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -37,7 +37,7 @@ def _load_config(path: str):
         raise CheckpointError(f"{path}: cannot read the model config: {e}") from None
 
 
-def _our_model_dir(path: str) -> Optional[Tuple[str, Optional[int]]]:
+def _our_model_dir(path: str) -> tuple[str, int | None] | None:
     """(MODEL_DIR, step or None) when `path` is MODEL_DIR or MODEL_DIR/checkpoints/<step>."""
     if paths.isfile(paths.join(path, MODEL_CONFIG_FILE)):
         return path, None
@@ -66,7 +66,7 @@ def orbax_steps(model_dir: str) -> list:
     return sorted(steps)
 
 
-def restore_params_item(item_dir: str) -> Dict[str, Any]:
+def restore_params_item(item_dir: str) -> dict[str, Any]:
     """Restore one orbax PyTree item directory as a nested dict of host numpy arrays."""
     import jax
     import orbax.checkpoint as ocp
@@ -84,7 +84,7 @@ def restore_params_item(item_dir: str) -> Dict[str, Any]:
         handler.close()
 
 
-def load_medmt5(model_dir: str, step: Optional[int] = None) -> Tuple[Any, Dict[str, Any]]:
+def load_medmt5(model_dir: str, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Read our MODEL_DIR (latest step, or `step`) -> (config with scan_layers=False, params)."""
     cfg_path = paths.join(model_dir, MODEL_CONFIG_FILE)
     cfg = _load_config(cfg_path)
@@ -111,8 +111,8 @@ def load_medmt5(model_dir: str, step: Optional[int] = None) -> Tuple[Any, Dict[s
     return cfg.replace(scan_layers=False), unflatten(flat)
 
 
-def load_checkpoint(path, step: Optional[int] = None, config=None,
-                    relative_attention_max_distance: int = 128) -> Tuple[Any, Dict[str, Any]]:
+def load_checkpoint(path, step: int | None = None, config=None,
+                    relative_attention_max_distance: int = 128) -> tuple[Any, dict[str, Any]]:
     """(T5Config, params) from our MODEL_DIR (or MODEL_DIR/checkpoints/<step>), a Hugging Face
     model dir, or a T5X checkpoint (model dir, checkpoint_<step> dir or the msgpack file).
 

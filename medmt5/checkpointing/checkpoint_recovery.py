@@ -17,7 +17,8 @@ import contextlib
 import logging
 import os
 import time
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 
@@ -129,7 +130,7 @@ def quarantine(manager, step: int) -> str:
     return dst
 
 
-def _save_error(manager, step: Optional[int], err: OSError) -> CheckpointSaveError:
+def _save_error(manager, step: int | None, err: OSError) -> CheckpointSaveError:
     good = [s for s in manager.all_steps() if s != step]
     last = f"step {max(good)} at {step_dir(manager, max(good))}" if good else "none yet"
     which = f"step {step}" if step is not None else "the last started"
@@ -178,7 +179,7 @@ def finishing_saves(manager):
     wait(manager)
 
 
-def _find_os_error(err: BaseException) -> Optional[OSError]:
+def _find_os_error(err: BaseException) -> OSError | None:
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, OSError):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ ITEMS = ("params", "opt_state", "train_meta")
 log = logging.getLogger(__name__)
 
 
-def make_checkpoint_manager(model_dir: str, save_period: int = 1000, keep: Optional[int] = None,
+def make_checkpoint_manager(model_dir: str, save_period: int = 1000, keep: int | None = None,
                             async_save: bool = True, config: Any = None) -> ocp.CheckpointManager:
     """Manager on MODEL_DIR/checkpoints: saves when step % save_period == 0 (or forced),
     keeps the latest `keep` steps (None: all). `config` (a T5Config) is written to
@@ -70,7 +71,7 @@ def rng_from_json(data) -> jax.Array:
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
                     train_meta: Mapping[str, Any], force: bool = False,
-                    step: Optional[int] = None) -> bool:
+                    step: int | None = None) -> bool:
     """Saves at state.step if the manager's period says so (or force). Returns whether a save
     started (async: call manager.wait_until_finished() before exiting).
 
@@ -93,7 +94,7 @@ def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState,
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, abstract: TrainState,
-                       step: Optional[int] = None):
+                       step: int | None = None):
     """(state, train_meta) from `step` (default: latest), or None when there is none.
 
     abstract: TrainState of jax.ShapeDtypeStruct with shardings (train_state.abstract_state

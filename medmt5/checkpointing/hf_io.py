@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
-from medmt5.data import paths
 from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
-from medmt5.checkpointing.param_tree import CheckpointError, expected_shapes, to_numpy, unflatten, validate
+from medmt5.checkpointing.param_tree import (
+    CheckpointError,
+    expected_shapes,
+    to_numpy,
+    unflatten,
+    validate,
+)
+from medmt5.data import paths
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -42,9 +49,9 @@ def is_hf_dir(path: str) -> bool:
 # ----------------------------------------------------------------------------- names
 
 
-def name_map(cfg) -> Dict[str, Tuple[str, bool]]:
+def name_map(cfg) -> dict[str, tuple[str, bool]]:
     """{hf_name: (our_name, transpose)} for every weight of `cfg` (tied: no lm_head)."""
-    m: Dict[str, Tuple[str, bool]] = {"shared.weight": ("token_embedder/embedding", False)}
+    m: dict[str, tuple[str, bool]] = {"shared.weight": ("token_embedder/embedding", False)}
     attn = {"q": "query", "k": "key", "v": "value", "o": "out"}
 
     def attention(hf: str, ours: str) -> None:
@@ -133,7 +140,7 @@ def config_from_hf(hf: Mapping[str, Any], path: str, tie_word_embeddings: bool):
         raise CheckpointError(f"{path}: unusable model config: {e}") from None
 
 
-def config_to_hf(cfg) -> Dict[str, Any]:
+def config_to_hf(cfg) -> dict[str, Any]:
     """T5Config -> config.json dict (mt5 when untied, t5 with gated-gelu when tied)."""
     tied = bool(cfg.tie_word_embeddings)
     return {
@@ -193,7 +200,7 @@ def _check_safetensors_file(path: str) -> None:
                 f"holds {data_len}); the file is incomplete, re-download or re-save it.")
 
 
-def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
+def _read_safetensors(path: str) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
     if not os.path.isfile(path):
@@ -214,7 +221,7 @@ def _read_safetensors(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
-def _read_torch(path: str) -> Dict[str, np.ndarray]:
+def _read_torch(path: str) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
@@ -238,7 +245,7 @@ def _read_torch(path: str) -> Dict[str, np.ndarray]:
     return out
 
 
-def _read_index(model_dir: str, index_file: str, reader) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def _read_index(model_dir: str, index_file: str, reader) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     index_path = os.path.join(model_dir, index_file)
     try:
         with open(index_path) as f:
@@ -260,7 +267,7 @@ def _read_index(model_dir: str, index_file: str, reader) -> Tuple[Dict[str, np.n
     return state, origin
 
 
-def read_hf_state(model_dir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
+def read_hf_state(model_dir: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """(state {hf_name: array}, origin {hf_name: file it came from})."""
     single = os.path.join(model_dir, SAFETENSORS_FILE)
     if os.path.isfile(os.path.join(model_dir, SAFETENSORS_INDEX)):
@@ -280,7 +287,7 @@ def read_hf_state(model_dir: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str]
 
 
 def params_from_hf_state(cfg, state: Mapping[str, np.ndarray], origin: Mapping[str, str],
-                         consume: bool = False) -> Dict[str, Any]:
+                         consume: bool = False) -> dict[str, Any]:
     """HF state dict -> nested canonical params (numpy). Errors name the file and weight.
 
     consume=True pops each weight from `state` (a dict) as it is converted, so a large model
@@ -343,7 +350,7 @@ def _major_version(version: Any) -> int:
         return 0
 
 
-def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
+def load_hf(model_dir: str) -> tuple[Any, dict[str, Any]]:
     """Read a HF MT5/T5 directory -> (T5Config, nested numpy params). A remote directory
     (gs://...) is downloaded to a temporary folder first (config + weight files only)."""
     if paths.is_remote(model_dir):
@@ -375,7 +382,7 @@ def load_hf(model_dir: str) -> Tuple[Any, Dict[str, Any]]:
     return cfg, params_from_hf_state(cfg, state, origin, consume=True)
 
 
-def hf_state_from_params(cfg, params: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+def hf_state_from_params(cfg, params: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Canonical params (numpy or jax) -> HF state dict of contiguous numpy arrays."""
     flat = to_numpy(params)
     if cfg.scan_layers and any(n.startswith(("encoder/layers/", "decoder/layers/")) for n in flat):

@@ -6,27 +6,28 @@ it. Names are "/"-joined paths as in docs/INTERFACES.md, e.g.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
-Flat = Dict[str, np.ndarray]
+Flat = dict[str, np.ndarray]
 
 
 class CheckpointError(ValueError):
     """A checkpoint cannot be read or written; the message names the file and parameter."""
 
 
-def flatten(tree: Mapping[str, Any]) -> Dict[str, Any]:
+def flatten(tree: Mapping[str, Any]) -> dict[str, Any]:
     """Nested dict -> {"a/b/c": leaf} (flax's traverse_util.flatten_dict, sep="/"). Empty
     dicts are dropped."""
     return traverse_util.flatten_dict(tree, sep="/")
 
 
-def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
+def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """{"a/b/c": leaf} -> nested dict (plain dicts, sorted keys)."""
-    tree: Dict[str, Any] = {}
+    tree: dict[str, Any] = {}
     for name in sorted(flat):
         node = tree
         parts = name.split("/")
@@ -36,12 +37,12 @@ def unflatten(flat: Mapping[str, Any]) -> Dict[str, Any]:
     return tree
 
 
-def expected_shapes(cfg) -> Dict[str, Tuple[int, ...]]:
+def expected_shapes(cfg) -> dict[str, tuple[int, ...]]:
     """{name: shape} of every parameter of the unscanned model for `cfg` (a T5Config)."""
     h, f, v = cfg.d_model, cfg.d_ff, cfg.vocab_size
     nd = cfg.num_heads * cfg.d_kv
     rel = (cfg.num_heads, cfg.relative_attention_num_buckets)
-    shapes: Dict[str, Tuple[int, ...]] = {"token_embedder/embedding": (v, h)}
+    shapes: dict[str, tuple[int, ...]] = {"token_embedder/embedding": (v, h)}
 
     def attention(prefix: str) -> None:
         for proj in ("query", "key", "value"):
@@ -73,7 +74,7 @@ def expected_shapes(cfg) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
-def validate(cfg, flat: Mapping[str, Any], source: str, extra_ok: Tuple[str, ...] = ()) -> None:
+def validate(cfg, flat: Mapping[str, Any], source: str, extra_ok: tuple[str, ...] = ()) -> None:
     """Raise CheckpointError naming `source` and the parameter on any missing, unexpected or
     mis-shaped entry. Names in `extra_ok` (top-level prefixes such as "prompt") may be extra."""
     want = expected_shapes(cfg)
@@ -110,11 +111,11 @@ def _count_layers(flat: Mapping[str, Any], stack: str) -> int:
     return len(ids)
 
 
-def infer_config_fields(flat: Mapping[str, Any], source: str) -> Dict[str, Any]:
+def infer_config_fields(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
     """Architecture fields that shapes determine (T5X checkpoints carry no config).
 
     relative_attention_max_distance, dropout and epsilon are not recoverable from shapes."""
-    def shape(name: str) -> Tuple[int, ...]:
+    def shape(name: str) -> tuple[int, ...]:
         if name not in flat:
             raise CheckpointError(f"{source}: missing parameter {name!r}; cannot infer the model config.")
         return tuple(np.shape(flat[name]))
@@ -137,7 +138,7 @@ def infer_config_fields(flat: Mapping[str, Any], source: str) -> Dict[str, Any]:
     )
 
 
-def to_numpy(params: Mapping[str, Any], dtype: Optional[Any] = None) -> Flat:
+def to_numpy(params: Mapping[str, Any], dtype: Any | None = None) -> Flat:
     """Flatten a (possibly jax, possibly flax-boxed) tree to host numpy arrays, optionally cast."""
     out = {}
     for name, leaf in flatten(params).items():

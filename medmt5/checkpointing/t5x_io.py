@@ -23,14 +23,21 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from flax import traverse_util
 
-from medmt5.data import paths
 from medmt5.checkpointing.atomic_dir import atomic_directory
-from medmt5.checkpointing.param_tree import CheckpointError, flatten, infer_config_fields, unflatten, validate
+from medmt5.checkpointing.param_tree import (
+    CheckpointError,
+    flatten,
+    infer_config_fields,
+    unflatten,
+    validate,
+)
+from medmt5.data import paths
 
 CHECKPOINT_FILE = "checkpoint"
 STEP_DIR_PREFIX = "checkpoint_"
@@ -58,7 +65,7 @@ def is_t5x_path(path: str) -> bool:
     return paths.isfile(paths.join(path, CHECKPOINT_FILE)) or bool(t5x_steps(path))
 
 
-def find_t5x_checkpoint(path: str, step: Optional[int] = None) -> str:
+def find_t5x_checkpoint(path: str, step: int | None = None) -> str:
     """The msgpack file for `path` (a model dir, a checkpoint_<step> dir, or the file)."""
     if paths.isfile(path):
         if step is not None:
@@ -87,13 +94,13 @@ def _is_spec(node: Any) -> bool:
     return isinstance(node, Mapping) and "driver" in node and ("kvstore" in node or "path" in node)
 
 
-def _flatten_with_specs(tree: Mapping[str, Any]) -> Dict[str, Any]:
+def _flatten_with_specs(tree: Mapping[str, Any]) -> dict[str, Any]:
     """{"a/b/c": leaf}, a tensorstore spec counting as one leaf."""
     return traverse_util.flatten_dict(tree, sep="/", is_leaf=lambda _, node: _is_spec(node))
 
 
 def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str,
-               ckpt_file: str) -> Tuple[dict, Optional[tuple], str]:
+               ckpt_file: str) -> tuple[dict, tuple | None, str]:
     kvstore = dict(spec.get("kvstore") or {})
     rel = kvstore.get("path") or spec.get("path")
     if not rel:
@@ -137,7 +144,7 @@ def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
                 "incomplete); re-copy the checkpoint.")
 
 
-def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target") -> Dict[str, np.ndarray]:
+def read_t5x_state(path: str, step: int | None = None, prefix: str = "target") -> dict[str, np.ndarray]:
     """Read every leaf under `prefix` ("target" = params, "state" = optimizer) as numpy.
 
     Returns {"encoder/layers_0/...": array} with `prefix/` stripped."""
@@ -191,8 +198,8 @@ def read_t5x_state(path: str, step: Optional[int] = None, prefix: str = "target"
     return out
 
 
-def load_t5x(path: str, step: Optional[int] = None, config=None,
-             relative_attention_max_distance: int = 128) -> Tuple[Any, Dict[str, Any]]:
+def load_t5x(path: str, step: int | None = None, config=None,
+             relative_attention_max_distance: int = 128) -> tuple[Any, dict[str, Any]]:
     """Read a T5X checkpoint -> (T5Config, nested numpy params).
 
     `config` (a T5Config) is checked against the shapes; without it the config is inferred."""
@@ -217,7 +224,7 @@ def load_t5x(path: str, step: Optional[int] = None, config=None,
 # ----------------------------------------------------------------------------- writing
 
 
-def _chunk_shape(shape: Tuple[int, ...], itemsize: int) -> list:
+def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> list:
     """Largest chunk <= 64 MiB that evenly divides `shape` (split the largest dim first)."""
     chunk = [max(int(d), 1) for d in shape]
     target = max(1, _CHUNK_BYTES // itemsize)
@@ -229,7 +236,7 @@ def _chunk_shape(shape: Tuple[int, ...], itemsize: int) -> list:
     return chunk
 
 
-def _write_tree(tree: Mapping[str, Any], prefix: str, step_dir: str, save_dtype) -> Dict[str, Any]:
+def _write_tree(tree: Mapping[str, Any], prefix: str, step_dir: str, save_dtype) -> dict[str, Any]:
     """Write arrays with ndim >= 1 to zarr under step_dir; return the tree for the msgpack."""
     import tensorstore as ts
 
@@ -256,7 +263,7 @@ def _write_tree(tree: Mapping[str, Any], prefix: str, step_dir: str, save_dtype)
 
 
 def write_t5x(params: Mapping[str, Any], model_dir: str, step: int,
-              param_states: Optional[Mapping[str, Any]] = None, save_dtype=None) -> str:
+              param_states: Mapping[str, Any] | None = None, save_dtype=None) -> str:
     """Write `params` (canonical tree) as MODEL_DIR/checkpoint_<step> in T5X's layout.
 
     `param_states` (optional nested dict of arrays, e.g. Adafactor v_row/v_col) goes under
@@ -268,7 +275,7 @@ def write_t5x(params: Mapping[str, Any], model_dir: str, step: int,
         raise CheckpointError(f"{step_dir}: already exists; T5X never overwrites a step.")
     with atomic_directory(step_dir) as tmp:
         target = _write_tree(params, "target", tmp, save_dtype)
-        state: Dict[str, Any] = {"step": np.asarray(int(step), np.int32)}
+        state: dict[str, Any] = {"step": np.asarray(int(step), np.int32)}
         if param_states:
             state["param_states"] = _write_tree(param_states, "state.param_states", tmp, None)
         blob = serialization.msgpack_serialize(

@@ -20,7 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
 
@@ -60,7 +61,7 @@ def run_identity(mixture_or_task_name: str) -> dict:
     return vocab_lib.vocabulary_identity(run_vocabulary(mixture_or_task_name))
 
 
-def read_record(folder: str) -> Optional[dict]:
+def read_record(folder: str) -> dict | None:
     from medmt5.data import paths  # MODEL_DIR may be gs://
 
     path = paths.join(folder, RECORD_FILE)
@@ -100,7 +101,7 @@ def write_record(folder: str, identity: dict, vocabulary: Any = None) -> None:
                  json.dumps(identity, indent=2, sort_keys=True).encode("utf-8"))
 
 
-def checkpoint_record(path: Optional[str]) -> tuple[Optional[dict], str]:
+def checkpoint_record(path: str | None) -> tuple[dict | None, str]:
     """(record or None, where it came from) for a checkpoint path: our MODEL_DIR,
     MODEL_DIR/best, MODEL_DIR/checkpoints/<step>, a Hugging Face folder with spiece.model
     (its identity is computed from the folder), or a prompt .npy / export folder."""
@@ -151,7 +152,7 @@ def describe(record: dict) -> str:
             f"tokens, from {record.get('source', '?')}")
 
 
-def check(expected: Optional[dict], where: str, actual: dict, what: str,
+def check(expected: dict | None, where: str, actual: dict, what: str,
           allow_change: bool = False) -> None:
     """Raises VocabularyMismatch when `expected` (the record at `where`) differs from the run's
     `actual` identity; warns when there is no record or `allow_change` is set."""
@@ -173,14 +174,14 @@ def check(expected: Optional[dict], where: str, actual: dict, what: str,
     raise VocabularyMismatch(message)
 
 
-def check_checkpoint(path: Optional[str], actual: dict, what: str,
+def check_checkpoint(path: str | None, actual: dict, what: str,
                      allow_change: bool = False) -> None:
     record, where = checkpoint_record(path)
     check(record, where, actual, f"{what} {path}", allow_change)
 
 
 def check_training_run(model_dir: str, mixture_or_task_name: str,
-                       initial_checkpoint_path: Optional[str] = None,
+                       initial_checkpoint_path: str | None = None,
                        prompt_files: Sequence[str] = (), allow_change: bool = False,
                        write: bool = True) -> dict:
     """The train-time check: MODEL_DIR's own record (a resumed run), else the initial

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def _gin_param(name: str, default=None):
         return default
 
 
-def task_files(task, split: str) -> List[str]:
+def task_files(task, split: str) -> list[str]:
     """The files task `task` reads for `split`, as far as its module can tell."""
     from tasks import benchmarks, qa
     name = task.name
@@ -76,7 +76,7 @@ def _count(dataset) -> str:
     return f">{MAX_COUNT:,} (counting stopped)" if n > MAX_COUNT else f"{n:,}"
 
 
-def _seqlabel_report(name: str, split: str, vocabulary) -> Dict[str, str]:
+def _seqlabel_report(name: str, split: str, vocabulary) -> dict[str, str]:
     """Label set and tags found; stops on a tag the vocabulary cannot round-trip."""
     from tasks import benchmarks, seqlabel
     task = benchmarks.TASKS_BY_NAME[name]
@@ -99,9 +99,9 @@ def _seqlabel_report(name: str, split: str, vocabulary) -> Dict[str, str]:
                if missing else {})}
 
 
-def _example(task, split: str, lengths: Optional[dict]) -> Dict[str, str]:
+def _example(task, split: str, lengths: dict | None) -> dict[str, str]:
     """The first example after preprocessing (text and token counts)."""
-    out: Dict[str, str] = {}
+    out: dict[str, str] = {}
     kwargs = {"sequence_length": dict(lengths)} if lengths else {"sequence_length": None}
     ds = task.get_dataset(split=split, shuffle=False, num_epochs=1, **kwargs)
     for ex in ds.take(1).as_numpy_iterator():
@@ -120,7 +120,7 @@ def _example(task, split: str, lengths: Optional[dict]) -> Dict[str, str]:
     raise DataCheckError(f"task {task.name} split {split}: no example after preprocessing")
 
 
-def check_task(task, lengths: Optional[dict], split: Optional[str] = None) -> List[str]:
+def check_task(task, lengths: dict | None, split: str | None = None) -> list[str]:
     """Report lines for one task (every split, or `split`); raises on the first mismatch."""
     from medmt5.data import pipeline as data
     from tasks import benchmarks
@@ -149,8 +149,8 @@ def check_task(task, lengths: Optional[dict], split: Optional[str] = None) -> Li
     return lines
 
 
-def check(name: str, lengths: Optional[dict] = None, model_vocab_size: Optional[int] = None,
-          split: Optional[str] = None, out=None) -> List[str]:
+def check(name: str, lengths: dict | None = None, model_vocab_size: int | None = None,
+          split: str | None = None, out=None) -> list[str]:
     """Check every task of mixture/task `name`; prints and returns the report lines."""
     from medmt5.data import pipeline as data
     out = out or sys.stdout

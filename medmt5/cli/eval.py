@@ -12,18 +12,17 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 
 from medmt5.model.transformer import Transformer
-from medmt5.run import checkpoint_eval
-from medmt5.run import evaluation
+from medmt5.run import checkpoint_eval, evaluation
 
 log = logging.getLogger(__name__)
 
 
-def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> Optional[str]:
+def default_output_dir(checkpoint_path: str | None, split: str | None) -> str | None:
     """CHECKPOINT_PATH/eval_<split>, next to it for a checkpoint file (None if unknown)."""
     if not checkpoint_path or not split or not isinstance(checkpoint_path, str):
         return None
@@ -39,11 +38,11 @@ def default_output_dir(checkpoint_path: Optional[str], split: Optional[str]) -> 
 
 
 def evaluate(*, checkpoint_path: str, task_feature_lengths: Mapping[str, int],
-             mixture_or_task_name: Optional[str] = None,
-             eval_tasks: Optional[Sequence[str]] = None, split: str = "validation",
-             output_dir: Optional[str] = None, batch_size: int = 8,
-             max_examples: Optional[int] = None, beam_size: int = 1,
-             max_decode_length: Optional[int] = None, num_partitions: int = 1,
+             mixture_or_task_name: str | None = None,
+             eval_tasks: Sequence[str] | None = None, split: str = "validation",
+             output_dir: str | None = None, batch_size: int = 8,
+             max_examples: int | None = None, beam_size: int = 1,
+             max_decode_length: int | None = None, num_partitions: int = 1,
              allow_vocabulary_change: bool = False) -> dict:
     """Loads the checkpoint and evaluates it; returns {"<task>/<metric>": value}.
 

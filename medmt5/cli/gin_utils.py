@@ -79,12 +79,12 @@ def register_configurables() -> dict:
     """
     if _REGISTERED:
         return _REGISTERED
-    from medmt5.data import pipeline as data_lib
     from medmt5.cli import eval as eval_lib
     from medmt5.cli import infer as infer_lib
-    from medmt5.training import optimizers
-    from medmt5.run import configs, loop
+    from medmt5.data import pipeline as data_lib
     from medmt5.model.config import T5Config
+    from medmt5.run import configs, loop
+    from medmt5.training import optimizers
 
     for name, fn in (("T5Config", T5Config), ("train", loop.train),
                      *((c.__name__, c) for c in (configs.DataConfig, configs.StepSettings,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
 
 import jax
 
@@ -45,15 +45,15 @@ def read_inputs(path: str) -> list[str]:
 
 def infer(*, checkpoint_path: str, mixture_or_task_name: str,
           task_feature_lengths: Mapping[str, int], output_file: str, split: str = "test",
-          input_file: Optional[str] = None, batch_size: int = 8,
-          max_examples: Optional[int] = None, beam_size: int = 1,
-          max_decode_length: Optional[int] = None, num_partitions: int = 1,
+          input_file: str | None = None, batch_size: int = 8,
+          max_examples: int | None = None, beam_size: int = 1,
+          max_decode_length: int | None = None, num_partitions: int = 1,
           allow_vocabulary_change: bool = False) -> list[dict]:
     """Predicts every example and writes JSONL to output_file; returns the records."""
     import medmt5
+    from medmt5.model.transformer import Transformer
     from medmt5.run import evaluation
     from medmt5.training import partitioning
-    from medmt5.model.transformer import Transformer
 
     cfg, params = medmt5.load_checkpoint(checkpoint_path)
     from medmt5.checkpointing import vocab_record

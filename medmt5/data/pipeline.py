@@ -19,7 +19,8 @@ import logging
 import re
 import sys
 import weakref
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,11 +57,11 @@ def get_task_or_mixture(name: str):
                          f"in the gin file?). Similar: {close or known[:20]}") from None
 
 
-def setup_tasks(vocabulary: str = "tiny", corpus_dir: Optional[str] = None,
-                benchmark_dir: Optional[str] = None, promot_dir: Optional[str] = None,
+def setup_tasks(vocabulary: str = "tiny", corpus_dir: str | None = None,
+                benchmark_dir: str | None = None, promot_dir: str | None = None,
                 corpus_exponent: float = 1.0,
-                corpus_validation_fraction: Optional[float] = None,
-                checkpoint_path: Optional[str] = None) -> None:
+                corpus_validation_fraction: float | None = None,
+                checkpoint_path: str | None = None) -> None:
     """(Re-)registers every seqio task of the project with one vocabulary and data folders.
 
     vocabulary: "tiny" (the shipped 2,100-id model, for the tiny model) or "mt5" (for
@@ -132,7 +133,7 @@ class DataConfig:
     shuffle: bool = True
     seed: int = 0
     pack: bool = True
-    num_epochs: Optional[int] = None  # None: repeat forever
+    num_epochs: int | None = None  # None: repeat forever
     shard_index: int = 0
     num_shards: int = 1
     use_cached: bool = False
@@ -141,7 +142,7 @@ class DataConfig:
     task_id_tasks: tuple = ()
 
 
-_OPEN_ITERATORS: "weakref.WeakSet[BatchIterator]" = weakref.WeakSet()
+_OPEN_ITERATORS: weakref.WeakSet[BatchIterator] = weakref.WeakSet()
 
 
 def close_all_iterators() -> None:
@@ -159,7 +160,7 @@ class BatchIterator:
         self.position = int(position)
         _OPEN_ITERATORS.add(self)
 
-    def __iter__(self) -> "BatchIterator":
+    def __iter__(self) -> BatchIterator:
         return self
 
     def close(self) -> None:
@@ -177,7 +178,7 @@ class BatchIterator:
             except StopIteration:
                 pass
 
-    def __enter__(self) -> "BatchIterator":
+    def __enter__(self) -> BatchIterator:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -351,7 +352,7 @@ def get_batches(config: DataConfig, start_position: int = 0) -> BatchIterator:
 
 
 def load_examples(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
-                  split: str, max_examples: Optional[int] = None,
+                  split: str, max_examples: int | None = None,
                   shard_index: int = 0, num_shards: int = 1) -> list[dict[str, Any]]:
     """The preprocessed examples of a task split, in order, as numpy dicts.
 

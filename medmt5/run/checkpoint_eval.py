@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable, Hashable, Mapping, Optional, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from typing import Any
 
 import jax
 
-from medmt5.checkpointing.checkpoint_io import load_checkpoint
 from medmt5.checkpointing import vocab_record
 from medmt5.checkpointing.atomic_dir import atomic_write_text
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
 from medmt5.data import paths
-from medmt5.run import evaluation
-from medmt5.run import progress
+from medmt5.run import evaluation, progress
 from medmt5.training import partitioning
 
 log = logging.getLogger(__name__)
@@ -42,12 +42,12 @@ def load_for_scoring(checkpoint_path: str, tasks: Sequence[str],
 def evaluate_checkpoint(tasks: Sequence[str], task_feature_lengths: Mapping[str, int], *,
                         checkpoint_path: str, output_dir: str, model_for: ModelFor,
                         split: str = "validation", batch_size: int = 8,
-                        max_examples: Optional[int] = None, beam_size: int = 1,
-                        max_decode_length: Optional[int] = None, num_partitions: int = 1,
+                        max_examples: int | None = None, beam_size: int = 1,
+                        max_decode_length: int | None = None, num_partitions: int = 1,
                         tensorboard: bool = False,
-                        task_metrics: Optional[Callable[[str, dict, list], None]] = None,
-                        summarize: Optional[Callable[[dict], dict]] = None,
-                        record: Optional[Mapping[str, Any]] = None) -> dict:
+                        task_metrics: Callable[[str, dict, list], None] | None = None,
+                        summarize: Callable[[dict], dict] | None = None,
+                        record: Mapping[str, Any] | None = None) -> dict:
     """Scores every task; returns {"<task>/<metric>": value} plus summarize(per_task)'s.
 
     Writes OUTPUT_DIR/<task>-predictions.jsonl, OUTPUT_DIR/metrics.json ({"checkpoint",

@@ -20,14 +20,15 @@ import json
 import logging
 import math
 import os
-from typing import Any, Callable, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from medmt5.data import pipeline as data_lib
 from medmt5.data import paths
+from medmt5.data import pipeline as data_lib
 from medmt5.model import protocols
 
 log = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def default_eval_tasks(mixture_or_task_name: str, split: str) -> list[str]:
     return [t.name for t in tasks if split in t.splits]
 
 
-def _metric_value(value: Any) -> Optional[float]:
+def _metric_value(value: Any) -> float | None:
     """A float from a metric output (number, numpy scalar, seqio Scalar); None otherwise."""
     value = getattr(value, "value", value)
     try:
@@ -62,7 +63,7 @@ def format_metrics(step: int, metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
-def seqlabel_labels(task) -> Optional[tuple[str, ...]]:
+def seqlabel_labels(task) -> tuple[str, ...] | None:
     """The label set of a sequence-labelling task, or None.
 
     A task is sequence labelling when its postprocessor carries a `labels` attribute
@@ -88,7 +89,7 @@ class TaskData:
     """One task's eval examples, their model features and what postprocessing needs."""
 
     def __init__(self, name: str, lengths: Mapping[str, int], split: str,
-                 max_examples: Optional[int] = None, examples: Optional[list] = None):
+                 max_examples: int | None = None, examples: list | None = None):
         self.name = name
         self.task = data_lib.get_task_or_mixture(name)
         if examples is None:
@@ -126,9 +127,9 @@ class Evaluator:
 
     def __init__(self, tasks: Sequence[str], task_feature_lengths: Mapping[str, int], *,
                  split: str = "validation", mesh=None, batch_size: int = 8,
-                 max_examples: Optional[int] = None, beam_size: int = 1,
-                 max_decode_length: Optional[int] = None, summary_dir: Optional[str] = None,
-                 decode_fn: Optional[Callable] = None, lazy: bool = False):
+                 max_examples: int | None = None, beam_size: int = 1,
+                 max_decode_length: int | None = None, summary_dir: str | None = None,
+                 decode_fn: Callable | None = None, lazy: bool = False):
         from medmt5.training import partitioning
 
         if not tasks and not lazy:
@@ -309,7 +310,7 @@ def generate_tokens(model, params, encoder_input_tokens, *, max_decode_length: i
     return sequences
 
 
-def aggregate(metrics: Mapping[str, float], name: str) -> Optional[float]:
+def aggregate(metrics: Mapping[str, float], name: str) -> float | None:
     """`name` if present ("task/f1"), else the mean of "<task>/<name>" over tasks."""
     if name in metrics:
         return metrics[name]

@@ -30,7 +30,6 @@ import logging
 import os
 import sys
 import traceback
-from typing import Optional
 
 EXIT_GRACE_ENV = "MEDMT5_EXIT_GRACE_S"
 EXIT_GRACE_S = 20.0
@@ -40,7 +39,7 @@ class TrainingFailure(RuntimeError):
     """A run stopped for a reason the message explains (and says what to do)."""
 
 
-def _chain(exc: Optional[BaseException]):
+def _chain(exc: BaseException | None):
     """exc, its __cause__ / __context__ chain, without repeats."""
     seen = set()
     while exc is not None and id(exc) not in seen:
@@ -49,7 +48,7 @@ def _chain(exc: Optional[BaseException]):
         exc = exc.__cause__ or exc.__context__
 
 
-def release(exc: Optional[BaseException]) -> None:
+def release(exc: BaseException | None) -> None:
     """Drops what `exc` keeps alive: clears the locals of every frame in its traceback chain
     (so the tf.data iterators they hold are destroyed now, not at interpreter shutdown) and
     collects garbage (reference cycles through the frames, e.g. `raise X from e`). Input

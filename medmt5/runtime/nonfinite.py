@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 from medmt5.runtime.failures import TrainingFailure
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import uuid
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 REQUIRED_FEATURES = ("inputs", "targets")
 
@@ -93,8 +94,8 @@ def check_run(model_dir: str, task_feature_lengths: Mapping[str, int]) -> None:
 class Rule:
     """What a bound value must be. kind: "int", "float", "str", "path" or "lengths"."""
     kind: str
-    low: Optional[float] = None  # inclusive unless low_open
-    high: Optional[float] = None  # exclusive
+    low: float | None = None  # inclusive unless low_open
+    high: float | None = None  # exclusive
     optional: bool = False  # None allowed
     low_open: bool = False
 
@@ -156,7 +157,7 @@ PARAMETER_RULES.update({"infer.output_file": _PATH, "infer.input_file": _PATH_OR
                         "promot_evaluate.prompt_file": _PATH_OR_NONE})
 
 
-def _problem(value: Any, rule: Rule) -> Optional[str]:
+def _problem(value: Any, rule: Rule) -> str | None:
     """Why `value` breaks `rule` (None if it does not)."""
     if type(value).__name__ == "ConfigurableReference":  # @fn(): checked by fn when called
         return None                                       # (e.g. @required_checkpoint())
@@ -204,7 +205,7 @@ def _suggestion(name: str, value: Any, rule: Rule) -> str:
     return f"--gin.{name}={examples[rule.kind]}"
 
 
-def check_bound_values(bindings: Mapping[str, tuple[Any, Optional[str]]],
+def check_bound_values(bindings: Mapping[str, tuple[Any, str | None]],
                        flag_names: Sequence[str] = ()) -> None:
     """Raises ValueError naming every bad value of `bindings` ({"DataConfig.batch_size": (value,
     macro name or None)}) against PARAMETER_RULES. flag_names: the NAMEs given as --gin.NAME

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -27,7 +28,7 @@ ScalarOrSchedule = Union[float, Schedule]
 
 
 def make_schedule(name: str, learning_rate: float, warmup_steps: int = 0,
-                  decay_steps: Optional[int] = None, end_learning_rate: float = 0.0) -> Schedule:
+                  decay_steps: int | None = None, end_learning_rate: float = 0.0) -> Schedule:
     """Learning-rate schedule by name.
 
     constant: linear warmup from 0 over warmup_steps (if any), then learning_rate.
@@ -80,7 +81,7 @@ FACTOR_RULES = {
 _ROLES = (ROW, COLUMN, BATCH, NONE)
 
 
-def standard_factor_rules(additional_rules: Optional[Mapping[str, Optional[str]]] = None
+def standard_factor_rules(additional_rules: Mapping[str, str | None] | None = None
                           ) -> dict:
     """FACTOR_RULES plus a package's additions (new logical names, roles ROW / COLUMN /
     BATCH / NONE), like t5x's `standard_logical_factor_rules(rules=...)`."""
@@ -102,7 +103,7 @@ def model_factor_rules(model: Any) -> dict:
     return standard_factor_rules(own)
 
 
-def _roles(names: Sequence[Optional[str]], rules: Mapping[str, Optional[str]], where: str):
+def _roles(names: Sequence[str | None], rules: Mapping[str, str | None], where: str):
     unknown = [n for n in names if n is not None and n not in rules]
     if unknown:
         raise ValueError(
@@ -133,9 +134,9 @@ class AdafactorState(NamedTuple):
     moments: Any       # params-shaped tree of FactoredMoment / FullMoment
 
 
-def factor_dims(shape: Sequence[int], names: Optional[Sequence[Optional[str]]],
+def factor_dims(shape: Sequence[int], names: Sequence[str | None] | None,
                 min_dim_size_to_factor: int = 128,
-                rules: Optional[Mapping[str, Optional[str]]] = None, where: str = "a parameter"):
+                rules: Mapping[str, str | None] | None = None, where: str = "a parameter"):
     """(row_dims, col_dims, batch_dims) for a parameter; row/col empty = not factored.
 
     "layers" dims are batch dims (scanned layers keep per-layer statistics). Of the other
@@ -173,12 +174,12 @@ def _drop(seq, dims):
 
 def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
               decay_rate: float = 0.8, step_offset: int = 0,
-              clipping_threshold: Optional[float] = 1.0,
+              clipping_threshold: float | None = 1.0,
               multiply_by_parameter_scale: bool = True, epsilon1: float = 1e-30,
               epsilon2: float = 1e-3, min_dim_size_to_factor: int = 128,
               factored: bool = True,
-              weight_decay_rate: Optional[float] = None,
-              factor_rules: Optional[Mapping[str, Optional[str]]] = None
+              weight_decay_rate: float | None = None,
+              factor_rules: Mapping[str, str | None] | None = None
               ) -> optax.GradientTransformation:
     """T5X's Adafactor (no momentum) as an optax transformation.
 
@@ -297,7 +298,7 @@ def path_str(path) -> str:
     return "/".join(parts)
 
 
-def trainable_mask(params: Any, trainable: Optional[Sequence[str]] = None,
+def trainable_mask(params: Any, trainable: Sequence[str] | None = None,
                    frozen: Sequence[str] = ()) -> Any:
     """Tree of bools (True = trained) from regexes fully matched against "/"-joined paths.
 
@@ -335,8 +336,8 @@ class Optimizer(NamedTuple):
 def create_optimizer(name: str = "adafactor", schedule: ScalarOrSchedule = 1e-3,
                      logical_axes: Any = None, mask: Any = None,
                      multiply_by_parameter_scale: bool = True,
-                     weight_decay_rate: Optional[float] = None,
-                     factor_rules: Optional[Mapping[str, Optional[str]]] = None,
+                     weight_decay_rate: float | None = None,
+                     factor_rules: Mapping[str, str | None] | None = None,
                      **kwargs) -> Optimizer:
     """"adafactor" (T5X defaults; kwargs go to `adafactor`) or "adamw" (kwargs to `adamw`),
     optionally restricted to the params where `mask` is True.

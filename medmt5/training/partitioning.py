@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping, NamedTuple, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 from flax import linen as nn
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from medmt5.model import protocols
 
@@ -32,7 +34,7 @@ MESH_AXES = (DATA, MODEL)
 
 # Logical axis name -> mesh axis (None = replicated). The core table (t5x-like, 1-D model
 # parallelism: "embed" stays replicated so activations [B, T, H] are only batch-sharded).
-LOGICAL_AXIS_RULES: tuple[tuple[str, Optional[str]], ...] = (
+LOGICAL_AXIS_RULES: tuple[tuple[str, str | None], ...] = (
     ("batch", DATA),
     ("vocab", MODEL),
     ("mlp", MODEL),
@@ -55,9 +57,9 @@ class ShardInfo(NamedTuple):
     num_shards: int
 
 
-def initialize_distributed(coordinator_address: Optional[str] = None,
-                           num_processes: Optional[int] = None,
-                           process_id: Optional[int] = None) -> None:
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None,
+                           process_id: int | None = None) -> None:
     """Starts multi-host JAX (call before anything touches devices).
 
     One process (all arguments None, not on TPU): nothing to do. On TPU VMs
@@ -88,8 +90,8 @@ def _on_tpu_vm() -> bool:
                 or os.environ.get("CLOUD_TPU_TASK_ID"))
 
 
-def create_mesh(num_partitions: int = 1, mesh_shape: Optional[Sequence[int]] = None,
-                devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+def create_mesh(num_partitions: int = 1, mesh_shape: Sequence[int] | None = None,
+                devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A ("data", "model") mesh over all devices of all processes.
 
     num_partitions: model-parallel size; data size = num_devices // num_partitions.
@@ -245,7 +247,7 @@ def make_global_batch(host_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[
     return out
 
 
-def with_sharding_constraint(x: jax.Array, logical_axes: Sequence[Optional[str]],
+def with_sharding_constraint(x: jax.Array, logical_axes: Sequence[str | None],
                              mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> jax.Array:
     """Constrains an activation by logical axis names (e.g. ("batch", "length", "embed"))."""
     spec = nn.logical_to_mesh_axes(tuple(logical_axes), rules)

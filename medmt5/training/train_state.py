@@ -6,7 +6,8 @@ optimizer and loss options live in `trainer.StepConfig`.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -88,7 +89,7 @@ def abstract_state(model, optimizer: Optimizer, example_batch, mesh: Mesh,
 
 
 def create_train_state(model: nn.Module, optimizer: Optimizer, mesh: Mesh,
-                       example_batch: Mapping[str, Any], rng, params: Optional[Any] = None,
+                       example_batch: Mapping[str, Any], rng, params: Any | None = None,
                        rules=None):
     """(state, state_shardings): params initialised from rng (or placed, if given, e.g. from
     checkpoints.load_initial_params) directly in their shards; optimizer state zeroed."""
