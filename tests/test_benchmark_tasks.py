@@ -321,9 +321,10 @@ def test_bioasq_formats(tmp_path):
 @pytest.mark.parametrize("row,match", [
     ({"snippets": [], "ideal_answer": "a"}, "missing field 'body'"),
     ({"body": " ", "snippets": [], "ideal_answer": "a"}, "body must be a non-empty string"),
-    ({"body": "q", "snippets": [{"txt": "x"}], "ideal_answer": "a"}, "snippet 0 has no 'text'"),
-    ({"body": "q", "snippets": [3], "ideal_answer": "a"}, "snippet 0 must be a non-empty"),
-    ({"body": "q", "snippets": [], "ideal_answer": []}, "ideal_answer must be a string or"),
+    ({"body": "q", "snippets": [{"txt": "x"}], "ideal_answer": "a"},
+     r"snippets\[0\] has no 'text'"),
+    ({"body": "q", "snippets": [3], "ideal_answer": "a"}, r"snippets\[0\] must be a non-empty"),
+    ({"body": "q", "snippets": [], "ideal_answer": []}, "ideal_answer must be a non-empty list"),
 ])
 def test_bioasq_errors_name_file_and_line(tmp_path, row, match):
     path = str(tmp_path / "train.jsonl")

@@ -252,8 +252,9 @@ def test_promot_trivia_qa_struct_and_bad_rows(tmp_path):
 
 def test_bioasq_hub_parquet_with_a_gin_field_mapping(tmp_path):
     """HiTZ/Multilingual-BioASQ-6B: `{lang}/{split}-00000-of-00001.parquet` (hub file tree).
-    Its column names are unverified here, so a release with other names is read through
-    the `bioasq_fields` gin mapping; the default names are the original BioASQ ones."""
+    Its rows use the BioASQ names (tests/test_bioasq_layouts.py says where that is shown);
+    a copy whose columns are named otherwise is read through the `bioasq_fields` gin
+    mapping, as here."""
     import gin
     from tasks import qa
     folder = tmp_path / "bioasq" / "fr"
