@@ -185,8 +185,7 @@ def _broken(**change):
     (_broken(snippets=[{"document": PUBMED + "1"}]),
      r"question 1 \(id .*\): snippets\[0\] has no 'text' \(has \['document'\]\)"),
     (_broken(snippets={"text": "x"}), r"question 1 \(id .*\): snippets must be a list, got dict"),
-    (_broken(type="definition"),
-     r"question 1 \(id .*\): 'type' is 'definition', not one of the BioASQ types"),
+    (_broken(type=["summary"]), r"question 1 \(id .*\): 'type' must be a string"),
     (_broken(id=7), r"question 1: 'id' must be a string, got 7"),
     ("not a question", r"question 1: expected a JSON object, got str"),
 ])
