@@ -26,6 +26,7 @@ import json
 import logging
 import os
 
+import no_tf
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -93,6 +94,10 @@ def _hub_parquet(path, questions, snippets_as_text=False):
             row["snippets"] = [s["text"] for s in q["snippets"]]
         rows.append(row)
     pq.write_table(pa.Table.from_pylist(rows), path)
+
+
+def test_reader_imports_without_tensorflow():
+    assert no_tf.imports_without_tensorflow("tasks.qa_readers")
 
 
 def test_official_release_file_names_and_fields(tmp_path):
