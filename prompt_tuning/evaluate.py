@@ -19,9 +19,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from medmt5.checkpointing import vocab_record
+import gin
+from medmt5.cli import gin_utils
+from medmt5.data import vocab_record
 from medmt5.model.transformer import Transformer
 from medmt5.run import checkpoint_eval, evaluation
+from medmt5.runtime import failures
 from prompt_tuning import inference, recipe
 from prompt_tuning.initializers import load_npy
 from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
@@ -188,14 +191,12 @@ USAGE = __doc__
 
 
 def main(argv: Sequence[str]) -> int:
-    from medmt5.cli import gin_utils
-
     def run(flags):
         del flags
-        from prompt_tuning import configurables
-
         out = gin_utils.query_macro("EVAL_OUTPUT_DIR")
-        configurables.promot_evaluate()
+        # By name: prompt_tuning.configurables (imported by the gin file) registers it and
+        # imports this module, so importing it here would close a cycle.
+        gin.get_configurable("promot_evaluate")()
         if out:  # only for an evaluation that ran: a failed one leaves no trace there
             gin_utils.write_config(out)
 
@@ -203,5 +204,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))

@@ -14,7 +14,7 @@ backbone exported with `medmt5.save_hf` (or `python -m medmt5.convert medmt5-to-
 peft prepends the prompt to inputs_embeds and extends the attention mask, exactly what
 PromptedTransformer does. DIR is written all-or-nothing; a non-empty DIR needs --overwrite.
 Both formats also write DIR/vocab.json, the vocabulary identity of the run that trained the
-prompt (medmt5.checkpointing.vocab_record), which stage 2 checks against its own vocabulary.
+prompt (medmt5.data.vocab_record), which stage 2 checks against its own vocabulary.
 """
 from __future__ import annotations
 
@@ -27,9 +27,14 @@ import numpy as np
 from absl import flags
 
 from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
 from medmt5.checkpointing.param_tree import CheckpointError
 from medmt5.cli.cli_flags import UsageError, parse_tool_flags
-from medmt5.data import paths  # --checkpoint and --out may be gs://
+from medmt5.data import (
+    paths,  # --checkpoint and --out may be gs://
+    vocab_record,
+)
+from prompt_tuning.initializers import load_npy
 
 FORMATS = ("npy", "peft")
 PEFT_CONFIG = "adapter_config.json"
@@ -40,13 +45,10 @@ NPY_NAME = "prompt.npy"
 
 def read_prompt(checkpoint: str, step: int | None = None):
     """(prompt [P, H] float32, T5Config or None) from a MODEL_DIR or a .npy file."""
-    from prompt_tuning.initializers import load_npy
-
     if checkpoint.endswith(".npy"):
         if step is not None:
             raise CheckpointError(f"--step applies to a checkpoint dir, not {checkpoint}.")
         return load_npy(checkpoint), None
-    from medmt5.checkpointing.checkpoint_io import load_checkpoint
 
     if not paths.exists(checkpoint):
         raise CheckpointError(f"--checkpoint {checkpoint}: no such directory or file.")
@@ -89,7 +91,6 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: int | None = None,
     if cfg is not None and prompt.shape[1] != cfg.d_model:
         raise CheckpointError(f"{checkpoint}: prompt width {prompt.shape[1]} != d_model "
                               f"{cfg.d_model}.")
-    from medmt5.checkpointing import vocab_record
 
     record, _ = vocab_record.checkpoint_record(checkpoint)
     if record is None:
@@ -102,13 +103,14 @@ def export(checkpoint: str, out: str, fmt: str = "npy", step: int | None = None,
     else:
         stage = atomic_directory(out, overwrite)
     with stage as tmp:
-        # the identity stage 2 / evaluation check (medmt5.checkpointing.vocab_record)
+        # the identity stage 2 / evaluation check (medmt5.data.vocab_record)
         if record is not None:
             with open(os.path.join(tmp, vocab_record.RECORD_FILE), "w") as f:
                 json.dump(record, f, indent=2, sort_keys=True)
         if fmt == "npy":
             np.save(os.path.join(tmp, NPY_NAME), prompt)
         else:
+            # lazy: optional: only Hugging Face checkpoints need safetensors
             from safetensors.numpy import save_file
 
             save_file({PEFT_KEY: np.ascontiguousarray(prompt)}, os.path.join(tmp, PEFT_WEIGHTS))

@@ -16,6 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
 from medmt5.decoding import sampling as decoding
 from medmt5.model.transformer import Transformer
 from prompt_tuning.initializers import load_npy
@@ -121,8 +122,6 @@ def prompted_logits(config, params: Mapping[str, Any], batch: Mapping[str, Any],
 
 def prompt_from_checkpoint(path: str, step: int | None = None) -> np.ndarray:
     """The params["prompt"] array of a prompt-tuning checkpoint (MODEL_DIR, MODEL_DIR/best)."""
-    from medmt5.checkpointing.checkpoint_io import load_checkpoint
-
     _, params = load_checkpoint(path, step=step)
     _, prompt = split_prompt(params)
     if prompt is None:

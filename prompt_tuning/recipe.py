@@ -45,19 +45,25 @@ from typing import Any
 
 import numpy as np
 
-from medmt5.run import configs, loop
-from prompt_tuning import prompts
-from prompt_tuning.prompts import PROMPT_PATTERN
+import medmt5
+from medmt5.data import pipeline as data_lib
+from medmt5.model.transformer import Transformer
+from medmt5.run import configs, evaluation, loop
+from medmt5.training import optimizers
+from prompt_tuning import inference, prompts, stages
+from prompt_tuning.best_metric import (  # noqa: F401 (re-exported: recipe's public names)
+    KIND_METRICS,
+    TEACHER_FORCED,
+    best_metric_for,
+    default_best_metric,
+    eval_task_names,
+    task_metric_names,
+)
+from prompt_tuning.initializers import load_npy
+from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
+from tasks import promot_metrics
 
 log = logging.getLogger(__name__)
-
-# The keep-best metric of each task kind, in preference order when a task produces several:
-# predicted (decoded) accuracy for classification, BLEU for translation, ROUGE-2 for
-# summarisation, exact match for QA, span F1 for tagging.
-KIND_METRICS = ("accuracy", "bleu", "rouge2", "exact_match", "f1")
-# Reported by medmt5.run.evaluation for every task from teacher forcing, not from predictions:
-# never a keep-best metric unless the task's own metric functions also produce the name.
-TEACHER_FORCED = ("loss", "accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +81,6 @@ class StageSettings:
     eval_beam_size: int = 4       # the paper decodes with beam 4
 
     def schedule_fn(self) -> Callable:
-        from medmt5.training import optimizers
-
         return optimizers.make_schedule(self.schedule, self.learning_rate,
                                         warmup_steps=self.warmup_steps,
                                         decay_steps=max(self.steps, 1))
@@ -84,8 +88,6 @@ class StageSettings:
     def optimizer_fn(self) -> Callable:
         """optimizer_fn(schedule=, logical_axes=, mask=, factor_rules=) for
         medmt5.cli.train.train; factor_rules default: the core's plus the prompt's."""
-        from medmt5.training import optimizers
-
         def make(schedule, logical_axes=None, mask=None, factor_rules=None):
             if factor_rules is None:
                 factor_rules = optimizers.standard_factor_rules(prompts.FACTOR_RULES)
@@ -122,85 +124,6 @@ def _replace(settings: StageSettings, **changes) -> StageSettings:
 
 
 # ---------------------------------------------------------------------------------------
-# Keep-best metric
-
-
-def task_metric_names(task_name: str) -> list[str]:
-    """Names of the metrics a registered task's own metric functions produce (decoded
-    predictions or scores; the evaluator's teacher-forced loss/accuracy excluded)."""
-    from medmt5.data import pipeline as data_lib
-
-    task = data_lib.get_task_or_mixture(task_name)
-    names: list[str] = []
-    for fn in list(task.predict_metric_fns) + list(task.score_metric_fns):
-        for name in _metric_fn_names(fn):
-            if name not in names:
-                names.append(name)
-    return names
-
-
-def _metric_fn_names(fn) -> list[str]:
-    """The keys a metric function returns, found by calling it on a one-example probe."""
-    probes = ((["a b"], ["a b"]),              # text (accuracy, BLEU, ROUGE)
-              ([["a b"]], ["a b"]),            # lists of references (exact match)
-              ([["B-X", "O"]], [["B-X", "O"]]),  # tag sequences (span F1)
-              (["a b"], [0.0]))                # scores
-    for targets, preds in probes:
-        try:
-            out = fn(targets, preds)
-        except Exception:  # a probe of the wrong shape for this function
-            continue
-        if isinstance(out, Mapping):
-            return [k for k in out if k != "f1_X"]  # per-label F1 of the probe's label X
-    name = getattr(fn, "__name__", "")
-    return [name] if name in KIND_METRICS else []
-
-
-def default_best_metric(task_name: str) -> str:
-    """The keep-best metric of a task: the first of KIND_METRICS its metric functions
-    produce (accuracy of decoded predictions, BLEU, ROUGE-2, exact match, span F1)."""
-    produced = task_metric_names(task_name)
-    for name in KIND_METRICS:
-        if name in produced:
-            return name
-    raise ValueError(f"task {task_name!r} produces no metric the recipe can keep the best "
-                     f"checkpoint on (it produces {produced}; known: {list(KIND_METRICS)}). "
-                     "Set --gin.BEST_METRIC=\"'<one of its metrics>'\".")
-
-
-def best_metric_for(task: str, metric: str | None = None,
-                    eval_tasks: Sequence[str] | None = None) -> str:
-    """The keep-best metric of a stage, checked at start-up (gin: train.best_metric =
-    @best_metric_for()). metric None: the task kind's default; otherwise every eval task
-    (default: `task`) must produce it, else ValueError naming the task and its metrics."""
-    tasks = list(eval_tasks or _eval_task_names(task))
-    if metric is None:
-        defaults = {default_best_metric(t) for t in tasks}
-        if len(defaults) != 1:
-            raise ValueError(f"the eval tasks {tasks} have different default metrics "
-                             f"{sorted(defaults)}; set --gin.BEST_METRIC to one they all produce.")
-        return defaults.pop()
-    for t in tasks:
-        produced = task_metric_names(t)
-        if metric not in produced:
-            hint = (" ('accuracy' here would be the teacher-forced token accuracy, which the "
-                    "recipe never keeps the best checkpoint on)" if metric in TEACHER_FORCED
-                    else "")
-            raise ValueError(f"BEST_METRIC={metric!r} is not produced by task {t!r}, whose "
-                             f"metrics are {produced}{hint}. Set --gin.BEST_METRIC="
-                             f"\"'{default_best_metric(t)}'\" or leave BEST_METRIC = None for "
-                             "the task's default.")
-    return metric
-
-
-def _eval_task_names(task: str) -> list[str]:
-    from medmt5.data import pipeline as data_lib
-
-    provider = data_lib.get_task_or_mixture(task)
-    return [t.name for t in (getattr(provider, "tasks", None) or [provider])]
-
-
-# ---------------------------------------------------------------------------------------
 # The two stages
 
 
@@ -231,15 +154,13 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
     fine-tuning). prompt_init: an initializer kind ("uniform", "vocab", ...) or a flax
     initializer.
     """
-    from prompt_tuning import stages
-
     if stage not in ("prompt", "model"):
         raise ValueError(f"stage={stage!r}; use 'prompt' (stage 1) or 'model' (stage 2 / "
                          "fine-tuning).")
     if settings.eval_period <= 0:
         raise ValueError(f"the {stage} stage keeps the best checkpoint: its StageSettings."
                          f"eval_period must be > 0 (got {settings.eval_period}).")
-    eval_tasks = [t for t in _eval_task_names(task) if eval_split in _splits(t)]
+    eval_tasks = [t for t in eval_task_names(task) if eval_split in _splits(t)]
     if not eval_tasks:
         raise ValueError(f"task {task!r} has no {eval_split!r} split to keep the best "
                          "checkpoint on; register one or set eval_split.")
@@ -299,8 +220,6 @@ class _PromptedFactory:
         self.prompt_length, self.init = prompt_length, init
 
     def __call__(self, config):
-        from prompt_tuning import stages
-
         return stages.prompted_model(config, self.prompt_length, self.init)
 
     def __repr__(self):
@@ -308,15 +227,11 @@ class _PromptedFactory:
 
 
 def _splits(task: str) -> Sequence[str]:
-    from medmt5.data import pipeline as data_lib
-
     return list(data_lib.get_task_or_mixture(task).splits)
 
 
 def _run(kwargs: dict, train_fn: Callable | None, prompt_file: str | None,
          stage: str) -> StageResult:
-    from prompt_tuning import stages
-
     result = (train_fn or loop.train)(**kwargs)
     model_dir = kwargs["model_dir"]
     best = getattr(result, "best", None)
@@ -374,7 +289,7 @@ def label_pattern(labels: Sequence[str]) -> str:
     """A FORMAT_PATTERN matching exactly one of `labels` (e.g. the target's true / false)."""
     if not labels:
         raise ValueError("label_pattern needs at least one label")
-    return "(?:" + "|".join(re.escape(str(l).strip()) for l in labels) + ")"
+    return "(?:" + "|".join(re.escape(str(label).strip()) for label in labels) + ")"
 
 
 @dataclasses.dataclass
@@ -399,8 +314,6 @@ class Scorer:
                  split: str = "test", batch_size: int = 8, beam_size: int = 4,
                  max_examples: int | None = None, format_pattern: str | None = None,
                  mesh=None, max_decode_length: int | None = None):
-        from medmt5.run import evaluation
-
         self.lengths = dict(task_feature_lengths)
         self.format_pattern = format_pattern
         self._format = re.compile(format_pattern) if format_pattern else None
@@ -413,12 +326,6 @@ class Scorer:
               prompt: str | np.ndarray | None = "removed") -> ScoreResult:
         """prompt: "removed" (the bare backbone), "attached" (params' own prompt), or a
         [P, H] array / .npy path put in front of every input."""
-        from medmt5.model.transformer import Transformer
-        from prompt_tuning import inference
-        from prompt_tuning.initializers import load_npy
-        from prompt_tuning.prompts import PromptedTransformer
-        from tasks import promot_metrics
-
         backbone, stored = inference.split_prompt(params)
         if isinstance(prompt, str) and prompt == "removed":
             model, run_params = Transformer(model_config), backbone
@@ -451,8 +358,6 @@ class Scorer:
 
     def score_checkpoint(self, checkpoint: str,
                          prompt: str | np.ndarray | None = "removed") -> ScoreResult:
-        import medmt5
-
         cfg, params = medmt5.load_checkpoint(checkpoint)
         return self.score(cfg.replace(dropout_rate=0.0), params, prompt)
 
@@ -465,8 +370,6 @@ def target_format_pattern(task_name: str, split: str = "train",
     """The FORMAT_PATTERN of a classification target task: its distinct target strings (e.g.
     RTE's "true" / "false") read from the first `max_examples` of `split`. A task with more
     than MAX_FORMAT_LABELS distinct targets has no label format: pass FORMAT_PATTERN."""
-    from medmt5.data import pipeline as data_lib
-
     task = data_lib.get_task_or_mixture(task_name)
     if split not in task.splits:
         raise ValueError(f"TARGET_TASK={task_name!r} has no {split!r} split to read its labels "

@@ -39,10 +39,19 @@ from typing import Any
 
 import numpy as np
 
+import gin
+import medmt5
 from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
+from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
+from medmt5.cli import gin_utils
 from medmt5.data import paths  # MODEL_DIR (state, tables, prompts) may be gs://
-from medmt5.run import configs, loop
-from prompt_tuning import recipe
+from medmt5.model.transformer import Transformer
+from medmt5.run import configs, evaluation, loop
+from medmt5.runtime import failures
+from prompt_tuning import initializers, recipe, stages
+from prompt_tuning.inference import split_prompt
+from prompt_tuning.prompts import PromptedTransformer
+from tasks.promot_metrics import headline_score, normalized_average
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +120,17 @@ class SequentialState:
 
 
 def _strip_prompt(params: Mapping[str, Any]) -> dict:
-    from prompt_tuning.inference import split_prompt
-
     return split_prompt(params)[0]
 
 
 def export_backbone(stage_dir: str, out_dir: str) -> None:
     """Writes the stage's final params without the prompt as a loadable checkpoint dir."""
-    import medmt5
-    from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
-
     cfg, params = medmt5.load_checkpoint(stage_dir)
     save_params_checkpoint(cfg, _strip_prompt(params), out_dir, step=0, overwrite=True)
 
 
 def export_prompt(stage_dir: str, path: str) -> np.ndarray:
     """Writes the stage's final prompt [P, H] to `path` (.npy, atomic) and returns it."""
-    import medmt5
-    from prompt_tuning import stages
-
     _, params = medmt5.load_checkpoint(stage_dir)
     prompt = stages.prompt_array(params)
     stages.save_prompt(prompt, path)
@@ -152,8 +153,6 @@ class Measurer:
 
     @property
     def heldout(self):
-        from medmt5.run import evaluation
-
         if self._heldout is None and self.heldout_tasks:
             self._heldout = evaluation.Evaluator(
                 self.heldout_tasks, self.lengths, split=self.heldout_split,
@@ -162,8 +161,6 @@ class Measurer:
         return self._heldout
 
     def _evaluator(self, task: str):
-        from medmt5.run import evaluation
-
         if task not in self._task_evaluators:
             self._task_evaluators[task] = evaluation.Evaluator(
                 [task], self.lengths, split=self.eval_split, batch_size=self.batch_size,
@@ -172,10 +169,6 @@ class Measurer:
 
     def measure(self, backbone: Mapping[str, Any], prompts: Mapping[str, np.ndarray],
                 seen: Sequence[str]) -> dict:
-        from medmt5.model.transformer import Transformer
-        from prompt_tuning.prompts import PromptedTransformer
-        from tasks.promot_metrics import headline_score, normalized_average
-
         plain = Transformer(self.cfg)
         seen_scores = {}
         for task in seen:
@@ -240,9 +233,6 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
     stop_after: a stage name "<i>_<task>_<stage>" after which to return (tests use it to
     simulate an interruption between stages). train_fn defaults to medmt5.run.loop.train.
     """
-    import medmt5
-    from prompt_tuning import initializers, stages
-
     train_fn = train_fn or loop.train  # looked up now: tests replace loop.train with a spy
     cfg = configs.canonical_model_config(model_config)
     plan = stage_plan(tasks, method)
@@ -317,9 +307,6 @@ _GIN_REGISTERED: dict[str, Callable] = {}
 
 
 def main(argv: Sequence[str]) -> int:
-    import gin
-    from medmt5.cli import gin_utils
-
     if not _GIN_REGISTERED:  # once per process; a config locked by an earlier run is no bar
         with gin.unlock_config():
             _GIN_REGISTERED["run_sequential"] = gin.external_configurable(
@@ -337,5 +324,4 @@ def main(argv: Sequence[str]) -> int:
 
 
 if __name__ == "__main__":
-    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))

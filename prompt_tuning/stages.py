@@ -25,9 +25,11 @@ import jax
 import numpy as np
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
-from medmt5.data import paths
+from medmt5.checkpointing.checkpoint_io import load_checkpoint
+from medmt5.data import hub, paths
 from prompt_tuning import initializers
 from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
+from tasks.vocab import get_vocabulary
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +49,6 @@ def prompted_model(config, prompt_length: int = 100, prompt_init=None,
 
 def _is_remote(path: str) -> bool:
     """A URL (gs://...) or a Hugging Face hub id (medmt5.data.hub): not checked on local disk."""
-    from medmt5.data import hub
-
     return "://" in path or hub.is_hub_id(path)
 
 
@@ -82,15 +82,11 @@ def stage2_checkpoint(path: str | None, prompt_file: str | None) -> str:
 
 def backbone_embedding(checkpoint_path: str) -> np.ndarray:
     """The checkpoint's token embedding [V, H] (host numpy)."""
-    from medmt5.checkpointing.checkpoint_io import load_checkpoint
-
     _, params = load_checkpoint(required_checkpoint(checkpoint_path))
     return np.asarray(params["token_embedder"]["embedding"], np.float32)
 
 
 def _token_ids(texts: Sequence[str], vocabulary: str) -> list[list[int]]:
-    from tasks.vocab import get_vocabulary
-
     vocab = get_vocabulary(vocabulary)
     return [list(vocab.encode(t)) for t in texts]
 

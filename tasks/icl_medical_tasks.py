@@ -143,6 +143,7 @@ class TaggingPostprocessor:
 
 
 def _dataset_fn(spec: MedicalIclTask, data_dir: str | None, vocabulary: str):
+    # lazy: TensorFlow loads only when data is read
     import tensorflow as tf
 
     def dataset_fn(split: str, shuffle_files: bool = False, seed: int | None = None):

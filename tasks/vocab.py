@@ -34,7 +34,7 @@ Names the VOCABULARY gin macro (medmt5.data.pipeline.setup_tasks) accepts, see `
   /path/checkpoint_dir   the folder's spiece.model (+ added_tokens.json / tokenizer.json)
 
 `vocabulary_identity(vocab)` is the record stored with checkpoints and prompts
-(medmt5/vocab_record.py): a sha256 over the sentencepiece file's bytes, the appended extra ids
+(medmt5/data/vocab_record.py): a sha256 over the sentencepiece file's bytes, the appended extra ids
 and the added tokens, and the counts.
 """
 import functools

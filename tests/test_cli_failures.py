@@ -166,7 +166,7 @@ CASES = [
          ("--gin_file=no_such_recipe.gin: no such file",)),
     Case("unknown_flag", lambda e: ["--gin_fle=medmt5_tiny.gin"], 2,
          ("Unknown flag '--gin_fle'",)),
-    # ---- values: types and ranges (medmt5.runtime.preflight.check_bound_values) ------------------------
+    # ---- values: types and ranges (medmt5.runtime.preflight.check_bound_values) -----------
     Case("train_steps_string", lambda e: train(e, "--gin.TRAIN_STEPS='30'"), 2,
          ("TRAIN_STEPS='30' (--gin.TRAIN_STEPS flag), used as train.train_steps is a str",
           "--gin.TRAIN_STEPS=30 (no quotes")),

@@ -19,8 +19,6 @@ import pathlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import pytest
-
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PACKAGES = ("medmt5", "prompt_tuning", "tasks")
 CORE = tuple(f"medmt5.{p}" for p in ("model", "decoding", "training", "checkpointing",
@@ -249,10 +247,6 @@ def test_the_cycle_finder_names_a_cycle():
     assert _cycle_in(components[0], graph) == ["a", "b", "c", "a"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 2 not finished: known cycles "
-                   "(cli.eval/cli.infer <-> cli.gin_utils, prompt_tuning.configurables <-> "
-                   "evaluate), checkpointing.vocab_record imports tasks, ~40 function-local "
-                   "project imports; strict: this fails once they are fixed, so the mark goes")
 def test_no_import_cycles():
     graph = _graph()
     cycles = [" -> ".join(_cycle_in(c, graph)) + f"   (all of {', '.join(c)} import each "
@@ -263,10 +257,6 @@ def test_no_import_cycles():
                         "layer:\n  " + "\n  ".join(cycles))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 2 not finished: known cycles "
-                   "(cli.eval/cli.infer <-> cli.gin_utils, prompt_tuning.configurables <-> "
-                   "evaluate), checkpointing.vocab_record imports tasks, ~40 function-local "
-                   "project imports; strict: this fails once they are fixed, so the mark goes")
 def test_core_reaches_neither_tasks_nor_prompt_tuning():
     graph = _graph()
     bad = []
@@ -289,10 +279,6 @@ def test_tasks_import_no_model_training_decoding_or_prompt_tuning():
                      "medmt5.training, medmt5.decoding or prompt_tuning:\n  " + "\n  ".join(bad))
 
 
-@pytest.mark.xfail(strict=True, reason="issue 12 item 2 not finished: known cycles "
-                   "(cli.eval/cli.infer <-> cli.gin_utils, prompt_tuning.configurables <-> "
-                   "evaluate), checkpointing.vocab_record imports tasks, ~40 function-local "
-                   "project imports; strict: this fails once they are fixed, so the mark goes")
 def test_imports_at_the_top():
     bad = []
     for imp in IMPORTS:

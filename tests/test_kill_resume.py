@@ -43,7 +43,8 @@ def chain(tmp_path_factory):
             proc = cli_runs.start(argv, cache, tmp / f"run{i}.log")
             target = rs.randint(before + 1, max(before + 1, min(before + 4, STEPS - MARGIN)))
             delay = rs.uniform(0.0, 0.05)
-            reached = cli_runs.wait_for(lambda: cli_runs.last_step(dir_) >= target, proc)
+            reached = cli_runs.wait_for(lambda target=target: cli_runs.last_step(dir_) >= target,
+                                        proc)
             assert reached and proc.poll() is None, \
                 f"seed {seed}: run {i} ended before step {target}:\n" + \
                 cli_runs.read(tmp / f"run{i}.log")[-3000:]

@@ -124,14 +124,14 @@ def test_pretraining_logs_a_validation_loss(tmp_path, capsys):
     out += err  # the progress writer may use either stream
     assert "eval @ step 2:" in out
     for lang in ("en", "es", "fr", "it"):
-        line = [l for l in out.splitlines() if f"medmt5_pretrain_{lang}:" in l]
+        line = [s for s in out.splitlines() if f"medmt5_pretrain_{lang}:" in s]
         assert line and "loss=" in line[0], out
         scalars = read_scalars(str(model_dir / "eval" / f"medmt5_pretrain_{lang}"))
         (step, loss), = scalars["loss"]
         assert step == 2 and np.isfinite(loss) and loss > 0
     assert glob.glob(str(model_dir / "eval" / "*" / "events.out.tfevents.*"))
     assert os.listdir(model_dir / "checkpoints")
-    for d, dirs, files in os.walk(model_dir):
+    for d, _dirs, files in os.walk(model_dir):
         assert stat.S_IMODE(os.stat(d).st_mode) == 0o750, d
         for name in files:
             assert stat.S_IMODE(os.stat(os.path.join(d, name)).st_mode) == 0o640, name

@@ -97,7 +97,7 @@ def test_infer_reads_and_writes_gcs_files(gcs_emulator, tmp_path, monkeypatch): 
             return [t.upper() for t in td.inputs_text]
 
     import medmt5
-    from medmt5.checkpointing import vocab_record
+    from medmt5.data import vocab_record
     from medmt5.run import evaluation
     from medmt5.training import partitioning
     monkeypatch.setattr(medmt5, "load_checkpoint", lambda path: (CFG, {}), raising=False)

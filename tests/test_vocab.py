@@ -27,8 +27,8 @@ import seqio
 import tensorflow as tf
 from sentencepiece import sentencepiece_model_pb2 as pb
 
-from medmt5.checkpointing import vocab_record
 from medmt5.data import pipeline as data_lib
+from medmt5.data import vocab_record
 from tasks import span_corruption as sc
 from tasks import vocab
 
@@ -91,8 +91,8 @@ def test_builtin_sentinels_are_read_from_the_file(mt5_folder):
     # What the old code did (extra_ids=100 on mT5's file) fails inside seqio exactly as the
     # issue reports; detection from the file avoids it.
     with pytest.raises(Exception, match="extra_id_99> is already defined"):
-        seqio.SentencePieceVocabulary(os.path.join(mt5_folder, vocab.SPIECE_FILE),
-                                      extra_ids=100).vocab_size
+        _ = seqio.SentencePieceVocabulary(os.path.join(mt5_folder, vocab.SPIECE_FILE),
+                                          extra_ids=100).vocab_size
 
 
 def test_tiny_vocabulary_keeps_seqio_appended_sentinels():
@@ -151,7 +151,8 @@ def test_added_tokens_encode_and_decode(tagged_folder):
     v = vocab.load_vocabulary(tagged_folder)
     assert isinstance(v, seqio.Vocabulary) and isinstance(v, vocab.AddedTokensVocabulary)
     assert v.added_tokens == TAGS
-    text = "<Disease> Patient with dilated <Disease> cardiomyopathy </Disease> after <Chemical> aspirin </Chemical> ."
+    text = ("<Disease> Patient with dilated <Disease> cardiomyopathy </Disease> after "
+            "<Chemical> aspirin </Chemical> .")
     ids = list(v.encode(text))
     assert [i for i in ids if i >= PIECES] == [TAGS[t] for t in (
         "<Disease>", "<Disease>", "</Disease>", "<Chemical>", "</Chemical>")]

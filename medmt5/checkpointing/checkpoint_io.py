@@ -12,6 +12,7 @@ import os
 import re
 from typing import Any
 
+import jax
 import numpy as np
 
 from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
@@ -20,6 +21,9 @@ from medmt5.checkpointing.hf_io import is_hf_dir, load_hf
 from medmt5.checkpointing.param_tree import CheckpointError, to_numpy, unflatten, validate
 from medmt5.checkpointing.t5x_io import is_t5x_path, load_t5x
 from medmt5.data import paths
+from medmt5.data.hub import HubError, resolve_checkpoint
+from medmt5.model.config import T5Config
+from medmt5.model.transformer import scan_params, unscan_params
 
 MODEL_CONFIG_FILE = "model_config.json"
 CHECKPOINTS_SUBDIR = "checkpoints"
@@ -29,8 +33,6 @@ COMMIT_SUCCESS_FILE = "commit_success.txt"  # orbax's finished-step marker on ob
 
 
 def _load_config(path: str):
-    from medmt5.model.config import T5Config
-
     try:
         return T5Config.load(path)
     except (OSError, ValueError, TypeError) as e:
@@ -68,16 +70,18 @@ def orbax_steps(model_dir: str) -> list:
 
 def restore_params_item(item_dir: str) -> dict[str, Any]:
     """Restore one orbax PyTree item directory as a nested dict of host numpy arrays."""
-    import jax
+    # lazy: orbax loads TensorStore and asyncio machinery; only checkpoint I/O needs it
     import orbax.checkpoint as ocp
-    from etils import epath
+    from etils import epath  # lazy: with orbax
 
     handler = ocp.PyTreeCheckpointHandler()
     try:
         tree = handler.metadata(epath.Path(item_dir))
         tree = getattr(tree, "tree", tree)
-        restore_args = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-        return handler.restore(epath.Path(item_dir), args=ocp.args.PyTreeRestore(restore_args=restore_args))
+        restore_args = jax.tree_util.tree_map(
+            lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+        return handler.restore(epath.Path(item_dir),
+                               args=ocp.args.PyTreeRestore(restore_args=restore_args))
     except Exception as e:
         raise CheckpointError(f"{item_dir}: cannot restore the orbax item: {e}") from None
     finally:
@@ -91,7 +95,8 @@ def load_medmt5(model_dir: str, step: int | None = None) -> tuple[Any, dict[str,
     steps = orbax_steps(model_dir)
     root = paths.join(model_dir, CHECKPOINTS_SUBDIR)
     if not steps:
-        raise CheckpointError(f"{root}: no finished checkpoint steps (looked for {root}/<step>/{PARAMS_ITEM}).")
+        raise CheckpointError(f"{root}: no finished checkpoint steps (looked for "
+                              f"{root}/<step>/{PARAMS_ITEM}).")
     step = steps[-1] if step is None else int(step)
     if step not in steps:
         raise CheckpointError(f"{root}: no checkpoint for step {step}; available steps: {steps}.")
@@ -100,12 +105,11 @@ def load_medmt5(model_dir: str, step: int | None = None) -> tuple[Any, dict[str,
         raise CheckpointError(f"{item_dir}: step {step} has no {PARAMS_ITEM!r} item.")
     params = restore_params_item(item_dir)
     if cfg.scan_layers:
-        from medmt5.model.transformer import unscan_params
-
         try:
             params = unscan_params(params)
         except ValueError as e:
-            raise CheckpointError(f"{item_dir}: {cfg_path} says scan_layers=True but: {e}") from None
+            raise CheckpointError(f"{item_dir}: {cfg_path} says scan_layers=True but: "
+                                  f"{e}") from None
     flat = to_numpy(params)
     validate(cfg, flat, item_dir, extra_ok=("prompt",))
     return cfg.replace(scan_layers=False), unflatten(flat)
@@ -122,8 +126,6 @@ def load_checkpoint(path, step: int | None = None, config=None,
 
     `path` may be local, a URL (gs://bucket/dir, see medmt5.data.paths) or a Hugging Face hub id
     (google/mt5-small, hf://google/mt5-small@<revision>, see medmt5.data.hub)."""
-    from medmt5.data.hub import HubError, resolve_checkpoint
-
     try:
         path = resolve_checkpoint(path)
     except HubError as e:
@@ -139,7 +141,8 @@ def load_checkpoint(path, step: int | None = None, config=None,
         return load_medmt5(model_dir, dir_step if dir_step is not None else step)
     if is_dir and is_hf_dir(path):
         if step is not None:
-            raise CheckpointError(f"{path}: a Hugging Face model directory has no steps; drop step={step}.")
+            raise CheckpointError(f"{path}: a Hugging Face model directory has no steps; drop "
+                                  f"step={step}.")
         return load_hf(path)
     if is_t5x_path(path):
         return load_t5x(path, step, config=config,
@@ -150,17 +153,17 @@ def load_checkpoint(path, step: int | None = None, config=None,
         "checkpoint or checkpoint_<step>/checkpoint (T5X).")
 
 
-def save_params_checkpoint(cfg, params, model_dir: str, step: int = 0, overwrite: bool = False) -> str:
+def save_params_checkpoint(cfg, params, model_dir: str, step: int = 0,
+                           overwrite: bool = False) -> str:
     """Write MODEL_DIR/model_config.json + orbax step `step` with the single item "params"
     (scanned iff cfg.scan_layers), all or nothing. For converters and tests."""
+    # lazy: orbax loads TensorStore and asyncio machinery; only checkpoint I/O needs it
     import orbax.checkpoint as ocp
 
     flat = to_numpy(params)
     validate(cfg, flat, "params passed to save_params_checkpoint", extra_ok=("prompt",))
     tree = unflatten(flat)
     if cfg.scan_layers:
-        from medmt5.model.transformer import scan_params
-
         tree = to_numpy(scan_params(tree))
         tree = unflatten(tree)
     if paths.is_remote(model_dir):
@@ -171,13 +174,15 @@ def save_params_checkpoint(cfg, params, model_dir: str, step: int = 0, overwrite
         if overwrite:
             paths.rmtree(model_dir)
         with ocp.CheckpointManager(paths.join(model_dir, CHECKPOINTS_SUBDIR)) as manager:
-            manager.save(int(step), args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
+            manager.save(int(step), args=ocp.args.Composite(
+                **{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
             manager.wait_until_finished()
         cfg.save(paths.join(model_dir, MODEL_CONFIG_FILE))
         return model_dir
     with atomic_directory(model_dir, overwrite=overwrite) as tmp:
         cfg.save(os.path.join(tmp, MODEL_CONFIG_FILE))
         with ocp.CheckpointManager(os.path.join(tmp, CHECKPOINTS_SUBDIR)) as manager:
-            manager.save(int(step), args=ocp.args.Composite(**{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
+            manager.save(int(step), args=ocp.args.Composite(
+                **{PARAMS_ITEM: ocp.args.StandardSave(tree)}))
             manager.wait_until_finished()
     return model_dir

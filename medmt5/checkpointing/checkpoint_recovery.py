@@ -21,8 +21,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 
 from medmt5.checkpointing import checkpoints
+from medmt5.data import paths
 from medmt5.runtime.failures import TrainingFailure
 from medmt5.training.optimizers import path_str
 
@@ -46,8 +48,9 @@ def step_dir(manager, step: int) -> str:
 
 
 def _stored_shapes(path: str) -> dict:
+    # lazy: orbax loads TensorStore and asyncio machinery; only checkpoint I/O needs it
     import orbax.checkpoint as ocp
-    from etils import epath
+    from etils import epath  # lazy: with orbax
 
     meta = ocp.StandardCheckpointHandler().metadata(epath.Path(path))
     return {path_str(p): tuple(m.shape) for p, m in jax.tree_util.tree_leaves_with_path(meta)}
@@ -61,12 +64,14 @@ def check_shapes(path: str, abstract_params: Any) -> None:
     missing = sorted(want.keys() - stored.keys())
     extra = sorted(stored.keys() - want.keys())
     if missing or extra:
-        raise CheckpointMismatchError(f"{path}: the checkpoint's parameters do not match the model config: "
+        raise CheckpointMismatchError(f"{path}: the checkpoint's parameters do not match the model "
+                                      "config: "
                          f"missing {missing[:5]}, unexpected {extra[:5]}. Use the MODEL_DIR's "
                          "own model gin file, or a new MODEL_DIR.")
     for name in sorted(want):
         if stored[name] != want[name]:
-            raise CheckpointMismatchError(f"{path}: parameter {name} has shape {stored[name]} in the "
+            raise CheckpointMismatchError(f"{path}: parameter {name} has shape {stored[name]} in "
+                                          "the "
                              f"checkpoint but {want[name]} in the model config. Use the "
                              "MODEL_DIR's own model gin file (see its config.gin), or a new "
                              "MODEL_DIR.")
@@ -121,10 +126,8 @@ def quarantine(manager, step: int) -> str:
     src = step_dir(manager, step)
     dst = f"{src}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}"
     if jax.process_index() == 0:
-        from medmt5.data import paths
         paths.rename(src, dst)  # copy + delete on an object store
     if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
         multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
     manager.reload()
     return dst

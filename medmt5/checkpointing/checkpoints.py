@@ -19,7 +19,13 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from medmt5.checkpointing.checkpoint_io import CHECKPOINTS_SUBDIR, MODEL_CONFIG_FILE
+from medmt5.checkpointing.checkpoint_io import (
+    CHECKPOINTS_SUBDIR,
+    MODEL_CONFIG_FILE,
+    load_checkpoint,
+)
+from medmt5.data import paths
+from medmt5.model.transformer import scan_params
 from medmt5.training.optimizers import path_str
 from medmt5.training.train_state import TrainState
 
@@ -37,7 +43,6 @@ def make_checkpoint_manager(model_dir: str, save_period: int = 1000, keep: int |
         raise ValueError(f"checkpoint save_period={save_period} must be >= 1")
     if keep is not None and keep < 1:
         raise ValueError(f"checkpoint keep={keep} must be >= 1 or None (keep all)")
-    from medmt5.data import paths
 
     model_dir = os.fspath(model_dir)
     if config is not None and jax.process_index() == 0:
@@ -169,10 +174,7 @@ def load_initial_params(path: str, init_params: Any, new_params: Sequence[str] =
     """Params for a new run from our MODEL_DIR, a Hugging Face dir or a T5X checkpoint
     (via medmt5.load_checkpoint), merged into init_params (the model's tree; scanned iff
     scan_layers) by `merge_params`. Place the result with create_train_state(params=...)."""
-    from medmt5.checkpointing.checkpoint_io import load_checkpoint
-
     _, loaded = load_checkpoint(path)
     if scan_layers:
-        from medmt5.model.transformer import scan_params
         loaded = scan_params(loaded)
     return merge_params(init_params, loaded, os.fspath(path), new_params, unused_params)

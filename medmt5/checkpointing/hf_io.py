@@ -16,12 +16,19 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from medmt5.checkpointing.atomic_dir import atomic_directory, check_destination
+from medmt5.checkpointing.hf_layout import (  # noqa: F401 (re-exported)
+    config_from_hf,
+    config_to_hf,
+    name_map,
+)
 from medmt5.checkpointing.param_tree import (
     CheckpointError,
     expected_shapes,
@@ -30,6 +37,7 @@ from medmt5.checkpointing.param_tree import (
     validate,
 )
 from medmt5.data import paths
+from medmt5.model.transformer import unscan_params
 
 CONFIG_FILE = "config.json"
 SAFETENSORS_FILE = "model.safetensors"
@@ -46,130 +54,6 @@ def is_hf_dir(path: str) -> bool:
     return paths.isfile(paths.join(path, CONFIG_FILE))
 
 
-# ----------------------------------------------------------------------------- names
-
-
-def name_map(cfg) -> dict[str, tuple[str, bool]]:
-    """{hf_name: (our_name, transpose)} for every weight of `cfg` (tied: no lm_head)."""
-    m: dict[str, tuple[str, bool]] = {"shared.weight": ("token_embedder/embedding", False)}
-    attn = {"q": "query", "k": "key", "v": "value", "o": "out"}
-
-    def attention(hf: str, ours: str) -> None:
-        for a, b in attn.items():
-            m[f"{hf}.{a}.weight"] = (f"{ours}/{b}/kernel", True)
-
-    def mlp(hf: str, ours: str) -> None:
-        for w in ("wi_0", "wi_1", "wo"):
-            m[f"{hf}.DenseReluDense.{w}.weight"] = (f"{ours}/mlp/{w}/kernel", True)
-
-    for stack, n in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
-        m[f"{stack}.block.0.layer.0.SelfAttention.relative_attention_bias.weight"] = (
-            f"{stack}/relpos_bias/rel_embedding", True)
-        for i in range(n):
-            hf, ours = f"{stack}.block.{i}.layer", f"{stack}/layers_{i}"
-            if stack == "encoder":
-                m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_attention_layer_norm/scale", False)
-                attention(f"{hf}.0.SelfAttention", f"{ours}/attention")
-                m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", False)
-                mlp(f"{hf}.1", ours)
-            else:
-                m[f"{hf}.0.layer_norm.weight"] = (f"{ours}/pre_self_attention_layer_norm/scale", False)
-                attention(f"{hf}.0.SelfAttention", f"{ours}/self_attention")
-                m[f"{hf}.1.layer_norm.weight"] = (f"{ours}/pre_cross_attention_layer_norm/scale", False)
-                attention(f"{hf}.1.EncDecAttention", f"{ours}/encoder_decoder_attention")
-                m[f"{hf}.2.layer_norm.weight"] = (f"{ours}/pre_mlp_layer_norm/scale", False)
-                mlp(f"{hf}.2", ours)
-    m["encoder.final_layer_norm.weight"] = ("encoder/encoder_norm/scale", False)
-    m["decoder.final_layer_norm.weight"] = ("decoder/decoder_norm/scale", False)
-    if not cfg.tie_word_embeddings:
-        m["lm_head.weight"] = ("decoder/logits_dense/kernel", True)
-    return m
-
-
-# ----------------------------------------------------------------------------- config
-
-
-def _hf_field(hf: Mapping[str, Any], key: str, path: str, default: Any = None) -> Any:
-    if key in hf:
-        return hf[key]
-    if default is None:
-        raise CheckpointError(f"{path}: required field {key!r} is missing.")
-    return default
-
-
-def config_from_hf(hf: Mapping[str, Any], path: str, tie_word_embeddings: bool):
-    """HF config dict -> T5Config. Rejects anything but mT5 / T5 v1.1 (gated-gelu)."""
-    from medmt5.model.config import T5Config
-
-    model_type = hf.get("model_type")
-    if model_type not in ("mt5", "t5"):
-        raise CheckpointError(
-            f"{path}: field 'model_type' is {model_type!r}; medmt5 reads only 'mt5' and 't5' "
-            "(gated-gelu, i.e. mT5 / T5 v1.1) models."
-        )
-    ffp = hf.get("feed_forward_proj", "gated-gelu" if model_type == "mt5" else "relu")
-    if ffp != "gated-gelu":
-        raise CheckpointError(
-            f"{path}: field 'feed_forward_proj' is {ffp!r}; medmt5 implements the gated-gelu "
-            "feed-forward of mT5 / T5 v1.1 only (T5 v1.0 'relu' models are not supported)."
-        )
-    eos = hf.get("eos_token_id", 1)
-    eos = eos[0] if isinstance(eos, (list, tuple)) else eos
-    num_layers = _hf_field(hf, "num_layers", path)
-    try:
-        return T5Config(
-            vocab_size=int(_hf_field(hf, "vocab_size", path)),
-            d_model=int(_hf_field(hf, "d_model", path)),
-            d_kv=int(_hf_field(hf, "d_kv", path)),
-            d_ff=int(_hf_field(hf, "d_ff", path)),
-            num_heads=int(_hf_field(hf, "num_heads", path)),
-            num_encoder_layers=int(num_layers),
-            num_decoder_layers=int(hf.get("num_decoder_layers") or num_layers),
-            relative_attention_num_buckets=int(hf.get("relative_attention_num_buckets", 32)),
-            relative_attention_max_distance=int(hf.get("relative_attention_max_distance", 128)),
-            dropout_rate=float(hf.get("dropout_rate", 0.1)),
-            layer_norm_epsilon=float(hf.get("layer_norm_epsilon", 1e-6)),
-            tie_word_embeddings=bool(tie_word_embeddings),
-            pad_id=int(hf.get("pad_token_id") if hf.get("pad_token_id") is not None else 0),
-            eos_id=int(eos if eos is not None else 1),
-            decoder_start_id=int(hf.get("decoder_start_token_id") or 0),
-        )
-    except CheckpointError:
-        raise
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: unusable model config: {e}") from None
-
-
-def config_to_hf(cfg) -> dict[str, Any]:
-    """T5Config -> config.json dict (mt5 when untied, t5 with gated-gelu when tied)."""
-    tied = bool(cfg.tie_word_embeddings)
-    return {
-        "architectures": ["T5ForConditionalGeneration" if tied else "MT5ForConditionalGeneration"],
-        "model_type": "t5" if tied else "mt5",
-        "vocab_size": cfg.vocab_size,
-        "d_model": cfg.d_model,
-        "d_kv": cfg.d_kv,
-        "d_ff": cfg.d_ff,
-        "num_heads": cfg.num_heads,
-        "num_layers": cfg.num_encoder_layers,
-        "num_decoder_layers": cfg.num_decoder_layers,
-        "relative_attention_num_buckets": cfg.relative_attention_num_buckets,
-        "relative_attention_max_distance": cfg.relative_attention_max_distance,
-        "dropout_rate": cfg.dropout_rate,
-        "layer_norm_epsilon": cfg.layer_norm_epsilon,
-        "initializer_factor": 1.0,
-        "feed_forward_proj": "gated-gelu",
-        "dense_act_fn": "gelu_new",
-        "is_gated_act": True,
-        "is_encoder_decoder": True,
-        "tie_word_embeddings": tied,
-        "pad_token_id": cfg.pad_id,
-        "eos_token_id": cfg.eos_id,
-        "decoder_start_token_id": cfg.decoder_start_id,
-        "use_cache": True,
-    }
-
-
 # ----------------------------------------------------------------------------- weights
 
 
@@ -179,7 +63,8 @@ def _check_safetensors_file(path: str) -> None:
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
-            raise CheckpointError(f"{path}: file is truncated ({size} bytes); not a safetensors file.")
+            raise CheckpointError(f"{path}: file is truncated ({size} bytes); not a safetensors "
+                                  "file.")
         n = int.from_bytes(head, "little")
         if 8 + n > size:
             raise CheckpointError(
@@ -201,6 +86,7 @@ def _check_safetensors_file(path: str) -> None:
 
 
 def _read_safetensors(path: str) -> dict[str, np.ndarray]:
+    # lazy: optional: only Hugging Face checkpoints need safetensors
     from safetensors import safe_open
 
     if not os.path.isfile(path):
@@ -223,11 +109,13 @@ def _read_safetensors(path: str) -> dict[str, np.ndarray]:
 
 def _read_torch(path: str) -> dict[str, np.ndarray]:
     try:
+        # lazy: optional: only PyTorch .bin weights need torch
         import torch
     except ImportError:
         raise CheckpointError(
             f"{path}: PyTorch weights need torch, which is not installed; install torch or "
-            "re-save the model as safetensors (save_pretrained(safe_serialization=True)).") from None
+            "re-save the model as safetensors "
+            "(save_pretrained(safe_serialization=True)).") from None
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: weights file not found.")
     try:
@@ -237,21 +125,21 @@ def _read_torch(path: str) -> dict[str, np.ndarray]:
     out = {}
     for name, t in state.items():
         if t.dtype == torch.bfloat16:
-            import ml_dtypes
-
             out[name] = t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
         else:
             out[name] = t.detach().contiguous().numpy()
     return out
 
 
-def _read_index(model_dir: str, index_file: str, reader) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+def _read_index(model_dir: str, index_file: str,
+                reader) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     index_path = os.path.join(model_dir, index_file)
     try:
         with open(index_path) as f:
             weight_map = json.load(f)["weight_map"]
     except (ValueError, KeyError) as e:
-        raise CheckpointError(f"{index_path}: not a valid shard index (needs 'weight_map'): {e}") from None
+        raise CheckpointError(f"{index_path}: not a valid shard index (needs 'weight_map'): "
+                              f"{e}") from None
     state, origin = {}, {}
     for shard in sorted(set(weight_map.values())):
         shard_path = os.path.join(model_dir, shard)
@@ -308,7 +196,8 @@ def params_from_hf_state(cfg, state: Mapping[str, np.ndarray], origin: Mapping[s
                 f"{where(name)}: weight {name!r} has shape {tuple(state[name].shape)}, config.json "
                 f"implies {tuple(want)}.")
     for name in sorted(set(state) - set(names)):
-        redundant_copy = name in _EMBED_COPIES or (name == "lm_head.weight" and cfg.tie_word_embeddings)
+        redundant_copy = name in _EMBED_COPIES or (name == "lm_head.weight"
+                                                   and cfg.tie_word_embeddings)
         if redundant_copy and shared is not None and np.array_equal(state[name], shared):
             continue
         if name in _IGNORED:
@@ -329,10 +218,12 @@ def _decide_tied(hf: Mapping[str, Any], state: Mapping[str, np.ndarray], path: s
     be an untied head with T5's output rescaling, which medmt5 cannot represent."""
     flag = hf.get("tie_word_embeddings", True)
     lm, shared = state.get("lm_head.weight"), state.get("shared.weight")
-    distinct = lm is not None and (shared is None or lm.shape != shared.shape or not np.array_equal(lm, shared))
+    distinct = lm is not None and (shared is None or lm.shape != shared.shape
+                                   or not np.array_equal(lm, shared))
     if hf.get("model_type") == "t5" and flag and distinct:
         raise CheckpointError(
-            f"{path}: model_type 't5' with tie_word_embeddings true rescales the decoder output, but "
+            f"{path}: model_type 't5' with tie_word_embeddings true rescales the decoder output, "
+            "but "
             f"{origin.get('lm_head.weight')} has an lm_head.weight distinct from shared.weight; "
             "medmt5 cannot represent that combination (set tie_word_embeddings false if the head "
             "is untied and unscaled).")
@@ -366,13 +257,15 @@ def load_hf(model_dir: str) -> tuple[Any, dict[str, Any]]:
         with open(cfg_path) as f:
             hf = json.load(f)
     except FileNotFoundError:
-        raise CheckpointError(f"{cfg_path}: not found; not a Hugging Face model directory.") from None
+        raise CheckpointError(f"{cfg_path}: not found; not a Hugging Face model "
+                              "directory.") from None
     except ValueError as e:
         raise CheckpointError(f"{cfg_path}: invalid JSON: {e}") from None
     config_from_hf(hf, cfg_path, tie_word_embeddings=False)  # reject wrong architectures first
     state, origin = read_hf_state(model_dir)
     tied = _decide_tied(hf, state, cfg_path, origin)
-    if tied and hf.get("model_type") == "mt5" and _major_version(hf.get("transformers_version")) >= 5:
+    new_transformers = _major_version(hf.get("transformers_version")) >= 5
+    if tied and hf.get("model_type") == "mt5" and new_transformers:
         # transformers >= 5 computes a tied mT5's logits WITHOUT the d_model**-0.5 rescale our
         # tied model applies; an untied head holding a copy of the embedding is exact.
         state = dict(state, **{"lm_head.weight": state["shared.weight"]})
@@ -386,8 +279,6 @@ def hf_state_from_params(cfg, params: Mapping[str, Any]) -> dict[str, np.ndarray
     """Canonical params (numpy or jax) -> HF state dict of contiguous numpy arrays."""
     flat = to_numpy(params)
     if cfg.scan_layers and any(n.startswith(("encoder/layers/", "decoder/layers/")) for n in flat):
-        from medmt5.model.transformer import unscan_params
-
         flat = to_numpy(unscan_params(unflatten(flat)))
     if any(n.startswith("prompt/") for n in flat):
         raise CheckpointError(
@@ -401,11 +292,10 @@ def hf_state_from_params(cfg, params: Mapping[str, Any]) -> dict[str, np.ndarray
 def save_hf(cfg, params: Mapping[str, Any], out_dir: str, overwrite: bool = False) -> str:
     """Write config.json + model.safetensors that transformers loads; all or nothing.
     A remote out_dir (gs://...) is built locally and uploaded with config.json last."""
+    # lazy: optional: only Hugging Face checkpoints need safetensors
     from safetensors.numpy import save_file
 
     if paths.is_remote(out_dir):
-        import tempfile
-
         check_destination(out_dir, overwrite)
         with tempfile.TemporaryDirectory(prefix="medmt5-hf-") as tmp:
             local = save_hf(cfg, params, os.path.join(tmp, "hf"))

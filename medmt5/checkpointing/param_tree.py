@@ -117,7 +117,8 @@ def infer_config_fields(flat: Mapping[str, Any], source: str) -> dict[str, Any]:
     relative_attention_max_distance, dropout and epsilon are not recoverable from shapes."""
     def shape(name: str) -> tuple[int, ...]:
         if name not in flat:
-            raise CheckpointError(f"{source}: missing parameter {name!r}; cannot infer the model config.")
+            raise CheckpointError(f"{source}: missing parameter {name!r}; cannot infer the model "
+                                  "config.")
         return tuple(np.shape(flat[name]))
 
     vocab, d_model = shape("token_embedder/embedding")

@@ -21,13 +21,15 @@ attention max distance is not recoverable and defaults to 128 (mT5's value).
 """
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from flax import traverse_util
+from flax import serialization, traverse_util
 
 from medmt5.checkpointing.atomic_dir import atomic_directory
 from medmt5.checkpointing.param_tree import (
@@ -38,6 +40,7 @@ from medmt5.checkpointing.param_tree import (
     validate,
 )
 from medmt5.data import paths
+from medmt5.model.config import T5Config
 
 CHECKPOINT_FILE = "checkpoint"
 STEP_DIR_PREFIX = "checkpoint_"
@@ -69,21 +72,25 @@ def find_t5x_checkpoint(path: str, step: int | None = None) -> str:
     """The msgpack file for `path` (a model dir, a checkpoint_<step> dir, or the file)."""
     if paths.isfile(path):
         if step is not None:
-            raise CheckpointError(f"{path}: step={step} given, but the path is already one checkpoint file.")
+            raise CheckpointError(f"{path}: step={step} given, but the path is already one "
+                                  "checkpoint file.")
         return path
     direct = paths.join(path, CHECKPOINT_FILE)
     if paths.isfile(direct):
         if step is not None:
-            raise CheckpointError(f"{path}: step={step} given, but the path is already one checkpoint step directory.")
+            raise CheckpointError(f"{path}: step={step} given, but the path is already one "
+                                  "checkpoint step directory.")
         return direct
     steps = t5x_steps(path)
     if not steps:
         raise CheckpointError(
-            f"{path}: not a T5X checkpoint; looked for {direct} and {STEP_DIR_PREFIX}<step>/{CHECKPOINT_FILE}.")
+            f"{path}: not a T5X checkpoint; looked for {direct} and "
+            f"{STEP_DIR_PREFIX}<step>/{CHECKPOINT_FILE}.")
     if step is None:
         step = steps[-1]
     if step not in steps:
-        raise CheckpointError(f"{path}: no T5X checkpoint for step {step}; available steps: {steps}.")
+        raise CheckpointError(f"{path}: no T5X checkpoint for step {step}; available steps: "
+                              f"{steps}.")
     return paths.join(path, f"{STEP_DIR_PREFIX}{step}", CHECKPOINT_FILE)
 
 
@@ -104,12 +111,15 @@ def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str,
     kvstore = dict(spec.get("kvstore") or {})
     rel = kvstore.get("path") or spec.get("path")
     if not rel:
-        raise CheckpointError(f"{ckpt_file}: parameter {name!r} has a tensorstore spec without a path: {dict(spec)}")
+        raise CheckpointError(f"{ckpt_file}: parameter {name!r} has a tensorstore spec without a "
+                              f"path: {dict(spec)}")
     meta = spec.get("metadata") or {}
-    shape = tuple(int(d) for d in np.asarray(meta.get("shape", [])).tolist()) if "shape" in meta else None
+    shape = (tuple(int(d) for d in np.asarray(meta.get("shape", [])).tolist())
+             if "shape" in meta else None)
     dtype = spec.get("dtype") or meta.get("dtype")
     if dtype in ("uint16", "<u2"):
-        raise CheckpointError(f"{ckpt_file}: parameter {name!r} is stored as uint16; re-save it as bfloat16.")
+        raise CheckpointError(f"{ckpt_file}: parameter {name!r} is stored as uint16; re-save it as "
+                              "bfloat16.")
     # gcs / gfile / file all resolve to a directory next to the msgpack file (local, or
     # tensorstore's gcs driver when the checkpoint is on gs://).
     if paths.is_remote(ckpt_dir):
@@ -122,14 +132,12 @@ def _open_spec(spec: Mapping[str, Any], ckpt_dir: str, name: str,
 
 def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
     """A missing chunk file reads back as fill values without error: refuse it instead."""
-    import itertools
-    import json
-
     meta_path = paths.join(zarr_dir, ".zarray")
     try:
         meta = json.loads(paths.read_text(meta_path))
     except (OSError, ValueError) as e:
-        raise CheckpointError(f"{meta_path}: parameter {name}: missing or corrupt zarr metadata: {e}") from None
+        raise CheckpointError(f"{meta_path}: parameter {name}: missing or corrupt zarr metadata: "
+                              f"{e}") from None
     shape, chunks = meta.get("shape") or [], meta.get("chunks") or []
     if not shape or len(shape) != len(chunks):
         return
@@ -138,18 +146,22 @@ def _check_zarr_chunks(zarr_dir: str, name: str) -> None:
     present = set(paths.listdir(zarr_dir)) if paths.is_remote(zarr_dir) else None
     for idx in itertools.product(*(range(c) for c in counts)):
         key = sep.join(str(i) for i in idx)
-        if (key not in present) if present is not None else not os.path.isfile(os.path.join(zarr_dir, key)):
+        missing = (key not in present) if present is not None else \
+            not os.path.isfile(os.path.join(zarr_dir, key))
+        if missing:
             raise CheckpointError(
-                f"{zarr_dir}: parameter {name}: chunk file {key!r} is missing (the checkpoint copy is "
+                f"{zarr_dir}: parameter {name}: chunk file {key!r} is missing (the checkpoint copy "
+                "is "
                 "incomplete); re-copy the checkpoint.")
 
 
-def read_t5x_state(path: str, step: int | None = None, prefix: str = "target") -> dict[str, np.ndarray]:
+def read_t5x_state(path: str, step: int | None = None,
+                   prefix: str = "target") -> dict[str, np.ndarray]:
     """Read every leaf under `prefix` ("target" = params, "state" = optimizer) as numpy.
 
     Returns {"encoder/layers_0/...": array} with `prefix/` stripped."""
+    # lazy: only T5X checkpoints (zarr) need TensorStore
     import tensorstore as ts
-    from flax import serialization
 
     ckpt_file = find_t5x_checkpoint(path, step)
     ckpt_dir = paths.dirname(paths.normalize(ckpt_file))
@@ -158,7 +170,8 @@ def read_t5x_state(path: str, step: int | None = None, prefix: str = "target") -
     except Exception as e:
         raise CheckpointError(f"{ckpt_file}: not a readable T5X msgpack checkpoint: {e}") from None
     if not isinstance(contents, Mapping):
-        raise CheckpointError(f"{ckpt_file}: expected a dict at the top level, got {type(contents).__name__}.")
+        raise CheckpointError(f"{ckpt_file}: expected a dict at the top level, got "
+                              f"{type(contents).__name__}.")
     optimizer = contents.get("optimizer", contents) if "version" in contents else contents
     if prefix not in optimizer:
         raise CheckpointError(
@@ -194,7 +207,8 @@ def read_t5x_state(path: str, step: int | None = None, prefix: str = "target") -
         try:
             out[name] = np.asarray(fut.result())
         except Exception as e:
-            raise CheckpointError(f"{where}: cannot read parameter {prefix}/{name} (corrupt chunk?): {e}") from None
+            raise CheckpointError(f"{where}: cannot read parameter {prefix}/{name} (corrupt "
+                                  f"chunk?): {e}") from None
     return out
 
 
@@ -203,13 +217,12 @@ def load_t5x(path: str, step: int | None = None, config=None,
     """Read a T5X checkpoint -> (T5Config, nested numpy params).
 
     `config` (a T5Config) is checked against the shapes; without it the config is inferred."""
-    from medmt5.model.config import T5Config
-
     flat = read_t5x_state(path, step, "target")
     source = find_t5x_checkpoint(path, step)
     if any(n.startswith(("encoder/layers/", "decoder/layers/")) for n in flat):
         raise CheckpointError(
-            f"{source}: scanned T5X checkpoint (encoder/layers/...); only unscanned T5X checkpoints "
+            f"{source}: scanned T5X checkpoint (encoder/layers/...); only unscanned T5X "
+            "checkpoints "
             "are supported.")
     if config is None:
         try:
@@ -238,6 +251,7 @@ def _chunk_shape(shape: tuple[int, ...], itemsize: int) -> list:
 
 def _write_tree(tree: Mapping[str, Any], prefix: str, step_dir: str, save_dtype) -> dict[str, Any]:
     """Write arrays with ndim >= 1 to zarr under step_dir; return the tree for the msgpack."""
+    # lazy: only T5X checkpoints (zarr) need TensorStore
     import tensorstore as ts
 
     flat, futures = {}, []
@@ -255,9 +269,9 @@ def _write_tree(tree: Mapping[str, Any], prefix: str, step_dir: str, save_dtype)
                              "chunks": _chunk_shape(arr.shape, arr.dtype.itemsize)}}
         abs_spec = dict(spec, kvstore={"driver": "file", "path": os.path.join(step_dir, rel)})
         store = ts.open(abs_spec, create=True, open=False).result()
-        futures.append((store.write(arr), rel))
+        futures.append(store.write(arr))
         flat[name] = ts.Spec(spec).to_json()
-    for fut, rel in futures:
+    for fut in futures:
         fut.result()
     return unflatten(flat)
 
@@ -268,8 +282,6 @@ def write_t5x(params: Mapping[str, Any], model_dir: str, step: int,
 
     `param_states` (optional nested dict of arrays, e.g. Adafactor v_row/v_col) goes under
     state/param_states. Written to checkpoint_<step>.tmp-XXXX and renamed when complete."""
-    from flax import serialization
-
     step_dir = os.path.join(model_dir, f"{STEP_DIR_PREFIX}{int(step)}")
     if os.path.exists(step_dir):
         raise CheckpointError(f"{step_dir}: already exists; T5X never overwrites a step.")

@@ -21,6 +21,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import gin
+from medmt5.cli import gin_utils
+from medmt5.data import pipeline as data
+from medmt5.runtime import failures
+from tasks import benchmarks, promot_readers, promot_tasks, qa, seqlabel
+
 log = logging.getLogger(__name__)
 
 # Rows are counted up to this many per split (the real pretraining corpus has millions).
@@ -42,7 +48,6 @@ def _text(value) -> str:
 
 
 def _gin_param(name: str, default=None):
-    import gin
     try:
         return gin.query_parameter(name)
     except ValueError:
@@ -51,15 +56,10 @@ def _gin_param(name: str, default=None):
 
 def task_files(task, split: str) -> list[str]:
     """The files task `task` reads for `split`, as far as its module can tell."""
-    from tasks import benchmarks, qa
     name = task.name
     if name in benchmarks.TASKS_BY_NAME or name in qa.QA_TASKS:
         return benchmarks.task_files(name, split)
-    try:
-        from tasks import promot_readers, promot_tasks
-    except ModuleNotFoundError:
-        promot_tasks = None
-    if promot_tasks is not None and name in getattr(promot_tasks, "TASKS", {}):
+    if name in promot_tasks.TASKS:
         spec = promot_tasks.TASKS[name]
         root = promot_readers.data_dir(_gin_param("setup_tasks.promot_dir"))
         return promot_readers.split_files(root, spec.dataset, spec.splits[split])
@@ -78,7 +78,6 @@ def _count(dataset) -> str:
 
 def _seqlabel_report(name: str, split: str, vocabulary) -> dict[str, str]:
     """Label set and tags found; stops on a tag the vocabulary cannot round-trip."""
-    from tasks import benchmarks, seqlabel
     task = benchmarks.TASKS_BY_NAME[name]
     labels = benchmarks.DATASET_LABELS[task.dataset]
     found = sorted({label for s in benchmarks.read_sentences(task, split,
@@ -122,8 +121,6 @@ def _example(task, split: str, lengths: dict | None) -> dict[str, str]:
 
 def check_task(task, lengths: dict | None, split: str | None = None) -> list[str]:
     """Report lines for one task (every split, or `split`); raises on the first mismatch."""
-    from medmt5.data import pipeline as data
-    from tasks import benchmarks
     lines = [f"task {task.name}"]
     splits = [split] if split else list(task.splits)
     vocabulary = task.output_features["targets"].vocabulary
@@ -152,7 +149,6 @@ def check_task(task, lengths: dict | None, split: str | None = None) -> list[str
 def check(name: str, lengths: dict | None = None, model_vocab_size: int | None = None,
           split: str | None = None, out=None) -> list[str]:
     """Check every task of mixture/task `name`; prints and returns the report lines."""
-    from medmt5.data import pipeline as data
     out = out or sys.stdout
     provider = data.get_task_or_mixture(name)
     tasks = getattr(provider, "tasks", None) or [provider]
@@ -174,8 +170,6 @@ USAGE = __doc__
 
 
 def main(argv: Sequence[str]) -> int:
-    from medmt5.cli import gin_utils
-
     def run(flags):
         del flags
         name = gin_utils.query_macro("MIXTURE_OR_TASK_NAME")
@@ -189,7 +183,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def console_main() -> None:
-    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))
 
 

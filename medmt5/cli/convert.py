@@ -19,8 +19,14 @@ from collections.abc import Sequence
 from absl import flags
 
 from medmt5.checkpointing.atomic_dir import check_destination
+from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+from medmt5.checkpointing.hf_io import is_hf_dir, load_hf, save_hf
 from medmt5.checkpointing.param_tree import CheckpointError
+from medmt5.checkpointing.t5x_io import load_t5x
 from medmt5.cli.cli_flags import UsageError, parse_tool_flags
+from medmt5.data import paths
+from medmt5.data.hub import HubError, resolve_checkpoint
+from medmt5.runtime import failures
 
 COMMANDS = {  # command: (what it does, what SRC is, the flags it takes besides --overwrite)
     "hf-to-medmt5": ("Hugging Face MT5/T5 model dir -> medmt5 MODEL_DIR (orbax, step 0).",
@@ -88,8 +94,6 @@ VOCABULARY_FILES = ("spiece.model", "added_tokens.json", "tokenizer.json", "voca
 def copy_vocabulary(src: str, dst: str, names: Sequence[str] = VOCABULARY_FILES) -> list:
     """Copies the vocabulary files of checkpoint folder `src` (or, for .../checkpoints/<step>,
     its MODEL_DIR) into `dst`; returns the names copied (none when `src` has none)."""
-    from medmt5.data import paths
-
     folder = src if paths.isdir(src) else paths.dirname(src)
     if paths.basename(paths.dirname(folder)) == "checkpoints":
         folder = paths.dirname(paths.dirname(folder))
@@ -104,11 +108,6 @@ def copy_vocabulary(src: str, dst: str, names: Sequence[str] = VOCABULARY_FILES)
 
 def run(args: ConvertArgs) -> str:
     """Perform one conversion; returns a one-line summary. Raises CheckpointError."""
-    from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
-    from medmt5.checkpointing.hf_io import is_hf_dir, load_hf, save_hf
-    from medmt5.checkpointing.t5x_io import load_t5x
-    from medmt5.data.hub import HubError, resolve_checkpoint
-
     check_destination(args.dst, args.overwrite)  # fail before the (slow) read
     if args.command == "hf-to-medmt5":
         try:
@@ -140,8 +139,6 @@ def run(args: ConvertArgs) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from medmt5.runtime import failures
-
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as e:
@@ -157,7 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> None:
-    from medmt5.runtime import failures
     failures.exit_process(main())
 
 

@@ -16,6 +16,7 @@ Every step is the CLI itself, called in-process with the flags printed before it
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shlex
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from absl import flags
 
 from medmt5.cli import cli_flags
+from medmt5.run import plotting, progress
 
 LANGUAGES = ("en", "es", "fr", "it")
 SHOW_PER_LANGUAGE = 1  # held-out test sentences per language shown next to their gold tags
@@ -41,8 +43,6 @@ def _q(value: str) -> str:
 
 def _run(program: str, argv: list[str]) -> None:
     """Runs `python -m medmt5.<program> argv` in this process; raises on a non-zero exit."""
-    import importlib
-
     print(f"\n$ python -m medmt5.{program} " + " ".join(shlex.quote(a) for a in argv),
           flush=True)
     t0 = time.time()
@@ -54,8 +54,6 @@ def _run(program: str, argv: list[str]) -> None:
 
 def _first_last(logdir: str, tag: str = "loss"):
     """Mean of the first and of the last few logged values of `tag` (None if none logged)."""
-    from medmt5.run import plotting
-
     values = [v for _, v in plotting.read_scalars(logdir).get(tag, [])]
     if not values:
         return None
@@ -67,8 +65,6 @@ def write_mean_curves(eval_dir: str, tasks: Sequence[str], tags: Sequence[str]) 
     """Averages each tag over the tasks' eval summaries (eval_dir/<task>) at the steps all of
     them logged, writes the means to eval_dir/MEAN_DIR (TensorBoard) and returns
     {tag: [(step, mean), ...]}."""
-    from medmt5.run import plotting, progress
-
     per_task = [plotting.read_scalars(os.path.join(eval_dir, t)) for t in tasks]
     out: dict = {}
     for tag in tags:
@@ -104,8 +100,6 @@ def run(out_dir: str, pretrain_steps: int = 150, finetune_steps: int = 400,
     """Runs the five steps; returns {"pretrain_loss": (first, last), "finetune_loss": ...,
     "pretrain_validation": [(step, loss)], "finetune_validation": {"loss": [...], "f1": ...},
     "f1": {lang: f1}, "predictions": [...], "plot": path}."""
-    from medmt5.run import plotting
-
     out_dir = os.path.abspath(out_dir)
     pre, ft = os.path.join(out_dir, "pretrain"), os.path.join(out_dir, "finetune")
     lengths = task_feature_lengths  # AbstRCT: a gin dict literal

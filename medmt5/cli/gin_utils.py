@@ -12,14 +12,19 @@ search path.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
 import sys
 import tokenize
+import traceback
 from collections.abc import Sequence
 
+import jax
+
 import gin
+from medmt5.checkpointing.atomic_dir import atomic_write_text
 from medmt5.cli.cli_flags import Flags, UsageError, parse_flags  # noqa: F401 (re-exported)
 from medmt5.cli.gin_errors import (  # noqa: F401 (MACRO_EXAMPLES re-exported)
     MACRO_EXAMPLES,
@@ -27,7 +32,13 @@ from medmt5.cli.gin_errors import (  # noqa: F401 (MACRO_EXAMPLES re-exported)
     missing_macro_message,
     syntax_message,
 )
+from medmt5.data import paths
+from medmt5.data import pipeline as data_lib
+from medmt5.model.config import T5Config
+from medmt5.run import checkpoint_eval, configs, inference, loop
+from medmt5.runtime import failures, preflight
 from medmt5.runtime.failures import TrainingFailure
+from medmt5.training import optimizers, partitioning
 
 log = logging.getLogger(__name__)
 # Every module logs to logging.getLogger(__name__); the CLIs show these packages' INFO lines.
@@ -79,18 +90,11 @@ def register_configurables() -> dict:
     """
     if _REGISTERED:
         return _REGISTERED
-    from medmt5.cli import eval as eval_lib
-    from medmt5.cli import infer as infer_lib
-    from medmt5.data import pipeline as data_lib
-    from medmt5.model.config import T5Config
-    from medmt5.run import configs, loop
-    from medmt5.training import optimizers
-
     for name, fn in (("T5Config", T5Config), ("train", loop.train),
                      *((c.__name__, c) for c in (configs.DataConfig, configs.StepSettings,
                                                  configs.CheckpointConfig, configs.EvalConfig,
                                                  configs.FreezeConfig)),
-                     ("evaluate", eval_lib.evaluate), ("infer", infer_lib.infer),
+                     ("evaluate", checkpoint_eval.evaluate), ("infer", inference.infer),
                      ("make_schedule", optimizers.make_schedule),
                      ("create_optimizer", optimizers.create_optimizer),
                      ("setup_tasks", data_lib.setup_tasks)):
@@ -243,8 +247,6 @@ def bound_values() -> dict:
 
 def check_values(flags: Flags) -> None:
     """The validation layer (medmt5.runtime.preflight.check_bound_values) on the parsed config."""
-    from medmt5.runtime import preflight
-
     names = [f[len("--gin."):].split("=", 1)[0] for f in flags.binding_flags
              if f.startswith("--gin.")]
     try:
@@ -255,22 +257,15 @@ def check_values(flags: Flags) -> None:
 
 def write_config(model_dir: str, filename: str = "config.gin") -> str:
     """Writes the effective gin config (all bindings after overrides) to model_dir/filename."""
-    import jax
-
-    from medmt5.data import paths
-
     path = paths.join(model_dir, filename)
     if jax.process_index() == 0:
         paths.makedirs(model_dir)
-        from medmt5.checkpointing.atomic_dir import atomic_write_text
         atomic_write_text(path, gin.config_str())  # never a half-written config.gin
     return path
 
 
 def init_distributed(flags: Flags) -> None:
     """Starts multi-host JAX when asked by flags, or on a multi-worker TPU VM slice."""
-    from medmt5.training import partitioning
-
     if flags.multiprocess_gpu and flags.coordinator_address is None:
         raise UsageError("--multiprocess_gpu needs --coordinator_address=HOST:PORT, "
                          "--process_count=N and --process_index=I")
@@ -288,8 +283,6 @@ TASK_MODULES = ("tasks.pretraining", "tasks.benchmarks", "tasks.promot_tasks")
 
 
 def import_task_modules(modules: Sequence[str] = TASK_MODULES) -> None:
-    import importlib
-
     for name in modules:
         try:
             importlib.import_module(name)
@@ -316,8 +309,6 @@ def import_user_task_modules(value) -> list[str]:
     """Imports the modules named by MIXTURE_OR_TASK_MODULE (T5X's macro), which register the
     user's own seqio tasks; called after the project's tasks are registered with the run's
     VOCABULARY, before any task is looked up. Returns the module names."""
-    import importlib
-
     names = _module_names(value)
     for name in names:
         try:
@@ -345,13 +336,11 @@ def _report(program: str, err: BaseException) -> int:
         # failures (non-finite loss, unreadable checkpoint; docs/errors.md): the message
         # names what to fix. MEDMT5_TRACEBACK=1 shows where it was raised.
         if os.environ.get("MEDMT5_TRACEBACK"):
-            import traceback
             traceback.print_exception(err)
         print(f"{program}: error: {type(err).__name__}: {err}\n(set MEDMT5_TRACEBACK=1 for "
               "the traceback)", file=sys.stderr)
         return 1
-    import traceback  # not an error we anticipated: the traceback is what a report needs
-    traceback.print_exception(err)
+    traceback.print_exception(err)  # not an error we anticipated: a report needs it
     print(f"{program}: error: unexpected {type(err).__name__}: {err}", file=sys.stderr)
     return 1
 
@@ -363,8 +352,6 @@ def run_cli(main_fn, argv: Sequence[str], program: str, usage: str = "") -> int:
     the exception's frames are released (medmt5.runtime.failures.release), so no tf.data pipeline is
     left for interpreter shutdown; the console entry points end with failures.exit_process.
     """
-    from medmt5.runtime import failures
-
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s")
     for package in LOGGED_PACKAGES:  # our messages; orbax/absl/tf stay at WARNING
         logging.getLogger(package).setLevel(logging.INFO)

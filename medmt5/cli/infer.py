@@ -6,89 +6,22 @@
 
 Inputs come from the task's split, or from INPUT_FILE (one model input per line, or JSONL
 with an "inputs" field), tokenized with the task's vocabulary. Each output line is
-{"inputs", "prediction", "target"} (target is "" for INPUT_FILE lines).
+{"inputs", "prediction", "target"} (target is "" for INPUT_FILE lines). The work is
+medmt5.run.inference.infer (gin's `infer`); this module parses flags.
 """
 from __future__ import annotations
 
-import json
-import logging
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
-import jax
-
-from medmt5.data import paths  # INPUT_FILE / OUTPUT_FILE may be local or gs://
-
-log = logging.getLogger(__name__)
-
-
-def read_inputs(path: str) -> list[str]:
-    """Model inputs from a text file (one per line) or JSONL ({"inputs": ...} per line)."""
-    texts = []
-    with paths.open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if line.lstrip().startswith("{"):
-                try:
-                    texts.append(str(json.loads(line)["inputs"]))
-                except (json.JSONDecodeError, KeyError) as e:
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object with an "
-                                     f"'inputs' field ({e})") from None
-            else:
-                texts.append(line)
-    if not texts:
-        raise ValueError(f"{path}: no inputs (empty file)")
-    return texts
-
-
-def infer(*, checkpoint_path: str, mixture_or_task_name: str,
-          task_feature_lengths: Mapping[str, int], output_file: str, split: str = "test",
-          input_file: str | None = None, batch_size: int = 8,
-          max_examples: int | None = None, beam_size: int = 1,
-          max_decode_length: int | None = None, num_partitions: int = 1,
-          allow_vocabulary_change: bool = False) -> list[dict]:
-    """Predicts every example and writes JSONL to output_file; returns the records."""
-    import medmt5
-    from medmt5.model.transformer import Transformer
-    from medmt5.run import evaluation
-    from medmt5.training import partitioning
-
-    cfg, params = medmt5.load_checkpoint(checkpoint_path)
-    from medmt5.checkpointing import vocab_record
-    vocab_record.check_scoring_run(checkpoint_path, [mixture_or_task_name], cfg.vocab_size,
-                                   allow_vocabulary_change)
-    model = Transformer(cfg)
-    mesh = partitioning.create_mesh(num_partitions=num_partitions)
-    params = evaluation.place_params(model, params, mesh, task_feature_lengths)
-    evaluator = evaluation.Evaluator([], task_feature_lengths, split=split, mesh=mesh,
-                                     batch_size=batch_size, beam_size=beam_size,
-                                     max_decode_length=max_decode_length, lazy=True)
-    if input_file:
-        td = evaluation.TaskData.from_texts(mixture_or_task_name, read_inputs(input_file),
-                                            task_feature_lengths)
-    else:
-        td = evaluation.TaskData(mixture_or_task_name, task_feature_lengths, split,
-                                 max_examples)
-    predictions = evaluator.predict(model, params, td)
-    records = [{"inputs": i, "prediction": p, "target": t}
-               for i, p, t in zip(td.inputs_text, predictions, td.targets_text)]
-    if jax.process_index() == 0:
-        paths.makedirs(paths.dirname(paths.normalize(output_file)))
-        with paths.open(output_file, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    log.info("wrote %d predictions to %s", len(records), output_file)
-    return records
-
+from medmt5.cli import gin_utils
+from medmt5.run.inference import infer, read_inputs  # noqa: F401 (re-exported)
+from medmt5.runtime import failures
 
 USAGE = __doc__
 
 
 def main(argv: Sequence[str]) -> int:
-    from medmt5.cli import gin_utils
-
     def run(flags):
         del flags
         gin_utils.call("infer")
@@ -97,7 +30,6 @@ def main(argv: Sequence[str]) -> int:
 
 
 def console_main() -> None:
-    from medmt5.runtime import failures
     failures.exit_process(main(sys.argv[1:]))
 
 

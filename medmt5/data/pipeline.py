@@ -19,10 +19,14 @@ import logging
 import re
 import sys
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+
+import tasks
+from medmt5.data.batches import as_text, examples_to_batch, pad_tokens  # noqa: F401 (re-exported)
+from tasks import vocab as vocab_lib
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +35,7 @@ MODEL_FEATURES = ("encoder_input_tokens", "decoder_input_tokens", "decoder_targe
 
 
 def _tf():
+    # lazy: TensorFlow loads only when data is read
     import tensorflow as tf
 
     # Keep TensorFlow off accelerators: JAX owns them; tf.data runs on the host.
@@ -44,6 +49,7 @@ def _tf():
 
 def get_task_or_mixture(name: str):
     """The registered seqio Task or Mixture `name`; ValueError lists similar names."""
+    # lazy: seqio (and TensorFlow) load only when data is read
     import seqio
 
     try:
@@ -72,9 +78,6 @@ def setup_tasks(vocabulary: str = "tiny", corpus_dir: str | None = None,
     INITIAL_CHECKPOINT_PATH / CHECKPOINT_PATH): a checkpoint with its own spiece.model
     supplies the vocabulary when VOCABULARY is None or 'mt5' (tasks.vocab.resolve_vocabulary).
     """
-    import tasks
-    from tasks import vocab as vocab_lib
-
     vocabulary = vocab_lib.resolve_vocabulary(vocabulary, checkpoint_path)
     if vocabulary not in ("tiny", "mt5"):
         log.info("vocabulary: %s", vocabulary)
@@ -89,8 +92,6 @@ ABSTRCT_MULTILINGUAL = "abstrct_neoplasm_multilingual"
 
 def register_abstrct_multilingual() -> str:
     """The four AbstRCT neoplasm languages as one mixture (tasks.register_abstrct_multilingual)."""
-    import tasks
-
     return tasks.register_abstrct_multilingual()
 
 
@@ -267,6 +268,7 @@ def input_error(err: Exception) -> Exception:
 
 def build_dataset(config: DataConfig):
     """The unbatched-then-batched tf.data pipeline of model features for `config`."""
+    # lazy: seqio (and TensorFlow) load only when data is read
     import seqio
 
     _tf()
@@ -316,6 +318,7 @@ def task_id_mixture(config: DataConfig, converter):
     `tf.data.Dataset.sample_from_datasets` at the mixture's rates (seeded by config.seed, so
     the stream is deterministic and resumes exactly).
     """
+    # lazy: seqio (and TensorFlow) load only when data is read
     import seqio
 
     tf = _tf()
@@ -359,6 +362,7 @@ def load_examples(mixture_or_task_name: str, task_feature_lengths: Mapping[str, 
     Keeps every feature the task emits (inputs, targets, *_pretokenized and any extra
     fields the postprocessor or constraint needs); token features trimmed to the lengths.
     """
+    # lazy: seqio (and TensorFlow) load only when data is read
     import seqio
 
     _tf()
@@ -381,42 +385,3 @@ def load_examples(mixture_or_task_name: str, task_feature_lengths: Mapping[str, 
         raise converted from e
     check_cut_eval_examples(mixture_or_task_name, split, examples, task_feature_lengths)
     return examples
-
-
-def pad_tokens(rows: Sequence[np.ndarray], length: int) -> np.ndarray:
-    """Stacks 1-D token arrays into int32 [N, length], zero-padded (truncated if longer)."""
-    out = np.zeros((len(rows), length), np.int32)
-    for i, row in enumerate(rows):
-        row = np.asarray(row, np.int32)[:length]
-        out[i, :len(row)] = row
-    return out
-
-
-def examples_to_batch(examples: Sequence[Mapping[str, Any]],
-                      task_feature_lengths: Mapping[str, int]) -> dict[str, np.ndarray]:
-    """Unpacked EncDecFeatureConverter features of `examples`, built in numpy.
-
-    encoder_input_tokens [N, S]; decoder_target_tokens [N, T]; decoder_input_tokens [N, T]
-    (targets shifted right, start id 0); decoder_loss_weights [N, T] (1 on real targets).
-    """
-    inputs = pad_tokens([e["inputs"] for e in examples], task_feature_lengths["inputs"])
-    targets = pad_tokens([e["targets"] for e in examples], task_feature_lengths["targets"])
-    dec_inputs = np.zeros_like(targets)
-    dec_inputs[:, 1:] = targets[:, :-1]
-    return {"encoder_input_tokens": inputs, "decoder_input_tokens": dec_inputs,
-            "decoder_target_tokens": targets,
-            "decoder_loss_weights": (targets > 0).astype(np.int32)}
-
-
-def as_text(value: Any) -> str:
-    """bytes / numpy bytes / str -> str."""
-    if isinstance(value, (bytes, np.bytes_)):
-        return value.decode("utf-8")
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        return as_text(value.item())
-    return str(value)
-
-
-def iterate_in_batches(items: Sequence[Any], batch_size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), batch_size):
-        yield items[start:start + batch_size]

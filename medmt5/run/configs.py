@@ -147,7 +147,7 @@ class CheckpointConfig:
     each new best (best=True); prompt tuning writes its .npy there.
     checkpoint_fallback: resume from the previous checkpoint when the latest is unreadable.
     allow_vocabulary_change: a resumed MODEL_DIR, the initial checkpoint or a prompt file
-    recorded with another vocabulary does not stop the run (medmt5.checkpointing.vocab_record).
+    recorded with another vocabulary does not stop the run (medmt5.data.vocab_record).
     """
     initial_checkpoint_path: str | None = None
     save_period: int | None = None

@@ -15,6 +15,7 @@ batch (`partitioning.make_global_batch`); outputs are gathered back to every pro
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -23,13 +24,22 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
+from medmt5.checkpointing.checkpoint_io import orbax_steps, save_params_checkpoint
 from medmt5.data import paths
 from medmt5.data import pipeline as data_lib
+from medmt5.decoding import constraints
+from medmt5.decoding import sampling as decoding
 from medmt5.model import protocols
+from medmt5.model.transformer import unscan_params
+from medmt5.run import progress
+from medmt5.training import partitioning
+from tasks import seqlabel
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +140,6 @@ class Evaluator:
                  max_examples: int | None = None, beam_size: int = 1,
                  max_decode_length: int | None = None, summary_dir: str | None = None,
                  decode_fn: Callable | None = None, lazy: bool = False):
-        from medmt5.training import partitioning
-
         if not tasks and not lazy:
             raise ValueError(f"no eval tasks: none has split {split!r}; set EvalConfig.eval_tasks")
         self.lengths = dict(task_feature_lengths)
@@ -147,12 +155,6 @@ class Evaluator:
 
     def _mesh_context(self):
         """The mesh and logical-axis rules the model's activation constraints need."""
-        import contextlib
-
-        import flax.linen as nn
-
-        from medmt5.training import partitioning
-
         stack = contextlib.ExitStack()
         stack.enter_context(jax.set_mesh(self.mesh))
         stack.enter_context(nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES))
@@ -161,8 +163,6 @@ class Evaluator:
     # -- batching over processes ---------------------------------------------------------
     def _batches(self, features: Mapping[str, np.ndarray]):
         """Yields (global batch of jax arrays, number of real rows) over padded batches."""
-        from medmt5.training import partitioning
-
         n = len(next(iter(features.values())))
         shard = partitioning.data_shard_info(self.mesh)
         rows = self.batch_size // shard.num_shards
@@ -178,7 +178,6 @@ class Evaluator:
     def _to_host(x) -> np.ndarray:
         if getattr(x, "is_fully_addressable", True):
             return np.asarray(jax.device_get(x))
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
     # -- the three passes ----------------------------------------------------------------
@@ -200,15 +199,11 @@ class Evaluator:
 
     def predict(self, model, params, td: TaskData) -> list[str]:
         """Decoded prediction text per example (constrained when the task has labels)."""
-        from medmt5.decoding import constraints
-
         out: list[str] = []
         inputs_only = {"encoder_input_tokens": td.features["encoder_input_tokens"]}
         for batch, real, start in self._batches(inputs_only):
             constraint = None
             if td.labels:
-                from tasks import seqlabel
-
                 texts = td.inputs_text[start:start + self.batch_size]
                 texts = texts + [texts[-1]] * (self.batch_size - len(texts))  # padded rows
                 words = [seqlabel.input_words(t, td.labels) for t in texts]
@@ -249,7 +244,6 @@ class Evaluator:
     def evaluate(self, model, params, step: int, **unused) -> dict[str, float]:
         """All tasks: {"<task>/<metric>": value}; also written to TensorBoard at `step`."""
         del unused
-        from medmt5.run import progress
 
         out = {}
         for td in self.data:
@@ -297,8 +291,6 @@ def _strip(tokens: np.ndarray, eos_id: int) -> list[int]:
 def generate_tokens(model, params, encoder_input_tokens, *, max_decode_length: int,
                     beam_size: int = 1, constraint=None):
     """Decoded tokens [B, L] via medmt5.decoding.sampling.generate (greedy when beam_size == 1)."""
-    from medmt5.decoding import sampling as decoding
-
     method = "beam" if beam_size > 1 else "greedy"
     # A PromptedModel (prompt_tuning.prompts.PromptedTransformer) decodes with its soft
     # prompt attached: `decoding_prompt(params)` gives the [P, H] array.
@@ -349,11 +341,9 @@ class BestCheckpointKeeper:
                              f"{sorted(metrics)}; set EvalConfig.best_metric to one of them")
         if not math.isfinite(value) or not self.is_better(value):
             return False
-        from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 
         host = host_params(params)
         if cfg.scan_layers:
-            from medmt5.model.transformer import unscan_params
             host = unscan_params(host)
         if jax.process_index() == 0:
             save_params_checkpoint(cfg.replace(scan_layers=False), host, self.dir, step=step,
@@ -370,7 +360,6 @@ def host_params(params: Any) -> Any:
     def get(x):
         if getattr(x, "is_fully_addressable", True):
             return np.asarray(jax.device_get(x))
-        from jax.experimental import multihost_utils
         return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return jax.tree.map(get, params)
 
@@ -380,10 +369,6 @@ def place_params(model, params: Any, mesh, task_feature_lengths: Mapping[str, in
 
     Falls back to replication when the tree differs from the model's (e.g. extra keys).
     """
-    import flax.linen as nn
-
-    from medmt5.training import partitioning
-
     s, t = task_feature_lengths["inputs"], task_feature_lengths["targets"]
 
     def init():
@@ -403,8 +388,6 @@ def place_params(model, params: Any, mesh, task_feature_lengths: Mapping[str, in
 
 def latest_step(path: str) -> int:
     """The step of a checkpoint path (MODEL_DIR's latest, or .../checkpoints/<step>); else 0."""
-    from medmt5.checkpointing.checkpoint_io import orbax_steps
-
     base = paths.basename(path)
     if base.isdigit():
         return int(base)

@@ -27,9 +27,10 @@ import flax.linen as nn
 import jax
 import numpy as np
 
-from medmt5.checkpointing import checkpoint_recovery, checkpoints, vocab_record
+from medmt5.checkpointing import checkpoint_recovery, checkpoints
 from medmt5.checkpointing.atomic_dir import atomic_write_text
 from medmt5.data import pipeline as data_lib
+from medmt5.data import vocab_record
 from medmt5.model import protocols
 from medmt5.model.transformer import Transformer
 from medmt5.run import evaluation, metrics_history, progress
@@ -295,7 +296,7 @@ def train(*, model_dir: str, model_config, train_steps: int, data: DataConfig,
     the process (exit 3) when no step completes for this long, e.g. a peer process died
     (medmt5.runtime.watchdog); default 1800 s with several processes, else off. Per-step
     metrics go to MODEL_DIR/train/metrics.jsonl (medmt5.run.metrics_history).
-    Vocabulary identity (medmt5.checkpointing.vocab_record): MODEL_DIR (and MODEL_DIR/best)
+    Vocabulary identity (medmt5.data.vocab_record): MODEL_DIR (and MODEL_DIR/best)
     records the run's vocabulary in vocab.json with a copy of its spiece.model; a resumed
     MODEL_DIR, the initial checkpoint or a prompt in freeze.prompt_files trained with another
     vocabulary stops the run unless checkpoint.allow_vocabulary_change.

@@ -21,6 +21,7 @@ from typing import Any
 import jax
 
 from medmt5.checkpointing.atomic_dir import atomic_write_text
+from medmt5.data import paths
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ FILENAME = "metrics.jsonl"
 
 def read_history(path: str) -> list[dict]:
     """The complete lines of a metrics.jsonl (a torn last line is ignored)."""
-    from medmt5.data import paths
-
     rows = []
     if not paths.exists(path):
         return rows
@@ -49,8 +48,6 @@ class MetricsHistory:
     """Append-only per-step metrics, truncated to `resume_step` when opened."""
 
     def __init__(self, directory: str, resume_step: int = 0, enabled: bool | None = None):
-        from medmt5.data import paths
-
         self.path = paths.join(directory, FILENAME)
         self.enabled = jax.process_index() == 0 if enabled is None else enabled
         self._pending: list[tuple[int, Mapping[str, Any]]] = []
@@ -79,7 +76,6 @@ class MetricsHistory:
         rows = [{"step": step, **{k: float(v) for k, v in sorted(m.items())}}
                 for (step, _), m in zip(self._pending, fetched)]
         self._pending = []
-        from medmt5.data import paths
 
         if self.enabled and paths.is_remote(self.path):
             paths.append_text(self.path, "".join(json.dumps(r) + "\n" for r in rows))

@@ -199,7 +199,8 @@ def _suggestion(name: str, value: Any, rule: Rule) -> str:
                 return f"--gin.{name}={number} (no quotes: gin reads '{value}' as a string)"
     if rule.kind in ("str", "path") and value is not None and not isinstance(value, str):
         return f"--gin.{name}=\"'{value}'\" (strings need inner quotes)"
-    examples = {"int": "1" if (rule.low or 0) >= 1 else "0", "float": "0.1" if rule.high else "1e-3",
+    examples = {"int": "1" if (rule.low or 0) >= 1 else "0",
+                "float": "0.1" if rule.high else "1e-3",
                 "str": "\"'name'\"", "path": "\"'/path/to/dir'\"",
                 "lengths": "\"{'inputs': 512, 'targets': 114}\""}
     return f"--gin.{name}={examples[rule.kind]}"

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Union
 
 import jax
 import jax.numpy as jnp
 
-Normalizer = Union[None, str, float]
+Normalizer = None | str | float
 
 
 def _smoothing_constants(label_smoothing: float, vocab_size: int):

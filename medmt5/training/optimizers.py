@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +21,7 @@ from medmt5.model import protocols
 from medmt5.training.partitioning import is_box
 
 Schedule = Callable[[jax.Array], jax.Array]
-ScalarOrSchedule = Union[float, Schedule]
+ScalarOrSchedule = float | Schedule
 
 # ---------------------------------------------------------------------------------------
 # Schedules (step = number of updates already applied, i.e. TrainState.step)
@@ -261,7 +261,9 @@ def adafactor(learning_rate: ScalarOrSchedule, logical_axes: Any = None, *,
         t = (count - step_offset).astype(jnp.float32) + 1.0
         decay = 1.0 - t ** (-decay_rate)
         lr = lr_fn(count)
-        is_moment = lambda x: isinstance(x, (FactoredMoment, FullMoment))
+        def is_moment(x):
+            return isinstance(x, (FactoredMoment, FullMoment))
+
         flat_m, treedef = jax.tree_util.tree_flatten(state.moments, is_leaf=is_moment)
         flat_g = treedef.flatten_up_to(updates)
         flat_p = treedef.flatten_up_to(params)

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 from flax import linen as nn
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -118,7 +119,6 @@ def create_mesh(num_partitions: int = 1, mesh_shape: Sequence[int] | None = None
                              f"devices but there are {n}")
     try:
         # Topology-aware placement on real hardware (TPU/GPU slices).
-        from jax.experimental import mesh_utils
         if devices == list(jax.devices()):
             grid = mesh_utils.create_device_mesh(shape, devices=devices,
                                                  allow_split_physical_axes=True)

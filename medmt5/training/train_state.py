@@ -120,12 +120,14 @@ def _check_params(params, expected) -> None:
     want = {jax.tree_util.keystr(p): x
             for p, x in jax.tree_util.tree_leaves_with_path(expected)}
     if got.keys() != want.keys():
-        raise ValueError(f"params do not match the model: missing {sorted(want.keys() - got.keys())[:5]}, "
+        raise ValueError("params do not match the model: missing "
+                         f"{sorted(want.keys() - got.keys())[:5]}, "
                          f"unexpected {sorted(got.keys() - want.keys())[:5]} "
                          "(use checkpoints.load_initial_params to merge a checkpoint)")
     for k, w in want.items():
         if tuple(got[k].shape) != tuple(w.shape):
-            raise ValueError(f"param {k}: shape {tuple(got[k].shape)}, model expects {tuple(w.shape)}")
+            raise ValueError(f"param {k}: shape {tuple(got[k].shape)}, model expects "
+                             f"{tuple(w.shape)}")
 
 
 def param_count(params: Any) -> int:

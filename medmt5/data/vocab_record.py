@@ -12,8 +12,8 @@ different vocabulary stops with both hashes and what to do; ALLOW_VOCABULARY_CHA
 (gin macro) lets a deliberate change through with a warning. A checkpoint without a record
 (older runs, T5X checkpoints, Hugging Face folders without spiece.model) only warns.
 
-The model code never imports this module's callers' seqio side: `tasks.vocab` is imported
-lazily, only by the functions that need a seqio vocabulary.
+It reads the vocabularies through `tasks.vocab` (seqio), so it lives in the data glue
+(medmt5.data), not in medmt5.checkpointing: the core never imports `tasks`.
 """
 from __future__ import annotations
 
@@ -24,6 +24,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
+from medmt5.data import hub, paths
+from medmt5.data import pipeline as data_lib
+from tasks import vocab as vocab_lib
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +40,7 @@ class VocabularyMismatch(ValueError):
 
 def run_vocabulary(mixture_or_task_name: str):
     """The seqio vocabulary of a registered task or mixture (all its tasks must share one)."""
-    from medmt5.data.pipeline import get_task_or_mixture
-    from tasks import vocab as vocab_lib
-
-    provider = get_task_or_mixture(mixture_or_task_name)
+    provider = data_lib.get_task_or_mixture(mixture_or_task_name)
     tasks = getattr(provider, "tasks", None) or [provider]
     vocabs = []
     for task in tasks:
@@ -56,14 +56,10 @@ def run_vocabulary(mixture_or_task_name: str):
 
 
 def run_identity(mixture_or_task_name: str) -> dict:
-    from tasks import vocab as vocab_lib
-
     return vocab_lib.vocabulary_identity(run_vocabulary(mixture_or_task_name))
 
 
 def read_record(folder: str) -> dict | None:
-    from medmt5.data import paths  # MODEL_DIR may be gs://
-
     path = paths.join(folder, RECORD_FILE)
     if not paths.isfile(path):
         return None
@@ -79,8 +75,6 @@ def read_record(folder: str) -> dict | None:
 
 def _write_bytes(path: str, data: bytes) -> None:
     """atomic_write_bytes, skipped when the file already holds `data`."""
-    from medmt5.data import paths
-
     if paths.isfile(path) and paths.read_bytes(path) == data:
         return
     atomic_write_bytes(path, data)
@@ -89,12 +83,8 @@ def _write_bytes(path: str, data: bytes) -> None:
 def write_record(folder: str, identity: dict, vocabulary: Any = None) -> None:
     """Writes folder/vocab.json and, with `vocabulary`, its spiece.model (+ added_tokens.json)
     so the folder carries its own vocabulary; local or gs:// (MODEL_DIR may be remote)."""
-    from medmt5.data import paths
-
     paths.makedirs(folder)
     if vocabulary is not None:
-        from tasks import vocab as vocab_lib
-
         for name, data in vocab_lib.vocabulary_files(vocabulary).items():
             _write_bytes(paths.join(folder, name), data)
     _write_bytes(paths.join(folder, RECORD_FILE),
@@ -107,11 +97,9 @@ def checkpoint_record(path: str | None) -> tuple[dict | None, str]:
     (its identity is computed from the folder), or a prompt .npy / export folder."""
     if not path or not isinstance(path, str):
         return None, ""
-    from medmt5.data import hub
 
     if hub.is_hub_id(path):
         path = hub.resolve_checkpoint(path)
-    from medmt5.data import paths
 
     if paths.is_remote(path):  # gs://: MODEL_DIR, MODEL_DIR/best or .../checkpoints/<step>
         folder = path.rstrip("/")
@@ -137,7 +125,6 @@ def checkpoint_record(path: str | None) -> tuple[dict | None, str]:
         record = read_record(c)
         if record is not None:
             return record, os.path.join(c, RECORD_FILE)
-    from tasks import vocab as vocab_lib
 
     own = vocab_lib.checkpoint_vocabulary_dir(path if os.path.isdir(path) else None)
     if own is not None:
@@ -188,10 +175,8 @@ def check_training_run(model_dir: str, mixture_or_task_name: str,
     checkpoint's; each prompt file's. Then records the run's vocabulary in MODEL_DIR
     (write=True; process 0 only). Returns the run's identity."""
     vocabulary = run_vocabulary(mixture_or_task_name)
-    from tasks import vocab as vocab_lib
 
     actual = vocab_lib.vocabulary_identity(vocabulary)
-    from medmt5.data import paths
 
     own = read_record(model_dir) if paths.isdir(model_dir) else None
     if own is not None:
@@ -212,8 +197,6 @@ def check_scoring_run(checkpoint_path: str, task_names: Sequence[str], model_voc
                       allow_change: bool = False) -> None:
     """eval/infer start-up: each task's vocabulary fits the model's embedding rows and is the
     one the checkpoint was trained with (when the checkpoint records or carries one)."""
-    from medmt5.data import pipeline as data_lib
-
     for name in task_names:
         data_lib.check_vocabulary(name, model_vocab_size)
     identities = [run_identity(n) for n in task_names]
