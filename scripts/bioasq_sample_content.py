@@ -162,24 +162,40 @@ def split_items():
             "test": [it for i, it in enumerate(items) if i % 3 == 2]}
 
 
+def _snippet(text: str, qid: str, k: int) -> dict:
+    """A snippet object as in the BioASQ task B files (document URL, section, offsets)."""
+    return {"offsetInBeginSection": 0, "offsetInEndSection": len(text), "text": text,
+            "beginSection": "abstract",
+            "document": f"http://www.ncbi.nlm.nih.gov/pubmed/{90000000 + 10 * int(qid[1:]) + k}",
+            "endSection": "abstract"}
+
+
 def render_item(item, lang: str) -> dict:
-    """One BioASQ-layout row in `lang`."""
+    """One question in `lang`, with the fields and types of the BioASQ task B release:
+    `ideal_answer` a list of strings, `snippets` a list of snippet objects, `documents` the
+    PubMed URLs the snippets cite, `exact_answer` a string for yes/no, a list of synonym
+    lists for factoid and no field for summary questions (tasks/qa_readers.py cites where
+    this is documented)."""
     qid, kind, data = item
     if kind == "gene":
         gene, dis = data
         q, a, s1, s2 = (_fill(t, lang, dis=dis[lang], gene=gene) for t in GENE_T[lang])
-        return {"id": qid, "type": "factoid", "body": q,
-                "snippets": [{"text": s1}, {"text": s2}], "ideal_answer": [a],
-                "exact_answer": [[gene]]}
-    if kind == "mech":
+        row = {"body": q, "type": "factoid", "ideal_answer": [a], "exact_answer": [[gene]],
+               "snippet_texts": [s1, s2]}
+    elif kind == "mech":
         drug, mech = DRUGS[data][lang], MECHS[data][lang]
         q, a, s1, s2 = (_fill(t, lang, drug=drug, mech=mech) for t in MECH_T[lang])
-        return {"id": qid, "type": "summary", "body": q, "snippets": [s1, s2],
-                "ideal_answer": a, "exact_answer": ""}
-    name, yes, cond = data
-    q, a_yes, a_no, s_yes, s_no, w_yes, w_no = YESNO_T[lang]
-    fill = dict(drug=DRUGS[name][lang], cond=cond[lang])
-    return {"id": qid, "type": "yesno", "body": _fill(q, lang, **fill),
-            "snippets": [_fill(s_yes if yes else s_no, lang, **fill)],
-            "ideal_answer": _fill(a_yes if yes else a_no, lang, **fill),
-            "exact_answer": w_yes if yes else w_no}
+        row = {"body": q, "type": "summary", "ideal_answer": [a], "snippet_texts": [s1, s2]}
+    else:
+        name, yes, cond = data
+        q, a_yes, a_no, s_yes, s_no, w_yes, w_no = YESNO_T[lang]
+        fill = dict(drug=DRUGS[name][lang], cond=cond[lang])
+        row = {"body": _fill(q, lang, **fill), "type": "yesno",
+               "ideal_answer": [_fill(a_yes if yes else a_no, lang, **fill)],
+               "exact_answer": w_yes if yes else w_no,
+               "snippet_texts": [_fill(s_yes if yes else s_no, lang, **fill)]}
+    snippets = [_snippet(t, qid, k) for k, t in enumerate(row.pop("snippet_texts"))]
+    return {"body": row["body"], "documents": [s["document"] for s in snippets],
+            "ideal_answer": row["ideal_answer"],
+            **({"exact_answer": row["exact_answer"]} if "exact_answer" in row else {}),
+            "type": row["type"], "id": qid, "snippets": snippets}

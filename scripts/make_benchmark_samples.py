@@ -195,13 +195,6 @@ def render(template: str, slots: dict, lang: str):
     return tokens, tags
 
 
-def _write_jsonl(path: str, rows) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 ABSTRCT_SIZES = {"neoplasm_train": 66, "neoplasm_dev": 12, "neoplasm_test": 22,
                  "glaucoma_test": 15, "mixed_test": 15}
 # More training sentences (from their own random stream, so the first 66 and every other
@@ -290,11 +283,35 @@ def write_ner(out: str, seed: int = 1) -> None:
                                         for s in sents[lang]) + "\n")
 
 
+def write_bioasq_parquet(path: str, rows) -> None:
+    """One shard in the layout of HiTZ/Multilingual-BioASQ-6B on the hub (one row per
+    question; tasks/qa_readers.py says which parts of it are verified). `exact_answer` is left
+    out: its type changes with the question type (str, list of lists, absent), which one
+    parquet column cannot hold, and the reader does not use it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    snippet = pa.struct([("offsetInBeginSection", pa.int64()), ("offsetInEndSection", pa.int64()),
+                         ("text", pa.string()), ("beginSection", pa.string()),
+                         ("document", pa.string()), ("endSection", pa.string())])
+    table = pa.table({
+        "body": pa.array([r["body"] for r in rows], pa.string()),
+        "documents": pa.array([r["documents"] for r in rows], pa.list_(pa.string())),
+        "ideal_answer": pa.array([r["ideal_answer"] for r in rows], pa.list_(pa.string())),
+        "type": pa.array([r["type"] for r in rows], pa.string()),
+        "id": pa.array([r["id"] for r in rows], pa.string()),
+        "snippets": pa.array([r["snippets"] for r in rows], pa.list_(snippet)),
+    })
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    pq.write_table(table, path)
+
+
 def write_bioasq(out: str) -> None:
+    """bioasq/{lang}/{split}-00000-of-00001.parquet, as HiTZ/Multilingual-BioASQ-6B."""
     for split, items in bioasq_sample_content.split_items().items():
         for lang in LANGS:
-            _write_jsonl(os.path.join(out, "bioasq", lang, f"{split}.jsonl"),
-                         [bioasq_sample_content.render_item(item, lang) for item in items])
+            write_bioasq_parquet(
+                os.path.join(out, "bioasq", lang, f"{split}-00000-of-00001.parquet"),
+                [bioasq_sample_content.render_item(item, lang) for item in items])
 
 
 def main(argv=None) -> None:
