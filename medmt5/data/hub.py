@@ -89,24 +89,22 @@ def _not_local(path) -> str:
     return f". If you meant a local folder: {os.path.abspath(path)} does not exist"
 
 
-def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
-    """The local snapshot folder for a hub id (see the module docstring). Raises HubError."""
-    repo_id, revision = parse_hub_id(path)
+def _snapshot(path, repo_id: str, revision: str | None, *, dataset: bool, cache: str,
+              download: str, allow_patterns) -> str:
+    """snapshot_download of a model or dataset repository into `cache`; every way it can
+    fail is a HubError naming the repository (`download`: how to fetch it by hand)."""
+    label = "dataset " if dataset else ""
     try:
         from huggingface_hub import errors as hf_errors  # lazy: needed only for hub ids
         from huggingface_hub import snapshot_download  # lazy: needed only for hub ids
     except ImportError:
-        raise HubError(f"{path}: hub ids need huggingface_hub (pip install huggingface_hub), "
-                       "or pass a local folder") from None
-    cache = hub_cache_dir()
-    shown = f"{repo_id}@{revision}" if revision else repo_id
-    download = (f"on a machine with network access run `hf download {repo_id}"
-                f"{' --revision ' + revision if revision else ''} --include '*.json' "
-                "--include '*.safetensors' --include spiece.model` with the same HF_HOME "
-                f"(or copy {cache}/models--{repo_id.replace('/', '--')} here)")
+        raise HubError(f"{path}: {'dataset' if dataset else 'hub'} ids need huggingface_hub "
+                       "(pip install huggingface_hub), or pass a local folder") from None
+    shown = label + (f"{repo_id}@{revision}" if revision else repo_id)
     try:
-        folder = snapshot_download(repo_id, revision=revision, cache_dir=cache,
-                                   local_files_only=offline(), allow_patterns=list(patterns))
+        return snapshot_download(repo_id, repo_type="dataset" if dataset else None,
+                                 revision=revision, cache_dir=cache,
+                                 local_files_only=offline(), allow_patterns=allow_patterns)
     except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
         why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
                else f"it could not be downloaded ({type(e).__name__})")
@@ -115,11 +113,24 @@ def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
     except hf_errors.RevisionNotFoundError:
         raise HubError(f"{shown}: revision {revision!r} does not exist on the hub") from None
     except hf_errors.RepositoryNotFoundError:
-        raise HubError(f"{repo_id}: no such model on the hub (or it is private: run "
-                       "`hf auth login`)") from None
+        raise HubError(f"{label}{repo_id}: no such {'dataset' if dataset else 'model'} on the "
+                       "hub (or it is private: run `hf auth login`)") from None
     except (OSError, ValueError) as e:
         raise HubError(f"{shown}: cannot resolve from the hub cache {cache}: {e}") from None
+
+
+def resolve_hub_id(path, patterns=CHECKPOINT_PATTERNS) -> str:
+    """The local snapshot folder for a hub id (see the module docstring). Raises HubError."""
+    repo_id, revision = parse_hub_id(path)
+    cache = hub_cache_dir()
+    download = (f"on a machine with network access run `hf download {repo_id}"
+                f"{' --revision ' + revision if revision else ''} --include '*.json' "
+                "--include '*.safetensors' --include spiece.model` with the same HF_HOME "
+                f"(or copy {cache}/models--{repo_id.replace('/', '--')} here)")
+    folder = _snapshot(path, repo_id, revision, dataset=False, cache=cache, download=download,
+                       allow_patterns=list(patterns))
     if not os.path.isfile(os.path.join(folder, "config.json")):
+        shown = f"{repo_id}@{revision}" if revision else repo_id
         raise HubError(f"{shown}: snapshot {folder} has no config.json; the cached copy is "
                        f"incomplete: {download}")
     return folder
@@ -168,39 +179,17 @@ def resolve_dataset(path) -> str:
     the hub cache, or the sub-folder the URL names in it. Raises HubError naming the id and
     the `hf download ... --repo-type dataset` command when it is not cached offline."""
     repo_id, revision, sub = parse_dataset_ref(path)
-    try:
-        from huggingface_hub import errors as hf_errors  # lazy: needed only for hub ids
-        from huggingface_hub import snapshot_download  # lazy: needed only for hub ids
-    except ImportError:
-        raise HubError(f"{path}: dataset ids need huggingface_hub (pip install "
-                       "huggingface_hub), or pass a local folder") from None
     cache = hub_cache_dir()
-    shown = f"{repo_id}@{revision}" if revision else repo_id
     rev = f" --revision {revision}" if revision else ""
     include = f" --include '{sub}/*'" if sub else ""
     download = (f"on a machine with network access run `hf download {repo_id} --repo-type "
                 f"dataset{rev}{include}` with the same HF_HOME (or copy "
                 f"{cache}/datasets--{repo_id.replace('/', '--')} here)")
-    try:
-        folder = snapshot_download(repo_id, repo_type="dataset", revision=revision,
-                                   cache_dir=cache, local_files_only=offline(),
-                                   allow_patterns=[f"{sub}/*"] if sub else None)
-    except (hf_errors.LocalEntryNotFoundError, hf_errors.OfflineModeIsEnabled) as e:
-        why = ("HF_HUB_OFFLINE=1 forbids downloading" if offline()
-               else f"it could not be downloaded ({type(e).__name__})")
-        raise HubError(f"dataset {shown}: not in the Hugging Face cache {cache} and {why}; "
-                       f"{download}{_not_local(path)}") from None
-    except hf_errors.RevisionNotFoundError:
-        raise HubError(f"dataset {shown}: revision {revision!r} does not exist on the hub"
-                       ) from None
-    except hf_errors.RepositoryNotFoundError:
-        raise HubError(f"dataset {repo_id}: no such dataset on the hub (or it is private: "
-                       "run `hf auth login`)") from None
-    except (OSError, ValueError) as e:
-        raise HubError(f"dataset {shown}: cannot resolve from the hub cache {cache}: {e}"
-                       ) from None
+    folder = _snapshot(path, repo_id, revision, dataset=True, cache=cache, download=download,
+                       allow_patterns=[f"{sub}/*"] if sub else None)
     target = os.path.join(folder, *sub.split("/")) if sub else folder
     if not os.path.isdir(target):
+        shown = f"{repo_id}@{revision}" if revision else repo_id
         raise HubError(f"dataset {shown}: the cached snapshot {folder} has no folder "
                        f"{sub!r}; {download}")
     return target
