@@ -62,20 +62,57 @@ class Dense(nn.Module):
         return project(x, self.kernel, self.config.activation_dtype)
 
 
+# Read at trace time: False restores autodiff's own matmul gradient on CPU (A/B checks).
+CPU_WEIGHT_GRAD_LAYOUT = True
+
+
 def project(x, kernel, dtype, out_dtype=None):
     """x [..., in] @ kernel [in, out] computed in `dtype` with float32 accumulation, returned
     in `out_dtype` (default `dtype`).
 
     Written as one 2-D matmul over the flattened rows [N, in] (a free reshape of row-major
-    [B, T, in]): the weight gradient is then x2ᵀ·dy, a plain 2-D dot that XLA CPU hands to
-    its matmul library with a transposed-operand flag, where the 3-D einsum's gradient
+    [B, T, in]): the weight gradient is then a plain 2-D dot, where the 3-D einsum's gradient
     (contracting over both B and T) made XLA write dy out transposed to [out, B, T] first.
-    Same sums in the same order: results are bitwise equal to the einsum on CPU.
+    On CPU the matmul carries its own gradient (`_cpu_matmul`) so that every backward dot
+    is in the layout XLA CPU's fast dot library takes.
     """
     lead = x.shape[:-1]
-    y = jnp.dot(x.reshape((-1, x.shape[-1])).astype(dtype), kernel.astype(dtype),
-                preferred_element_type=jnp.float32)
+    x2, w = x.reshape((-1, x.shape[-1])).astype(dtype), kernel.astype(dtype)
+    if CPU_WEIGHT_GRAD_LAYOUT and jax.default_backend() == "cpu":
+        y = _cpu_matmul(x2, w)
+    else:
+        y = jnp.dot(x2, w, preferred_element_type=jnp.float32)
     return y.reshape(lead + (kernel.shape[-1],)).astype(out_dtype or dtype)
+
+
+@jax.custom_vjp
+def _cpu_matmul(x2, w):
+    """[N, in] @ [in, out] -> float32 [N, out]; same forward as jnp.dot, gradient below."""
+    return jnp.dot(x2, w, preferred_element_type=jnp.float32)
+
+
+def _cpu_matmul_fwd(x2, w):
+    return _cpu_matmul(x2, w), (x2, w)
+
+
+def _cpu_matmul_bwd(res, dy):
+    """dx = dy @ wᵀ and dw = xᵀ @ dy, with xᵀ materialised as a row-major [in, N] array.
+
+    Left to itself, XLA folds the transpose into the weight-gradient dot (contracting dim
+    0 of both operands); XLA CPU's fast dot library (YNNPACK in jax 0.10) does not take that
+    form and the dot falls back to a slower Eigen kernel. The optimization barrier keeps the
+    transposed copy (a memory-bound pass over x) so the dot is a standard [in, N] @ [N, out].
+    Same products, summed by another kernel: equal to the plain gradient within float32
+    rounding (tests/test_model_parity.py)."""
+    x2, w = res
+    dy = dy.astype(x2.dtype) if x2.dtype != jnp.float32 else dy
+    dx = jnp.dot(dy, w.T, preferred_element_type=jnp.float32).astype(x2.dtype)
+    xt = jax.lax.optimization_barrier(x2.T)
+    dw = jnp.dot(xt, dy, preferred_element_type=jnp.float32).astype(w.dtype)
+    return dx, dw
+
+
+_cpu_matmul.defvjp(_cpu_matmul_fwd, _cpu_matmul_bwd)
 
 
 class Embed(nn.Module):
