@@ -2,7 +2,8 @@
 
   prompts         Prompt, PromptedTransformer (mT5 with a soft prompt in front)
   initializers    uniform / vocabulary / class-label / text / .npy prompt initialisers
-  stages          the two ProMoT stages as medmt5.train arguments (gin/promot/*.gin)
+  stages          the two ProMoT stages as medmt5.train arguments (gin/promot/*.gin; no seqio)
+  prompt_init     prompt_initializer: a stage's initialiser by name (backbone + vocabulary)
   recipe          the same stages as plain Python; Scorer
   best_metric     the keep-best metric of a stage (task kind default, BEST_METRIC check)
   configurables   their gin registrations (imported by the gin files)

@@ -14,10 +14,10 @@ gin/promot/*.gin start with `import prompt_tuning.configurables`, which register
                         multi-task stage 2: the [N, P, H] table from PROMPT_FILES
 """
 import gin
-from prompt_tuning import evaluate, recipe, stages
+from prompt_tuning import evaluate, prompt_init, recipe, stages
 
 prompted_model = gin.external_configurable(stages.prompted_model, name="prompted_model")
-prompt_initializer = gin.external_configurable(stages.prompt_initializer,
+prompt_initializer = gin.external_configurable(prompt_init.prompt_initializer,
                                                name="prompt_initializer")
 required_checkpoint = gin.external_configurable(stages.required_checkpoint,
                                                 name="required_checkpoint")

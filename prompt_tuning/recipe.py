@@ -60,6 +60,7 @@ from prompt_tuning.best_metric import (  # noqa: F401 (re-exported: recipe's pub
     task_metric_names,
 )
 from prompt_tuning.initializers import load_npy
+from prompt_tuning.prompt_init import prompt_initializer
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 from tasks import promot_metrics
 
@@ -170,8 +171,8 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
     factory, hooks = None, ()
     freeze = stage_freeze(stage, prompt_attached=bool(prompt_file))
     if stage == "prompt":
-        init = (stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
-                                          checkpoint=initial_checkpoint_path, seed=seed)
+        init = (prompt_initializer(prompt_init, prompt_length=prompt_length,
+                                   checkpoint=initial_checkpoint_path, seed=seed)
                 if isinstance(prompt_init, str) else prompt_init)
         initial = stages.required_checkpoint(initial_checkpoint_path)
         hooks, factory = [stages.PromptWriter()], _PromptedFactory(prompt_length, init)
@@ -179,7 +180,7 @@ def stage_train_kwargs(*, stage: str, model_dir: str, model_config, task: str,
         initial = stages.stage2_checkpoint(initial_checkpoint_path, prompt_file)
         hooks = [stages.PromptWriter()]
         factory = _PromptedFactory(stages.prompt_length_of(prompt_file),
-                                   stages.prompt_initializer("file", path=prompt_file))
+                                   prompt_initializer("file", path=prompt_file))
     else:
         initial = stages.required_checkpoint(initial_checkpoint_path)
     kwargs = dict(

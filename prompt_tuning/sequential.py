@@ -50,6 +50,7 @@ from medmt5.run import configs, evaluation, loop
 from medmt5.runtime import failures
 from prompt_tuning import initializers, recipe, stages
 from prompt_tuning.inference import split_prompt
+from prompt_tuning.prompt_init import prompt_initializer
 from prompt_tuning.prompts import PromptedTransformer
 from tasks.promot_metrics import headline_score, normalized_average
 
@@ -274,8 +275,8 @@ def run_sequential(*, model_dir: str, model_config, tasks: Sequence[str], method
                           eval_batch_size=eval_batch_size, eval_max_examples=eval_max_examples,
                           seed=seed)
             if stage == "prompt":  # stage 1: new prompt, backbone frozen
-                init = stages.prompt_initializer(prompt_init, prompt_length=prompt_length,
-                                                 checkpoint=backbone, seed=seed + i)
+                init = prompt_initializer(prompt_init, prompt_length=prompt_length,
+                                          checkpoint=backbone, seed=seed + i)
                 kwargs = recipe.stage_train_kwargs(stage="prompt", prompt_length=prompt_length,
                                                    prompt_init=init, **common)
             elif method == "promot":  # stage 2: backbone tuned, this task's prompt frozen

@@ -6,12 +6,16 @@ trained (FreezeConfig.trainable = [PROMPT_PATTERN], FreezeConfig.new_params =
 [PROMPT_PATTERN]; the masked optimizer holds state for the prompt only). `PromptWriter` writes
 the prompt as .npy at every checkpoint save and new best.
 Stage 2 (model tuning, gin/promot/stage2_model.gin): backbone from INITIAL_CHECKPOINT_PATH,
-prompt from PROMPT_FILE (`prompt_initializer(kind="file")`), prompt frozen
+prompt from PROMPT_FILE (`prompt_init.prompt_initializer(kind="file")`), prompt frozen
 (FreezeConfig.frozen = [PROMPT_PATTERN]), every backbone weight trained.
 
 Paper settings (ProMoT, docs/promot.md): stage 1 Adafactor LR 0.2, batch 64, 5,000 steps, P = 100;
 stage 2 LR 1e-3, dropout 0.1, label smoothing 0.1, batch 64, 1,000 steps; both keep the best
 checkpoint on the target task.
+
+This module imports neither seqio nor TensorFlow (the GPU benchmark machines build
+`prompted_model` without them); the initialiser that tokenizes with a seqio vocabulary is
+prompt_tuning.prompt_init.prompt_initializer.
 """
 from __future__ import annotations
 
@@ -19,23 +23,19 @@ import io
 import json
 import logging
 import os
-from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from medmt5.checkpointing.atomic_dir import atomic_write_bytes
-from medmt5.checkpointing.checkpoint_io import load_checkpoint
 from medmt5.data import hub, paths
 from prompt_tuning import initializers
 from prompt_tuning.prompts import PARAM_NAME, PromptedTransformer
-from tasks.vocab import get_vocabulary
 
 log = logging.getLogger(__name__)
 
 PROMPTS_SUBDIR = "prompts"
 BEST_PROMPT = "prompt_best.npy"
-INIT_KINDS = ("uniform", "vocab", "class_labels", "text", "file")
 
 
 def prompted_model(config, prompt_length: int = 100, prompt_init=None,
@@ -78,59 +78,6 @@ def stage2_checkpoint(path: str | None, prompt_file: str | None) -> str:
                          f"{PROMPTS_SUBDIR}/): its stored prompt would replace PROMPT_FILE. "
                          "Pass the backbone checkpoint stage 1 started from.")
     return path
-
-
-def backbone_embedding(checkpoint_path: str) -> np.ndarray:
-    """The checkpoint's token embedding [V, H] (host numpy)."""
-    _, params = load_checkpoint(required_checkpoint(checkpoint_path))
-    return np.asarray(params["token_embedder"]["embedding"], np.float32)
-
-
-def _token_ids(texts: Sequence[str], vocabulary: str) -> list[list[int]]:
-    vocab = get_vocabulary(vocabulary)
-    return [list(vocab.encode(t)) for t in texts]
-
-
-def prompt_initializer(kind: str = "uniform", prompt_length: int | None = None,
-                       scale: float = 0.5, checkpoint: str | None = None,
-                       labels: Sequence[str] = (), text: str = "",
-                       path: str | None = None, vocabulary: str = "tiny", seed: int = 0,
-                       vocab_limit: int | None = 5000):
-    """A prompt initializer by name (gin: `prompted_model.prompt_init = @prompt_initializer()`).
-
-    kind: "uniform" (U(-scale, scale)); "vocab" (embeddings of sampled token ids of
-    `checkpoint`); "class_labels" (mean embedding of each label's tokens, repeated);
-    "text" (the tokens of `text`, tiled/truncated); "file" (a [P, H] .npy at `path`).
-    Embedding-based kinds read `checkpoint` (the backbone) and tokenize with `vocabulary`
-    on first use; prompt_length is P.
-    """
-    if kind not in INIT_KINDS:
-        raise ValueError(f"prompt_initializer.kind={kind!r}; use one of {INIT_KINDS}.")
-    if kind == "uniform":
-        return initializers.uniform(scale)
-    if kind == "file":
-        if not path:
-            raise ValueError("prompt_initializer(kind='file') needs path (PROMPT_FILE).")
-        return initializers.from_file(path)
-    if not prompt_length:
-        raise ValueError(f"prompt_initializer(kind={kind!r}) needs prompt_length "
-                         "(PROMPT_LENGTH).")
-    if kind == "class_labels" and not labels:
-        raise ValueError("prompt_initializer(kind='class_labels') needs labels, e.g. "
-                         "['true', 'false'].")
-    if kind == "text" and not text.strip():
-        raise ValueError("prompt_initializer(kind='text') needs a non-empty text.")
-
-    def make():
-        embedding = backbone_embedding(checkpoint)
-        if kind == "vocab":
-            return initializers.sampled_vocab(embedding, prompt_length, seed, vocab_limit)
-        if kind == "class_labels":
-            return initializers.class_labels(embedding, _token_ids(labels, vocabulary),
-                                             prompt_length)
-        return initializers.text_tokens(embedding, _token_ids([text], vocabulary)[0],
-                                        prompt_length)
-    return initializers.Lazy(make, f"{kind} prompt from {checkpoint}")
 
 
 def prompt_array(params) -> np.ndarray:

@@ -12,7 +12,7 @@ from medmt5.checkpointing import checkpoints
 from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
 from medmt5.model.transformer import Transformer
 from medmt5.training import optimizers, partitioning, train_state, trainer
-from prompt_tuning import stages
+from prompt_tuning import prompt_init, stages
 from prompt_tuning.prompts import PROMPT_PATTERN, PromptedTransformer
 
 P = 4
@@ -102,7 +102,7 @@ def test_required_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="PROMPT_FILE is not set"):
         stages.stage2_checkpoint(str(tmp_path), None)
     with pytest.raises(ValueError, match="prompt_initializer.kind='bogus'"):
-        stages.prompt_initializer("bogus")
+        prompt_init.prompt_initializer("bogus")
 
 
 def test_prompt_writer_and_length(tmp_path):
@@ -118,17 +118,17 @@ def test_prompt_writer_and_length(tmp_path):
 
 def test_embedding_initialisers_read_the_backbone(backbone_dir, cli_backbone):
     with pytest.raises(ValueError, match="outside the checkpoint's 128-row embedding"):
-        stages.prompt_initializer("text", prompt_length=P, checkpoint=backbone_dir,
-                                  text="cancer")(None, (P, 16))
+        prompt_init.prompt_initializer("text", prompt_length=P, checkpoint=backbone_dir,
+                                       text="cancer")(None, (P, 16))
     _, ckpt = load_checkpoint(cli_backbone)
     emb = ckpt["token_embedder"]["embedding"]
-    init = stages.prompt_initializer("vocab", prompt_length=P, checkpoint=cli_backbone,
-                                     vocab_limit=50)
+    init = prompt_init.prompt_initializer("vocab", prompt_length=P, checkpoint=cli_backbone,
+                                          vocab_limit=50)
     values = np.asarray(init(None, (P, 16)))
     assert all(any(np.array_equal(v, e) for e in emb[3:50]) for v in values)
-    text = stages.prompt_initializer("text", prompt_length=P, checkpoint=cli_backbone,
-                                     text="cancer")
-    ids = stages._token_ids(["cancer"], "tiny")[0]
+    text = prompt_init.prompt_initializer("text", prompt_length=P, checkpoint=cli_backbone,
+                                          text="cancer")
+    ids = prompt_init._token_ids(["cancer"], "tiny")[0]
     np.testing.assert_array_equal(np.asarray(text(None, (P, 16))),
                                   emb[(ids * P)[:P]])
 
