@@ -16,8 +16,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -72,7 +73,7 @@ def read_gin_size(size: str) -> dict:
     return fields
 
 
-def model_config(size: str, vocab_size: Optional[int] = None, **overrides):
+def model_config(size: str, vocab_size: int | None = None, **overrides):
     """`T5Config` of a named size; vocab_size and run options (dtype, scan_layers, ...) override."""
     from medmt5.model.config import T5Config
     fields = read_gin_size(size)
@@ -121,7 +122,7 @@ def device_info() -> dict:
             "peak_bf16_tflops": peak}
 
 
-def mfu(tflops: Optional[float], peak: Optional[float]) -> Optional[float]:
+def mfu(tflops: float | None, peak: float | None) -> float | None:
     return None if tflops is None or not peak else tflops / peak
 
 
@@ -168,14 +169,14 @@ def jax_peak_memory() -> dict:
 
 # ---- environment ----------------------------------------------------------------------------
 
-def load_average() -> Optional[list]:
+def load_average() -> list | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
 
 
-def environment(extra: Optional[dict] = None) -> dict:
+def environment(extra: dict | None = None) -> dict:
     """Machine, versions, load and thread settings for the JSON record."""
     import jax
     import jaxlib
@@ -264,7 +265,7 @@ def finish_protocol(proto: dict) -> dict:
     return proto
 
 
-def cpu_busy_seconds() -> Optional[float]:
+def cpu_busy_seconds() -> float | None:
     """Machine-wide busy CPU seconds since boot from /proc/stat (user+nice+system+irq+softirq+
     steal over all CPUs); None where /proc/stat is missing."""
     try:
@@ -279,7 +280,7 @@ def cpu_busy_seconds() -> Optional[float]:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
-def busy_cores_now(seconds: float = 2.0) -> Optional[float]:
+def busy_cores_now(seconds: float = 2.0) -> float | None:
     """How many cores the whole machine kept busy over the next `seconds` (from /proc/stat);
     None where /proc/stat is missing."""
     a = cpu_busy_seconds()
@@ -347,8 +348,8 @@ class Side:
     name: str
     call: Callable[[], Any]
     sync: Callable[[Any], Any] = lambda x: x
-    memory: Optional[Callable[[], dict]] = None
-    reset_memory: Optional[Callable[[], Any]] = None
+    memory: Callable[[], dict] | None = None
+    reset_memory: Callable[[], Any] | None = None
 
 
 def _summary(values: list) -> dict:

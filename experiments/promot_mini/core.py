@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import Callable, Dict, Mapping, Optional, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.promot_mini import episodes, words as W
+from experiments.promot_mini import episodes
+from experiments.promot_mini import words as W
 
 MODEL = dict(d_model=64, d_kv=16, d_ff=128, num_heads=4, num_encoder_layers=2,
              num_decoder_layers=2, relative_attention_num_buckets=16,
@@ -69,7 +70,7 @@ def pretrain_settings(steps: int, learning_rate: float = 0.01):
                                 eval_period=steps)
 
 
-def to_batch(data: Mapping[str, np.ndarray], task_ids=None) -> Dict[str, jnp.ndarray]:
+def to_batch(data: Mapping[str, np.ndarray], task_ids=None) -> dict[str, jnp.ndarray]:
     """episodes.batch output -> the trainer's EncDec features."""
     tgt = data["targets"]
     dec_in = np.concatenate([np.zeros_like(tgt[:, :1]), tgt[:, :-1]], axis=1)
@@ -80,14 +81,14 @@ def to_batch(data: Mapping[str, np.ndarray], task_ids=None) -> Dict[str, jnp.nda
     return {k: jnp.asarray(v) for k, v in out.items()}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mesh():
     from medmt5.training import partitioning
 
     return partitioning.create_mesh(devices=jax.devices()[:1])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _step_fn(model, settings, mask_key):
     """(jitted train step, optimizer) for one model / settings (compiled once, reused):
     the optimizer is the recipe's (settings.optimizer_fn, schedule_fn) on the mask."""
@@ -100,7 +101,7 @@ def _step_fn(model, settings, mask_key):
     return jax.jit(functools.partial(trainer.train_step, config), donate_argnums=(0,)), opt
 
 
-_MASKS: Dict[tuple, object] = {}
+_MASKS: dict[tuple, object] = {}
 
 
 def _mask_for(params, prompt_mode: str):
@@ -129,7 +130,7 @@ def build_model(stage_prompt: str, dropout: float, prompt_length: int, num_promp
 
 def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *,
           batch_size: int, prompt_length: int = 0, prompt=None,
-          check: Optional[Callable] = None, log: Callable = print, multitask: bool = False):
+          check: Callable | None = None, log: Callable = print, multitask: bool = False):
     """Runs settings.steps steps from backbone `params` on batches of `kinds`.
 
     prompt_mode: "train" (stage 1: only the prompt trains), "frozen" (stage 2: the prompt is
@@ -190,7 +191,7 @@ def train(params, settings, prompt_mode: str, kinds: Sequence[str], seed: int, *
 # ---- measurement ------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _plain_model():
     from medmt5.model.transformer import Transformer
 

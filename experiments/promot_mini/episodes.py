@@ -19,7 +19,7 @@ targets end with EOS), deterministic in the numpy Generator it is given.
 """
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -34,7 +34,7 @@ NUM_DEMOS = 3        # demonstrations of labelmap (+1), copyfmt, select
 CLASS_NAMES = tuple(W.CLASSES)
 
 
-def _markers(rng: np.random.Generator, vary: bool) -> Tuple[str, str, str]:
+def _markers(rng: np.random.Generator, vary: bool) -> tuple[str, str, str]:
     if not vary:
         return W.PAIR_MARKERS[0], W.SEP_MARKERS[0], W.QUERY_MARKERS[0]
     return (W.PAIR_MARKERS[rng.integers(len(W.PAIR_MARKERS))],
@@ -42,7 +42,7 @@ def _markers(rng: np.random.Generator, vary: bool) -> Tuple[str, str, str]:
             W.QUERY_MARKERS[rng.integers(len(W.QUERY_MARKERS))])
 
 
-def _words(rng: np.random.Generator, n: int, pool: Sequence[str] = W.CONTENT) -> List[str]:
+def _words(rng: np.random.Generator, n: int, pool: Sequence[str] = W.CONTENT) -> list[str]:
     return [pool[i] for i in rng.choice(len(pool), n, replace=False)]
 
 
@@ -130,21 +130,22 @@ GENERATORS = {"recall": _recall, "labelmap": _labelmap, "copyfmt": _copyfmt,
               "sameclass": _sameclass}
 
 
-def example(kind: str, rng: np.random.Generator, vary_markers: bool = True) -> Tuple[str, str]:
+def example(kind: str, rng: np.random.Generator, vary_markers: bool = True) -> tuple[str, str]:
     """(input text, answer text) of one episode / target example."""
     if kind not in GENERATORS:
         raise ValueError(f"promot_mini: unknown task {kind!r}; one of {sorted(GENERATORS)}")
     return GENERATORS[kind](rng, vary_markers)
 
 
-def _row(ids: List[int], length: int, what: str) -> np.ndarray:
+def _row(ids: list[int], length: int, what: str) -> np.ndarray:
     if len(ids) > length:
         raise ValueError(f"promot_mini: {what} has {len(ids)} tokens > {length} "
                          "(episodes.ENC_LEN / DEC_LEN); shorten the episode")
     return np.pad(np.asarray(ids, np.int32), (0, length - len(ids)))
 
 
-def batch(kinds, rng: np.random.Generator, n: int, vary_markers: bool = True) -> Dict[str, np.ndarray]:
+def batch(kinds, rng: np.random.Generator, n: int,
+          vary_markers: bool = True) -> dict[str, np.ndarray]:
     """n examples, each of a kind drawn uniformly from `kinds` (a name or a sequence)."""
     kinds = (kinds,) if isinstance(kinds, str) else tuple(kinds)
     inputs, targets, kind_ids = [], [], []
@@ -158,7 +159,7 @@ def batch(kinds, rng: np.random.Generator, n: int, vary_markers: bool = True) ->
             "kind": np.asarray(kind_ids, np.int32)}
 
 
-def fixed_set(kind: str, seed: int, n: int, vary_markers: bool = True) -> Dict[str, np.ndarray]:
+def fixed_set(kind: str, seed: int, n: int, vary_markers: bool = True) -> dict[str, np.ndarray]:
     """A deterministic evaluation set (seeded by kind name and seed)."""
     salt = sum((i + 1) * ord(c) for i, c in enumerate(kind))
     return batch(kind, np.random.default_rng([seed, salt, 7919]), n, vary_markers)

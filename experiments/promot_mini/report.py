@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -48,15 +47,15 @@ def _target_value(row) -> float:
     return float(np.mean(list(row["target"].values())))
 
 
-def groups(results) -> Dict[tuple, List[dict]]:
+def groups(results) -> dict[tuple, list[dict]]:
     """(method, lr) -> rows over seeds, in first-seen order."""
-    out: Dict[tuple, List[dict]] = {}
+    out: dict[tuple, list[dict]] = {}
     for r in results["rows"]:
         out.setdefault((r["method"], r["lr"]), []).append(r)
     return out
 
 
-def paired(results, lr, metric: str) -> List[tuple]:
+def paired(results, lr, metric: str) -> list[tuple]:
     """[(seed, ProMoT - fine-tuning)] of a held-out metric at one LR."""
     by = {(r["method"], r["lr"], r["seed"]): r for r in results["rows"]}
     out = []
@@ -148,7 +147,7 @@ def plot_curves(results, out_png: str) -> str:
         if method not in ("finetune", "promot") or not rows[0].get("curve"):
             continue
         steps = [c["step"] for c in rows[0]["curve"]]
-        def mean_of(key):
+        def mean_of(key, rows=rows):
             return np.mean([[c[key] for c in r["curve"]] for r in rows], axis=0)
         label = f"{LABELS[method]} LR {lr:g}"
         style = "-" if method == "promot" else "--"

@@ -30,7 +30,8 @@ import time
 
 import numpy as np
 
-from experiments.promot_mini import core, episodes, report, words as W
+from experiments.promot_mini import core, episodes, report
+from experiments.promot_mini import words as W
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGET = "verify"
@@ -58,8 +59,9 @@ def pretrain(out: str, cfg: dict, fresh: bool) -> dict:
     """Pretrains in chunks until the gate or the cap; saves after every chunk (a rerun
     continues) and reuses OUT/pretrain after checking its vocabulary hash."""
     import jax
-    from medmt5.training import partitioning
+
     from medmt5.checkpointing.checkpoint_io import load_checkpoint, save_params_checkpoint
+    from medmt5.training import partitioning
     from medmt5.training.train_state import init_boxed_params
 
     model_dir = os.path.join(out, "pretrain")
@@ -225,9 +227,11 @@ def run_full(pre, seed: int, lr: float, cfg: dict) -> list:
     p = cfg["prompt_length"]
     # ProMoT + 1-shot: both stages on verify_1shot; scored on verify_1shot.
     ev1 = Evaluator(seed, cfg, ["verify_1shot"], W.TARGET_FORMATS[TARGET])
-    _, pr, _, _, _ = core.train(base, s1, "train", ["verify_1shot"], seed, prompt_length=p, prompt=_uniform_prompt(seed, p),
+    _, pr, _, _, _ = core.train(base, s1, "train", ["verify_1shot"], seed, prompt_length=p,
+                                prompt=_uniform_prompt(seed, p),
                                 check=ev1.check("verify_1shot", False), **kw)
-    bb, _, hist, sec, best = core.train(base, s2(lr), "frozen", ["verify_1shot"], seed, prompt_length=p, prompt=pr,
+    bb, _, hist, sec, best = core.train(base, s2(lr), "frozen", ["verify_1shot"], seed,
+                                        prompt_length=p, prompt=pr,
                                         check=ev1.check("verify_1shot", True), **kw)
     rows.append(dict(method="promot_1shot", seed=seed, lr=lr, best_step=best, curve=hist,
                      seconds=round(sec, 1), **ev1.measure(bb, {"verify_1shot": pr})))
@@ -240,22 +244,24 @@ def run_full(pre, seed: int, lr: float, cfg: dict) -> list:
     _, table, _, _, _ = core.train(base, s1, "train", both, seed,
                                    prompt_length=p, prompt=_uniform_prompt(seed, p, 2),
                                    check=mean_check(True), multitask=True, **kw)
-    bb, _, _, sec, best = core.train(base, s2(lr), "frozen", both, seed, prompt_length=p, prompt=table,
-                                     check=mean_check(True), multitask=True, **kw)
+    bb, _, _, sec, best = core.train(base, s2(lr), "frozen", both, seed, prompt_length=p,
+                                     prompt=table, check=mean_check(True), multitask=True, **kw)
     rows.append(dict(method="multitask_promot", seed=seed, lr=lr, best_step=best,
                      seconds=round(sec, 1),
                      **ev2.measure(bb, {t: table[i] for i, t in enumerate(both)})))
-    bb, _, _, sec, best = core.train(base, s2(lr), "none", both, seed, check=mean_check(False), **kw)
+    bb, _, _, sec, best = core.train(base, s2(lr), "none", both, seed,
+                                     check=mean_check(False), **kw)
     rows.append(dict(method="multitask_finetune", seed=seed, lr=lr, best_step=best,
                      seconds=round(sec, 1), **ev2.measure(bb, {None: None})))
     log(f"seed {seed}: multi-task ProMoT {summary(rows[-2])}; fine-tuning {summary(rows[-1])}")
     # Sequential: verify, then sameclass; ProMoT keeps one prompt per task.
     bb, prompts = base, {}
     for t in both:
-        _, prompts[t], _, _, _ = core.train(bb, s1, "train", [t], seed, prompt_length=p, prompt=_uniform_prompt(seed, p),
+        _, prompts[t], _, _, _ = core.train(bb, s1, "train", [t], seed, prompt_length=p,
+                                            prompt=_uniform_prompt(seed, p),
                                             check=ev2.check(t, False), **kw)
-        bb, _, _, _, _ = core.train(bb, s2(lr), "frozen", [t], seed, prompt_length=p, prompt=prompts[t],
-                                    check=ev2.check(t, False), **kw)
+        bb, _, _, _, _ = core.train(bb, s2(lr), "frozen", [t], seed, prompt_length=p,
+                                    prompt=prompts[t], check=ev2.check(t, False), **kw)
     rows.append(dict(method="sequential_promot", seed=seed, lr=lr, **ev2.measure(bb, prompts)))
     bb = base
     for t in both:

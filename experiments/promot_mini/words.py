@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
 SPECIAL = ("<pad>", "</s>", "<unk>")          # ids 0, 1, 2 (mT5's pad / eos / unk)
 # Content words: four semantic classes of 12; a word's class is fixed across episodes.
@@ -40,8 +40,8 @@ CONTENT: tuple = tuple(w for ws in CLASSES.values() for w in ws)
 WORDS: tuple = (SPECIAL + CONTENT + LABELS + PAIR_MARKERS + SEP_MARKERS + QUERY_MARKERS
                 + tuple(w for f in TARGET_FORMATS.values() for w in f) + TEMPLATE_WORDS)
 PAD, EOS, UNK = 0, 1, 2
-ID: Dict[str, int] = {w: i for i, w in enumerate(WORDS)}
-CLASS_OF: Dict[str, str] = {w: c for c, ws in CLASSES.items() for w in ws}
+ID: dict[str, int] = {w: i for i, w in enumerate(WORDS)}
+CLASS_OF: dict[str, str] = {w: c for c, ws in CLASSES.items() for w in ws}
 VOCAB_FILE = "vocabulary.json"
 
 if len(ID) != len(WORDS):
@@ -58,7 +58,7 @@ def vocab_hash(words: Sequence[str] = WORDS) -> str:
     return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
 
 
-def encode(text: str) -> List[int]:
+def encode(text: str) -> list[int]:
     """Space-separated words -> ids (an unknown word is an error, not <unk>)."""
     out = []
     for w in text.split():

@@ -12,7 +12,6 @@ the XLA path, with one warning per shape.
 from __future__ import annotations
 
 import logging
-from typing import Optional
 
 import flax.linen as nn
 import flax.struct
@@ -40,10 +39,10 @@ class AttentionInputs:
     causal: whether `mask` includes a causal mask (lets cuDNN skip the masked half).
     """
 
-    bias: Optional[jax.Array] = None
-    mask: Optional[jax.Array] = None
-    q_lengths: Optional[jax.Array] = None
-    kv_lengths: Optional[jax.Array] = None
+    bias: jax.Array | None = None
+    mask: jax.Array | None = None
+    q_lengths: jax.Array | None = None
+    kv_lengths: jax.Array | None = None
     causal: bool = flax.struct.field(pytree_node=False, default=False)
 
 

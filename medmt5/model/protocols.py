@@ -13,7 +13,8 @@ imports the package that implements them (prompt_tuning/ imports the core, not t
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Protocol, Sequence, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 AxisRule = tuple  # (logical axis name, mesh axis name or None)
 
@@ -25,7 +26,7 @@ class AddsLogicalAxes(Protocol):
     optimizers.ROW / COLUMN / BATCH / NONE}, added to optimizers.FACTOR_RULES."""
 
     additional_axis_rules: Sequence[AxisRule]
-    additional_factor_rules: Mapping[str, Optional[str]]
+    additional_factor_rules: Mapping[str, str | None]
 
 
 @runtime_checkable
