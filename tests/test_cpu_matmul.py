@@ -1,6 +1,9 @@
-"""The CPU matmul gradient of `medmt5.model.layers.project` (issue 14, the weight-gradient
-dots): equal to autodiff's gradient of the plain dot, and compiled so that no dot contracts
-dimension 0 of both operands (the form XLA CPU's fast dot library does not take)."""
+"""CPU layout levers of the train step (issue 14): the matmul gradient of
+`medmt5.model.layers.project` equals autodiff's gradient of the plain dot and compiles with no
+dot contracting dimension 0 of both operands (the form XLA CPU's fast dot library does not
+take); the shared attention bias's gradient and Adafactor's leading-axis mean as dots equal
+what they replace."""
+import functools
 import re
 
 import jax
@@ -64,3 +67,33 @@ def test_no_weight_gradient_dot_contracts_the_rows(monkeypatch, xw):
     assert ("0", "0") in plain  # what autodiff leaves: xᵀ·dy as a dim-0 contraction
     ours = _dot_forms(monkeypatch, True, x, w)
     assert len(ours) == 3 and ("0", "0") not in ours
+
+
+def test_shared_bias_gradient_equals_autodiff_of_the_broadcast_add():
+    """attention.add_bias: a [1, N, T, S] bias shared by the batch takes the batch sum of
+    dlogits as a dot with ones (CPU); same gradient as autodiff of the broadcast add."""
+    from medmt5.model import attention
+    rs = np.random.RandomState(1)
+    logits = jnp.asarray(rs.randn(4, 3, 5, 7).astype(np.float32))
+    bias = jnp.asarray(rs.randn(1, 3, 5, 7).astype(np.float32))
+
+    def loss(add, lg, b):
+        return jnp.sum(jnp.sin(add(lg, b)) * jnp.arange(7.0))
+
+    ref = jax.grad(functools.partial(loss, lambda a, b: a + b), argnums=(0, 1))(logits, bias)
+    got = jax.jit(jax.grad(functools.partial(loss, attention.add_bias), argnums=(0, 1)))(
+        logits, bias)
+    np.testing.assert_array_equal(attention.add_bias(logits, bias), logits + bias)
+    np.testing.assert_allclose(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(got[1], ref[1], rtol=1e-5, atol=1e-5)
+    assert got[1].shape == bias.shape
+    # a per-example bias ([B, ...]) is a plain add
+    per_example = jnp.broadcast_to(bias, logits.shape)
+    np.testing.assert_array_equal(attention.add_bias(logits, per_example), logits + per_example)
+
+
+def test_adafactor_leading_axis_mean_equals_mean():
+    from medmt5.training import optimizers
+    x = jnp.asarray(np.random.RandomState(2).rand(64, 300).astype(np.float32))
+    np.testing.assert_allclose(optimizers._mean(x, (0,)), jnp.mean(x, axis=0), rtol=1e-6)
+    np.testing.assert_array_equal(optimizers._mean(x, (1,)), jnp.mean(x, axis=1))
