@@ -7,7 +7,8 @@ the path layer reads (`gs://bucket/...`; medmt5/data/paths.py, no model code).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 
 from medmt5.data import paths  # local, gs:// and other etils.epath URLs (no model code)
 
@@ -73,3 +74,17 @@ def read_parquet_strict(path: str):
         return read_parquet(path)
     except Exception as e:  # pyarrow raises several types for corrupt files
         raise BenchmarkDataError(f"{path}: cannot read parquet ({e})") from None
+
+
+def json_lines(lines: Iterable[str], path: str,
+               error: type[Exception]) -> Iterator[tuple[str, object]]:
+    """("file:line", value) for every non-blank line of a JSONL file; invalid JSON raises
+    `error` naming the file, the line and the column."""
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+        yield f"{path}:{n}", value

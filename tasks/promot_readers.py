@@ -32,13 +32,13 @@ cache (medmt5.data.hub). One dataset's folder may come from elsewhere: gin
 `promot_sources.sources = {'rte': 'hf://datasets/aps/super_glue@refs%2Fconvert%2Fparquet/rte'}`.
 Errors name the file and line (parquet: row) and say what to fix. Pure Python (no TensorFlow).
 """
-import json
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import gin
 from medmt5.data import hub, paths  # local and gs:// files, hub dataset ids (no model code)
+from tasks.benchmark_files import json_lines
 
 DEFAULT_DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "promot")
 DATA_DIR_ENV = "MEDMT5_PROMOT_DIR"
@@ -141,18 +141,11 @@ def iter_jsonl(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     except OSError as e:
         raise PromotDataError(f"{path}: cannot open ({e.strerror or e})") from None
     with handle:
-        for n, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise PromotDataError(
-                    f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
+        for where, row in json_lines(handle, path, PromotDataError):
             if not isinstance(row, dict):
                 raise PromotDataError(
-                    f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
-            yield f"{path}:{n}", row
+                    f"{where}: expected a JSON object, got {type(row).__name__}")
+            yield where, row
 
 
 def _text(row: Mapping[str, Any], key: str, where: str) -> str:

@@ -45,6 +45,7 @@ from tasks.benchmark_files import (
     BenchmarkDataError,
     check_language,
     check_split,
+    json_lines,
     read_lines,
     read_parquet_strict,
 )
@@ -238,15 +239,7 @@ def _hf_label_names(schema, column: str) -> list[str] | None:
 
 
 def _rows_jsonl(path: str) -> Iterable[tuple[str, object]]:
-    for n, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise BenchmarkDataError(
-                f"{path}:{n}: invalid JSON ({e.msg}, column {e.colno})") from None
-        yield f"{path}:{n}", row
+    yield from json_lines(read_lines(path), path, BenchmarkDataError)
 
 
 TOKEN_COLUMNS = ("tokens", "words")
