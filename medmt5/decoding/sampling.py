@@ -17,7 +17,7 @@ import numpy as np
 
 from medmt5.decoding.beam_search import TokensToLogits, beam_search, brevity_penalty  # noqa: F401
 from medmt5.decoding.constraints import DecodingConstraint, mask_log_probs
-from medmt5.model.transformer import init_cache
+from medmt5.model.transformer import fill_cross_cache, init_cache
 
 
 class SampleState(NamedTuple):
@@ -241,7 +241,8 @@ def _generate_jit(params, tokens, prompt, encoded, encoder_mask, constraint, rng
     if rows > 1:  # row b * k + j: beam j of example b
         encoded = jnp.repeat(encoded, rows, axis=0)  # [B*k, S, H]
         encoder_mask = jnp.repeat(encoder_mask, rows, axis=0)
-    cache = init_cache(cfg, b * rows, max_decode_length, encoder_length=src_len)
+    cache = fill_cross_cache(cfg, params, init_cache(cfg, b * rows, max_decode_length,
+                                                     encoder_length=src_len), encoded)
 
     def tokens_to_logits(step_tokens, cache, step):
         logits, mutated = model.apply(

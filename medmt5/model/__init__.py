@@ -5,9 +5,17 @@
     attention    multi-head attention (XLA or cuDNN), key/value cache
     relpos       relative position buckets and the per-stack bias
     stacks       encoder and decoder stacks (optionally scanned and remat'd)
-    transformer  Transformer (T5X call signature), init_cache, scan/unscan of parameters
+    transformer  Transformer (T5X call signature), init_cache, fill_cross_cache,
+                 scan/unscan of parameters
 """
 from medmt5.model.config import T5Config
-from medmt5.model.transformer import Transformer, init_cache, scan_params, unscan_params
+from medmt5.model.transformer import (
+    Transformer,
+    fill_cross_cache,
+    init_cache,
+    scan_params,
+    unscan_params,
+)
 
-__all__ = ["T5Config", "Transformer", "init_cache", "scan_params", "unscan_params"]
+__all__ = ["T5Config", "Transformer", "fill_cross_cache", "init_cache", "scan_params",
+           "unscan_params"]

@@ -246,6 +246,14 @@ class MultiHeadAttention(nn.Module):
         cfg = self.config
         shape = inputs_kv.shape[:2] + (cfg.num_heads, cfg.d_kv)
         initialized = self.has_variable("cache", "cached_key")
+        if initialized and not self.has_variable("cache", "cache_index"):
+            # Filled before the decoding loop (transformer.fill_cross_cache): read it, with
+            # no per-step lax.cond (whose branches copy the whole cache every step).
+            k = self.get_variable("cache", "cached_key")
+            if k.shape != shape:
+                raise ValueError(f"decode=True: encoder output {inputs_kv.shape[:2]} does not "
+                                 f"match the filled cross-attention cache {k.shape[:2]}.")
+            return k, self.get_variable("cache", "cached_value")
         cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, cfg.activation_dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, shape,
                                      cfg.activation_dtype)

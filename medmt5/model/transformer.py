@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from medmt5.model.config import T5Config
-from medmt5.model.layers import Embed
+from medmt5.model.layers import Embed, project
 from medmt5.model.stacks import Decoder, Encoder
 
 
@@ -149,6 +149,32 @@ def init_cache(config: T5Config, batch_size: int, max_decode_length: int,
     if encoder_length is None:
         cache = _drop_key(cache, CROSS_ATTENTION)
     return cache
+
+
+def fill_cross_cache(config: T5Config, params: Mapping[str, Any], cache: Mapping[str, Any],
+                     encoded: jax.Array) -> dict:
+    """`cache` (from init_cache with encoder_length) with every decoder layer's
+    encoder-decoder keys/values projected from `encoded` [B, S, H] now, once, and their
+    `cache_index` removed, which tells the attention that the cache is final: the decoding
+    steps read it without the first-step `lax.cond`, whose branches make XLA copy the
+    [B, S, N, D] keys and values of every layer on every step. Same projections
+    (`layers.project`), so the keys/values and the decoded outputs are unchanged."""
+    dtype = config.activation_dtype
+    heads = encoded.shape[:2] + (config.num_heads, config.d_kv)
+
+    def kv(attn_params):
+        k = project(encoded, attn_params["key"]["kernel"], dtype).reshape(heads)
+        v = project(encoded, attn_params["value"]["kernel"], dtype).reshape(heads)
+        return {"cached_key": k, "cached_value": v}
+
+    dec_params, dec_cache = params["decoder"], dict(cache["decoder"])
+    for name, layer_cache in cache["decoder"].items():
+        if not isinstance(layer_cache, Mapping) or CROSS_ATTENTION not in layer_cache:
+            continue
+        attn = dec_params[name][CROSS_ATTENTION]
+        filled = jax.vmap(kv)(attn) if name == "layers" else kv(attn)  # "layers": scanned
+        dec_cache[name] = {**layer_cache, CROSS_ATTENTION: filled}
+    return {**cache, "decoder": dec_cache}
 
 
 def _drop_key(tree, key):
