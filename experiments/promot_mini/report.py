@@ -128,9 +128,10 @@ def markdown(results) -> str:
     la, lb = results["loadavg_after"], results["loadavg_before"]
     lines += ["", f"Pretraining: {pre['steps']} steps in {len(pre['chunks'])} chunk(s), "
               f"{pre['seconds']:.0f} s. Whole run: {results['wall_time_s']:.0f} s wall on "
-              f"{results['cpu_count']} CPU(s); load average (1 min) {lb[0]:.1f} before, "
-              f"{la[0]:.1f} after." + ("" if max(lb[0], la[0]) < 1.5 else
-                                       " The machine was NOT idle.")]
+              f"{results['cpu_count']} CPU(s); load average (1 min) {lb[0]:.2f} before, "
+              f"{la[0]:.2f} after (the run's own two threads)."
+              + (" Idle at the start (< 0.5)." if lb[0] < 0.5 else
+                 " The machine was NOT idle at the start (1-minute load >= 0.5).")]
     return "\n".join(lines)
 
 

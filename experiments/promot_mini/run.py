@@ -310,7 +310,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pretrain_chunk", type=int, default=1000)
     ap.add_argument("--pretrain_cap", type=int, default=6000)
     ap.add_argument("--prompt_steps", type=int, default=200)
-    ap.add_argument("--model_steps", type=int, default=200)
+    ap.add_argument("--model_steps", type=int, default=400)
     ap.add_argument("--check_every", type=int, default=50)
     ap.add_argument("--prompt_length", type=int, default=20)
     ap.add_argument("--write_readme", action="store_true",
