@@ -104,7 +104,7 @@ def add_bias(logits, bias):
 
     On CPU a batch-shared bias takes its gradient, the sum of dlogits over the batch, as a
     dot with a vector of ones: XLA CPU's library fusion reduces a short leading axis into many
-    outputs about 30x slower than the dot (mT5-small, batch 8: ~0.17 s of a 3.3 s step for
+    outputs several times slower than the dot (mT5-small, batch 8: ~0.17 s of a 3.3 s step for
     the encoder's relative-position bias). Same value, same sums; elsewhere a plain add."""
     if bias.shape[0] == logits.shape[0] or jax.default_backend() != "cpu":
         return logits + bias

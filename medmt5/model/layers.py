@@ -105,7 +105,7 @@ def _cpu_matmul_bwd(res, dy):
     Same products, summed by another kernel: equal to the plain gradient within float32
     rounding (tests/test_model_parity.py)."""
     x2, w = res
-    dy = dy.astype(x2.dtype) if x2.dtype != jnp.float32 else dy
+    dy = dy.astype(x2.dtype)  # float32 from the forward's accumulation
     dx = jnp.dot(dy, w.T, preferred_element_type=jnp.float32).astype(x2.dtype)
     xt = jax.lax.optimization_barrier(x2.T)
     dw = jnp.dot(xt, dy, preferred_element_type=jnp.float32).astype(w.dtype)
