@@ -61,8 +61,9 @@ def _parse(kind, x):
         keys = [t[i] for i in range(1, 4 * E.NUM_PAIRS, 4)]
         assert t[-3] in keys and t[-2] == pm
         return "true" if W.CLASS_OF[t[-1]] == "animal" else "false"
-    if kind == "sameclass":
-        return "same" if W.CLASS_OF[t[1]] == W.CLASS_OF[t[3]] else "different"
+    if kind == "isfood":
+        assert t[0] == "classify" and len(t) == 3
+        return "yes" if W.CLASS_OF[t[1]] == "food" else "no"
     raise AssertionError(kind, pm)
 
 

@@ -83,7 +83,7 @@ def test_demonstrations_follow_the_episodes_rule(kind):
 def test_target_tasks_have_their_fixed_formats_balanced():
     rng = np.random.default_rng(2)
     for kind, labels in (("verify", ("true", "false")), ("verify_1shot", ("true", "false")),
-                         ("sameclass", ("same", "different"))):
+                         ("isfood", ("yes", "no"))):
         answers = [E.example(kind, rng)[1] for _ in range(200)]
         assert set(answers) == set(labels), kind
         assert 60 < answers.count(labels[0]) < 140, (kind, answers.count(labels[0]))

@@ -13,7 +13,9 @@ Target tasks (no demonstrations, a fixed format of their own, learnt by tuning):
   verify     "check k1 = v1 , ... ? k = v" -> "true" / "false" (is v an animal: a fixed rule
              in recall's surface, so tuning on it can leak into the in-context families)
   verify_1shot  verify with one solved query first: "check CTX ? k = v false ? k' = v'"
-  sameclass  "compare x , y ?" -> "same" / "different" (are x and y of one class)
+  isfood     "classify x ?" -> "yes" / "no" (is x a food: a one-word rule, as verify's is; the
+             first design, "compare x , y ?" -> same / different class, stayed at chance after
+             800 fine-tuning steps at LR 1e-3, and so did same / different word)
 `batch(kind, rng, n)` -> {"inputs" [n, ENC_LEN], "targets" [n, DEC_LEN]} int32 (pad 0,
 targets end with EOS), deterministic in the numpy Generator it is given.
 """
@@ -26,7 +28,7 @@ import numpy as np
 from experiments.promot_mini import words as W
 
 FAMILIES = ("recall", "labelmap", "copyfmt", "select")
-TARGETS = ("verify", "sameclass")
+TARGETS = ("verify", "isfood")
 ENC_LEN = 24
 DEC_LEN = 3          # answer words (1 or 2) + EOS, padded
 NUM_PAIRS = 3        # recall / verify context pairs
@@ -115,19 +117,20 @@ def _verify(rng, vary, shots: int = 0):
     return f"check {ctx}{demos} {qm} {k} {pm} {v}", a
 
 
-def _sameclass(rng, vary):
-    _, sm, qm = _markers(rng, vary)
-    same = bool(rng.integers(2))
-    x = W.CONTENT[rng.integers(len(W.CONTENT))]
-    pool = [w for w in W.CONTENT if (W.CLASS_OF[w] == W.CLASS_OF[x]) == same and w != x]
-    y = pool[rng.integers(len(pool))]
-    return f"compare {x} {sm} {y} {qm}", "same" if same else "different"
+FOOD_CLASS = "food"
+
+
+def _isfood(rng, vary):
+    _, _, qm = _markers(rng, vary)
+    yes = bool(rng.integers(2))
+    pool = [w for w in W.CONTENT if (W.CLASS_OF[w] == FOOD_CLASS) == yes]
+    return f"classify {pool[rng.integers(len(pool))]} {qm}", "yes" if yes else "no"
 
 
 GENERATORS = {"recall": _recall, "labelmap": _labelmap, "copyfmt": _copyfmt,
               "select": _select, "verify": _verify,
               "verify_1shot": lambda rng, vary: _verify(rng, vary, shots=1),
-              "sameclass": _sameclass}
+              "isfood": _isfood}
 
 
 def example(kind: str, rng: np.random.Generator, vary_markers: bool = True) -> tuple[str, str]:

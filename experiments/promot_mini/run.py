@@ -11,8 +11,8 @@
 2. per seed and per stage-2 / fine-tuning LR (1e-3, 1e-2), on the target task `verify`
              (true / false): fine-tuning; prompt tuning (stage 1); ProMoT (stage 1 prompt,
              then stage 2 with it attached and frozen); with --full also ProMoT + 1-shot,
-             multi-task ProMoT vs multi-task fine-tuning (verify + sameclass) and sequential
-             ProMoT vs sequential fine-tuning (verify, then sameclass).
+             multi-task ProMoT vs multi-task fine-tuning (verify + isfood) and sequential
+             ProMoT vs sequential fine-tuning (verify, then isfood).
 3. measure   target accuracy (own prompt attached), and with every prompt removed the held-out
              families' exact match, Norm. Avg. and format rate (share of outputs that are a
              target format word); format rate and Norm. Avg. against the tuning step.
@@ -254,7 +254,7 @@ def run_full(pre, seed: int, lr: float, cfg: dict) -> list:
     rows.append(dict(method="multitask_finetune", seed=seed, lr=lr, best_step=best,
                      seconds=round(sec, 1), **ev2.measure(bb, {None: None})))
     log(f"seed {seed}: multi-task ProMoT {summary(rows[-2])}; fine-tuning {summary(rows[-1])}")
-    # Sequential: verify, then sameclass; ProMoT keeps one prompt per task.
+    # Sequential: verify, then isfood; ProMoT keeps one prompt per task.
     bb, prompts = base, {}
     for t in both:
         _, prompts[t], _, _, _ = core.train(bb, s1, "train", [t], seed, prompt_length=p,

@@ -32,9 +32,9 @@ PAIR_MARKERS = ("=", ":", "->", "is")
 SEP_MARKERS = (",", ";", "|", "and")
 QUERY_MARKERS = ("?", "Q", "ask", "then")
 # The target tasks' output formats (never an answer of an in-context family).
-TARGET_FORMATS = {"verify": ("true", "false"), "sameclass": ("same", "different")}
+TARGET_FORMATS = {"verify": ("true", "false"), "isfood": ("yes", "no")}
 # Fixed words of the target tasks' templates.
-TEMPLATE_WORDS = ("check", "compare")
+TEMPLATE_WORDS = ("check", "classify")
 
 CONTENT: tuple = tuple(w for ws in CLASSES.values() for w in ws)
 WORDS: tuple = (SPECIAL + CONTENT + LABELS + PAIR_MARKERS + SEP_MARKERS + QUERY_MARKERS
