@@ -47,6 +47,16 @@ def _target_value(row) -> float:
     return float(np.mean(list(row["target"].values())))
 
 
+def _target_cell(method: str, rows) -> str:
+    """Target accuracy; with two targets (multi-task, sequential) each one's, by name."""
+    tasks = list(rows[0]["target"])
+    if method == "pretrained" and not tasks:
+        return "-"
+    if len(tasks) == 1:
+        return _cell([_target_value(r) for r in rows])
+    return "; ".join(f"{t} {_cell([r['target'][t] for r in rows])}" for t in tasks)
+
+
 def groups(results) -> dict[tuple, list[dict]]:
     """(method, lr) -> rows over seeds, in first-seen order."""
     out: dict[tuple, list[dict]] = {}
@@ -96,8 +106,7 @@ def markdown(results) -> str:
              "|---|---|---|" + "---|" * len(fams) + "---|---|"]
     for (method, lr), rows in groups(results).items():
         cells = [LABELS.get(method, method), "-" if lr is None else f"{lr:g}",
-                 "-" if method == "pretrained" and not rows[0]["target"] else
-                 _cell([_target_value(r) for r in rows])]
+                 _target_cell(method, rows)]
         cells += [_cell([r["heldout"]["exact_match"][f] for r in rows]) for f in fams]
         cells += [_cell([r["heldout"]["norm_avg"] for r in rows]),
                   _cell([r["heldout"]["format_rate"] for r in rows])]
