@@ -1,6 +1,8 @@
 """transformer.fill_cross_cache: the cross-attention keys/values projected once before the
 decoding loop equal what the first cached step projects, the decoded logits are unchanged,
 and the compiled decoding loop has no per-step `lax.cond` left (issue 14, decoding)."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -73,3 +75,68 @@ def test_filled_cache_with_wrong_encoder_length_is_an_error():
     short = encoded[:, :S - 1]
     with pytest.raises(ValueError, match="filled cross-attention cache"):
         _step(model, params, filled, short, enc[:, :S - 1], jnp.zeros((B, 1), jnp.int32))
+
+
+def _while_body_instructions(compiled_hlo: str) -> list[str]:
+    """The instructions of the compiled while loop's body and everything it calls."""
+    comps, cur = {}, None
+    for line in compiled_hlo.splitlines():
+        head = re.match(r"^(?:ENTRY )?%([\w.\-]+) .*\{\s*$", line)
+        if head:
+            cur = head.group(1)
+            comps[cur] = []
+        elif cur:
+            comps[cur].append(line)
+    stack = re.findall(r"while\(.*body=%([\w.\-]+)", compiled_hlo)
+    assert stack, "no while loop in the compiled decoding"
+    seen = set()
+    while stack:
+        name = stack.pop()
+        if name not in seen:
+            seen.add(name)
+            for line in comps.get(name, []):
+                stack += re.findall(r"(?:calls|to_apply|body|condition)=%([\w.\-]+)", line)
+    return [line for name in seen for line in comps.get(name, [])]
+
+
+def test_decoding_step_reads_the_caches_without_transposing_them():
+    """The caches are stored [B, N, D, S], the layout the step's dots read: the compiled loop
+    has no transpose of a cache-sized array (with [B, S, N, D] XLA CPU copied every layer's
+    keys and values transposed on every step)."""
+    cfg, model, params, enc, _ = _setup(False)
+    compiled = sampling._generate_jit.lower(
+        params, enc, None, None, None, None, None, model=model, method="greedy",
+        max_decode_length=L, beam_size=0, alpha=0.0, return_all_beams=False,
+        temperature=1.0, top_k=0, top_p=1.0).compile().as_text()
+    cache_shapes = {f"f32[{B},{cfg.num_heads},{cfg.d_kv},{n}]" for n in (S, L)}
+    body = _while_body_instructions(compiled)
+    transposed = [line for line in body if " transpose(" in line
+                  and any(shape in line for shape in cache_shapes)]
+    assert not transposed, transposed[:3]
+    layer = init_cache(cfg, B, L, encoder_length=S)["decoder"]["layers_0"]
+    assert layer["self_attention"]["cached_key"].shape == (B, cfg.num_heads, cfg.d_kv, L)
+    assert layer["encoder_decoder_attention"]["cached_key"].shape == (B, cfg.num_heads,
+                                                                     cfg.d_kv, S)
+
+
+def test_beams_share_their_example_cross_attention_cache():
+    """cached_attention with G = 3 query rows per cache row (beam search's layout) equals the
+    same attention over the cache repeated per row; a row count that is not a multiple, or a
+    bias, is an error."""
+    from medmt5.model.attention import cached_attention, to_cache_layout
+
+    rs = np.random.RandomState(1)
+    g, n, d, s = 3, 2, 4, 6
+    q = jnp.asarray(rs.randn(B * g, 1, n, d), jnp.float32)
+    k = jnp.asarray(rs.randn(B, s, n, d), jnp.float32)
+    v = jnp.asarray(rs.randn(B, s, n, d), jnp.float32)
+    valid = jnp.asarray(rs.rand(B, s) > 0.3).at[:, 0].set(True)
+    shared = cached_attention(q, to_cache_layout(k), to_cache_layout(v), None,
+                              valid[:, None, None, :])
+    rep = lambda x: jnp.repeat(x, g, axis=0)  # noqa: E731
+    per_row = cached_attention(q, to_cache_layout(rep(k)), to_cache_layout(rep(v)), None,
+                               rep(valid)[:, None, None, :])
+    assert shared.shape == (B * g, 1, n, d)
+    np.testing.assert_allclose(shared, per_row, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="multiple of its rows"):
+        cached_attention(q[:-1], to_cache_layout(k), to_cache_layout(v), None, None)

@@ -197,11 +197,11 @@ def test_init_cache_layout_and_errors(model_and_params):
     _, _, params = model_and_params
     cache = init_cache(CFG, 3, 5, encoder_length=7)
     layer = cache["decoder"]["layers_1"]
-    assert layer["self_attention"]["cached_key"].shape == (3, 5, 3, 4)
-    assert layer["encoder_decoder_attention"]["cached_value"].shape == (3, 7, 3, 4)
+    assert layer["self_attention"]["cached_key"].shape == (3, 3, 4, 5)
+    assert layer["encoder_decoder_attention"]["cached_value"].shape == (3, 3, 4, 7)
     assert layer["self_attention"]["cache_index"].shape == ()
     scanned = init_cache(CFG.replace(scan_layers=True), 3, 5)
-    assert scanned["decoder"]["layers"]["self_attention"]["cached_key"].shape == (2, 3, 5, 3, 4)
+    assert scanned["decoder"]["layers"]["self_attention"]["cached_key"].shape == (2, 3, 3, 4, 5)
     with pytest.raises(ValueError, match="max_decode_length"):
         init_cache(CFG, 3, 0)
     enc, dec, _ = _batch()

@@ -59,6 +59,7 @@ def gather_rows(tree: Any, indices: jnp.ndarray, batch_axis: int = 0,
                 skip_keys: Sequence[str] = ()) -> Any:
     """Reorders every leaf of tree along batch_axis by indices [N] (beam reordering).
 
+    indices must be in range (beam search computes them; no out-of-range fill is paid for).
     Leaves with fewer than batch_axis + 1 dimensions (e.g. a scalar cache index) and leaves
     under a dict key in skip_keys (parts equal across an example's beams) pass through.
     """
@@ -66,7 +67,8 @@ def gather_rows(tree: Any, indices: jnp.ndarray, batch_axis: int = 0,
         x = jnp.asarray(x)
         if x.ndim <= batch_axis or any(getattr(p, "key", None) in skip_keys for p in path):
             return x
-        return jnp.take(x, indices, axis=batch_axis)
+        index = (slice(None),) * batch_axis + (indices,)
+        return x.at[index].get(mode="promise_in_bounds")
     return jax.tree_util.tree_map_with_path(gather, tree)
 
 

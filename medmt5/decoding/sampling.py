@@ -238,9 +238,9 @@ def _generate_jit(params, tokens, prompt, encoded, encoder_mask, constraint, rng
     encoder_mask = jnp.asarray(encoder_mask) > 0
     b, src_len = encoder_mask.shape
     rows = beam_size if method == "beam" else 1
-    if rows > 1:  # row b * k + j: beam j of example b
-        encoded = jnp.repeat(encoded, rows, axis=0)  # [B*k, S, H]
-        encoder_mask = jnp.repeat(encoder_mask, rows, axis=0)
+    # Decoder rows b * k + j (beam j of example b); the cross-attention cache keeps one copy
+    # per example ([B, N, D, S]), which the k beams of that example share
+    # (attention.cached_attention), so encoded / encoder_mask stay [B, ...].
     cache = fill_cross_cache(cfg, params, init_cache(cfg, b * rows, max_decode_length,
                                                      encoder_length=src_len), encoded)
 

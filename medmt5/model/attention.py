@@ -99,6 +99,42 @@ def xla_attention(q, k, v, bias, mask, dropout_fn=None):
                       preferred_element_type=jnp.float32).astype(v.dtype)
 
 
+def cached_attention(q, k_t, v_t, bias, mask):
+    """Decoding-step attention on the cache layout: q [B,T,N,D], k_t/v_t [B,N,D,S] (keys and
+    values stored head-major with the key position last, the operand layout XLA's dots take
+    without a transposing copy), bias f32 [b,N,T,S] | None, mask bool [B|1,1|N,T,S] | None.
+    Same products and softmax as `xla_attention`.
+
+    A cache of fewer rows than q (B = G * Bc: beam search's G beams of each of Bc examples,
+    rows b * G + j) is the examples' shared cross-attention cache: each example's G beam
+    queries attend to its one copy of the encoder keys/values as G query positions (one
+    [G, D] x [D, S] product per head instead of G matrix-vector ones over G copies); the mask
+    is then the examples' [Bc|1, 1, 1, S]."""
+    b, t = q.shape[:2]
+    rows = k_t.shape[0]
+    if b != rows:
+        mask_rows = None if mask is None else mask.shape[0]
+        if b % rows or bias is not None or mask_rows not in (None, 1, rows):
+            raise ValueError(f"cached attention: {b} query rows over a cache of {rows} rows; a "
+                             "shared (cross-attention) cache needs a multiple of its rows, no "
+                             f"bias and a mask of {rows} rows (got {mask_rows}).")
+        q = q.reshape((rows, (b // rows) * t) + q.shape[2:])
+    logits = jnp.einsum("btnd,bnds->bnts", q, k_t, preferred_element_type=jnp.float32)
+    if bias is not None:
+        logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+        logits = jnp.where(mask, logits, BIG_NEG)
+    weights = jax.nn.softmax(logits, axis=-1)  # [B, N, T, S] f32
+    out = jnp.einsum("bnts,bnds->btnd", weights.astype(v_t.dtype), v_t,
+                     preferred_element_type=jnp.float32).astype(v_t.dtype)
+    return out.reshape((b, t) + out.shape[2:])
+
+
+def to_cache_layout(x):
+    """[B, S, N, D] keys or values -> the cache layout [B, N, D, S]."""
+    return jnp.transpose(x, (0, 2, 3, 1))
+
+
 def add_bias(logits, bias):
     """logits [B, N, T, S] + bias [b, N, T, S] (b = 1: one table for the batch).
 
@@ -189,17 +225,20 @@ class MultiHeadAttention(nn.Module):
         cfg = self.config
         q = self._heads(self.query(inputs_q))  # [B, T, N, D]
         bias, mask = inputs.bias, inputs.mask
+        cached = False   # k / v in the cache layout [B, N, D, S]
         if decode and self.kind == "causal":
             k, v = self._heads(self.key(inputs_kv)), self._heads(self.value(inputs_kv))
-            k, v, bias, mask = self._causal_cache(k, v, bias, mask)
+            k, v, bias, mask, cached = self._causal_cache(k, v, bias, mask)
         elif decode and self.kind == "cross" and (self.has_variable("cache", "cached_key")
                                                   or self.is_initializing()):
-            k, v = self._cross_cache(inputs_kv)
+            k, v, cached = self._cross_cache(inputs_kv)
         else:
             k, v = self._heads(self.key(inputs_kv)), self._heads(self.value(inputs_kv))
 
         dropout_active = (not deterministic) and cfg.dropout_rate > 0.0
-        if (not decode and _use_cudnn(cfg, q.dtype, dropout_active)
+        if cached:
+            out = cached_attention(q, k, v, bias, mask)
+        elif (not decode and _use_cudnn(cfg, q.dtype, dropout_active)
                 and _cudnn_takes(q, k, inputs.bias is not None)):
             out = cudnn_attention(q, k, v, inputs)
         else:
@@ -212,24 +251,28 @@ class MultiHeadAttention(nn.Module):
         return self.out(out)
 
     def _causal_cache(self, k, v, bias, mask):
-        """One decoding step: writes k/v [B,1,N,D] at `cache_index`, attends to keys <= it."""
+        """One decoding step: writes k/v [B,1,N,D] at `cache_index` of the cache [B,N,D,L] and
+        attends to keys <= it. Returns (k, v, bias, mask, in_cache_layout)."""
         initialized = self.has_variable("cache", "cached_key")
-        cached_key = self.variable("cache", "cached_key", jnp.zeros, k.shape, k.dtype)
-        cached_value = self.variable("cache", "cached_value", jnp.zeros, v.shape, v.dtype)
+        b, length, n, d = k.shape
+        cached_key = self.variable("cache", "cached_key", jnp.zeros, (b, n, d, length), k.dtype)
+        cached_value = self.variable("cache", "cached_value", jnp.zeros, (b, n, d, length),
+                                     v.dtype)
         cache_index = self.variable("cache", "cache_index", lambda: jnp.array(0, jnp.int32))
         if not initialized:  # init_cache pass: shapes only, run the full causal attention
-            return k, v, bias, mask
-        batch, max_len = cached_key.value.shape[:2]
-        if k.shape[1] != 1:
+            return k, v, bias, mask, False
+        batch, max_len = cached_key.value.shape[0], cached_key.value.shape[3]
+        if length != 1:
             raise ValueError(f"decode=True expects one decoder token per call ([B, 1]), got "
-                             f"length {k.shape[1]}; run the full forward pass (decode=False) "
+                             f"length {length}; run the full forward pass (decode=False) "
                              "for teacher forcing.")
-        if k.shape[0] != batch:
-            raise ValueError(f"decode=True: batch {k.shape[0]} does not match the cache batch "
+        if b != batch:
+            raise ValueError(f"decode=True: batch {b} does not match the cache batch "
                              f"{batch} (init_cache(config, batch_size={batch}, ...)).")
         idx = cache_index.value
-        keys = jax.lax.dynamic_update_slice(cached_key.value, k, (0, idx, 0, 0))
-        values = jax.lax.dynamic_update_slice(cached_value.value, v, (0, idx, 0, 0))
+        keys = jax.lax.dynamic_update_slice(cached_key.value, to_cache_layout(k), (0, 0, 0, idx))
+        values = jax.lax.dynamic_update_slice(cached_value.value, to_cache_layout(v),
+                                              (0, 0, 0, idx))
         cached_key.value, cached_value.value = keys, values
         cache_index.value = idx + 1
         mask = (jnp.arange(max_len) <= idx)[None, None, None, :]  # [1, 1, 1, L]
@@ -239,12 +282,13 @@ class MultiHeadAttention(nn.Module):
                                  f"the cache length {max_len}; pass the value given to "
                                  "init_cache.")
             bias = jax.lax.dynamic_slice_in_dim(bias, idx, 1, axis=2)  # [b, N, 1, L]
-        return keys, values, bias, mask
+        return keys, values, bias, mask, True
 
     def _cross_cache(self, inputs_kv):
-        """Encoder keys/values [B,S,N,D]: projected on the first step, then read from the cache."""
+        """Encoder keys/values in the cache layout [B,N,D,S]: projected on the first step, then
+        read from the cache. Returns (k, v, in_cache_layout)."""
         cfg = self.config
-        shape = inputs_kv.shape[:2] + (cfg.num_heads, cfg.d_kv)
+        shape = (inputs_kv.shape[0], cfg.num_heads, cfg.d_kv, inputs_kv.shape[1])
         initialized = self.has_variable("cache", "cached_key")
         if initialized and not self.has_variable("cache", "cache_index"):
             # Filled before the decoding loop (transformer.fill_cross_cache): read it, with
@@ -252,8 +296,9 @@ class MultiHeadAttention(nn.Module):
             k = self.get_variable("cache", "cached_key")
             if k.shape != shape:
                 raise ValueError(f"decode=True: encoder output {inputs_kv.shape[:2]} does not "
-                                 f"match the filled cross-attention cache {k.shape[:2]}.")
-            return k, self.get_variable("cache", "cached_value")
+                                 f"match the filled cross-attention cache "
+                                 f"{(k.shape[0], k.shape[3])}.")
+            return k, self.get_variable("cache", "cached_value"), True
         cached_key = self.variable("cache", "cached_key", jnp.zeros, shape, cfg.activation_dtype)
         cached_value = self.variable("cache", "cached_value", jnp.zeros, shape,
                                      cfg.activation_dtype)
@@ -261,16 +306,19 @@ class MultiHeadAttention(nn.Module):
         key_kernel, value_kernel = self.key.kernel, self.value.kernel
         if not initialized:
             k, v = self._project_kv(inputs_kv, key_kernel, value_kernel)
-            return k, v
+            return k, v, False
         if cached_key.value.shape != shape:
+            old = cached_key.value.shape
             raise ValueError(f"decode=True: encoder output {inputs_kv.shape[:2]} does not match "
-                             f"the cross-attention cache {cached_key.value.shape[:2]}; pass "
+                             f"the cross-attention cache {(old[0], old[3])}; pass "
                              "encoder_length=S to init_cache (or None to skip this cache).")
         old_k, old_v = cached_key.value, cached_value.value
-        k, v = jax.lax.cond(
-            filled.value > 0,
-            lambda: (old_k, old_v),
-            lambda: self._project_kv(inputs_kv, key_kernel, value_kernel))
+
+        def project_now():
+            k, v = self._project_kv(inputs_kv, key_kernel, value_kernel)
+            return to_cache_layout(k), to_cache_layout(v)
+
+        k, v = jax.lax.cond(filled.value > 0, lambda: (old_k, old_v), project_now)
         cached_key.value, cached_value.value = k, v
         filled.value = jnp.array(1, jnp.int32)
-        return k, v
+        return k, v, True

@@ -18,6 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medmt5.model.attention import to_cache_layout
 from medmt5.model.config import T5Config
 from medmt5.model.layers import Embed, project
 from medmt5.model.stacks import Decoder, Encoder
@@ -125,10 +126,13 @@ def init_cache(config: T5Config, batch_size: int, max_decode_length: int,
     """Zeroed "cache" collection for `decode=True` steps (no parameters are materialised).
 
     Per decoder layer (stacked on a leading "layers" axis when scan_layers):
-      self_attention/{cached_key,cached_value} [B, L, N, D], cache_index int32 scalar;
-      with encoder_length S: encoder_decoder_attention/{cached_key,cached_value} [B, S, N, D]
+      self_attention/{cached_key,cached_value} [B, N, D, L], cache_index int32 scalar;
+      with encoder_length S: encoder_decoder_attention/{cached_key,cached_value} [B, N, D, S]
       and cache_index (0 until the first step projects the encoder keys/values, then 1).
     Without encoder_length the cross-attention keys/values are recomputed every step.
+    Keys and values are stored head-major with the position last ([B, N, D, L], not the
+    activations' [B, L, N, D]): the layout the decoding step's dots read directly; in the
+    other one XLA CPU copied every layer's keys and values transposed on every step.
     """
     for name, value in (("batch_size", batch_size), ("max_decode_length", max_decode_length)):
         if not isinstance(value, int) or value <= 0:
@@ -157,7 +161,7 @@ def fill_cross_cache(config: T5Config, params: Mapping[str, Any], cache: Mapping
     encoder-decoder keys/values projected from `encoded` [B, S, H] now, once, and their
     `cache_index` removed, which tells the attention that the cache is final: the decoding
     steps read it without the first-step `lax.cond`, whose branches make XLA copy the
-    [B, S, N, D] keys and values of every layer on every step. Same projections
+    keys and values of every layer on every step. Same projections
     (`layers.project`), so the keys/values and the decoded outputs are unchanged."""
     dtype = config.activation_dtype
     heads = encoded.shape[:2] + (config.num_heads, config.d_kv)
@@ -165,7 +169,7 @@ def fill_cross_cache(config: T5Config, params: Mapping[str, Any], cache: Mapping
     def kv(attn_params):
         k = project(encoded, attn_params["key"]["kernel"], dtype).reshape(heads)
         v = project(encoded, attn_params["value"]["kernel"], dtype).reshape(heads)
-        return {"cached_key": k, "cached_value": v}
+        return {"cached_key": to_cache_layout(k), "cached_value": to_cache_layout(v)}
 
     dec_params, dec_cache = params["decoder"], dict(cache["decoder"])
     for name, layer_cache in cache["decoder"].items():
