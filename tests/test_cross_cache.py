@@ -61,7 +61,7 @@ def test_filled_cache_equals_the_first_step_projection(scan):
 
 def test_decoding_loop_has_no_conditional():
     cfg, model, params, enc, _ = _setup(False)
-    hlo = sampling._generate_jit.lower(
+    hlo = sampling.jitted_generate().lower(
         params, enc, None, None, None, None, None, model=model, method="greedy",
         max_decode_length=L, beam_size=0, alpha=0.0, return_all_beams=False,
         temperature=1.0, top_k=0, top_p=1.0).as_text()
@@ -104,7 +104,7 @@ def test_decoding_step_reads_the_caches_without_transposing_them():
     has no transpose of a cache-sized array (with [B, S, N, D] XLA CPU copied every layer's
     keys and values transposed on every step)."""
     cfg, model, params, enc, _ = _setup(False)
-    compiled = sampling._generate_jit.lower(
+    compiled = sampling.jitted_generate().lower(
         params, enc, None, None, None, None, None, model=model, method="greedy",
         max_decode_length=L, beam_size=0, alpha=0.0, return_all_beams=False,
         temperature=1.0, top_k=0, top_p=1.0).compile().as_text()
@@ -140,3 +140,20 @@ def test_beams_share_their_example_cross_attention_cache():
     np.testing.assert_allclose(shared, per_row, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="multiple of its rows"):
         cached_attention(q[:-1], to_cache_layout(k), to_cache_layout(v), None, None)
+
+
+def test_cpu_decoding_jit_uses_its_compiler_options_and_decodes_the_same():
+    """On CPU `generate` runs the jit with CPU_DECODE_COMPILER_OPTIONS (no YNNPACK library
+    fusion); its beams equal the default-options jit's."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU-only compiler options")
+    cfg, model, params, enc, _ = _setup(False)
+    args = (params, enc, None, None, None, None, None)
+    kw = dict(model=model, method="beam", max_decode_length=L, beam_size=2, alpha=0.6,
+              return_all_beams=True, temperature=1.0, top_k=0, top_p=1.0)
+    assert sampling.jitted_generate() is sampling._generate_jit_cpu
+    compiled = sampling._generate_jit_cpu.lower(*args, **kw).compile().as_text()
+    assert "ynn_fusion" not in compiled
+    got, want = sampling._generate_jit_cpu(*args, **kw), sampling._generate_jit(*args, **kw)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-5)
