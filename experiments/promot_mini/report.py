@@ -129,6 +129,22 @@ def markdown(results) -> str:
                      + _cell([d for _, d in na]) + " | "
                      + ", ".join(f"{d:+.1f}" for _, d in fr) + " | "
                      + _cell([d for _, d in fr]) + " |")
+    curve_rows = [(m, lr, rows) for (m, lr), rows in groups(results).items()
+                  if m in ("finetune", "promot") and rows[0].get("curve")]
+    if curve_rows:
+        steps = [c["step"] for c in curve_rows[0][2][0]["curve"]]
+        lines += ["", "Against the tuning step (mean over seeds; held-out prompt removed, greedy, "
+                  f"{s['n_curve']} episodes per family; target = the validation accuracy of the "
+                  "keep-best check at that step): held-out format rate / target accuracy:", "",
+                  "| method | LR | " + " | ".join(f"step {t}" for t in steps) + " |",
+                  "|---|---|" + "---|" * len(steps)]
+        for method, lr, rows in curve_rows:
+            cells = []
+            for i in range(len(steps)):
+                fr = np.mean([r["curve"][i]["format_rate"] for r in rows])
+                acc = np.mean([r["curve"][i]["score"] for r in rows])
+                cells.append(f"{fr:.0f} / {acc:.0f}")
+            lines.append(f"| {LABELS[method]} | {lr:g} | " + " | ".join(cells) + " |")
     lines += ["", "Gates:", ""]
     for name, g in results["gates"].items():
         lines.append(f"- {name}: {g['value']:.1f} (needs >= {g['threshold']:g}) "
