@@ -41,10 +41,17 @@ import numpy as np
 
 import gin
 import medmt5
-from medmt5.checkpointing.atomic_dir import atomic_write_json, atomic_write_text
+from medmt5.checkpointing.atomic_dir import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+)
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint
 from medmt5.cli import gin_utils
-from medmt5.data import paths  # MODEL_DIR (state, tables, prompts) may be gs://
+from medmt5.data import (
+    paths,  # MODEL_DIR (state, tables, prompts) may be gs://
+    vocab_record,
+)
 from medmt5.model.transformer import Transformer
 from medmt5.run import configs, evaluation, loop
 from medmt5.runtime import failures
@@ -53,6 +60,7 @@ from prompt_tuning.inference import split_prompt
 from prompt_tuning.prompt_init import prompt_initializer
 from prompt_tuning.prompts import PromptedTransformer
 from tasks.promot_metrics import headline_score, normalized_average
+from tasks.vocab import ADDED_TOKENS_FILE, SPIECE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -124,17 +132,32 @@ def _strip_prompt(params: Mapping[str, Any]) -> dict:
     return split_prompt(params)[0]
 
 
+# The files that carry a run's vocabulary in MODEL_DIR/best (medmt5.run.loop writes them).
+_VOCAB_FILES = (vocab_record.RECORD_FILE, SPIECE_FILE, ADDED_TOKENS_FILE)
+
+
 def export_backbone(stage_dir: str, out_dir: str) -> None:
-    """Writes the stage's final params without the prompt as a loadable checkpoint dir."""
+    """Writes the stage's final params without the prompt as a loadable checkpoint dir, with
+    the stage's vocabulary record (vocab.json, spiece.model), so the next stage, which starts
+    from it, checks its vocabulary as from any MODEL_DIR."""
     cfg, params = medmt5.load_checkpoint(stage_dir)
     save_params_checkpoint(cfg, _strip_prompt(params), out_dir, step=0, overwrite=True)
+    for name in _VOCAB_FILES:
+        src = paths.join(stage_dir, name)
+        if paths.isfile(src):
+            atomic_write_bytes(paths.join(out_dir, name), paths.read_bytes(src))
 
 
 def export_prompt(stage_dir: str, path: str) -> np.ndarray:
-    """Writes the stage's final prompt [P, H] to `path` (.npy, atomic) and returns it."""
+    """Writes the stage's final prompt [P, H] to `path` (.npy, atomic), and the stage's
+    vocabulary record beside it (`<name>.vocab.json`, where vocab_record looks for a prompt
+    file's record); returns the prompt."""
     _, params = medmt5.load_checkpoint(stage_dir)
     prompt = stages.prompt_array(params)
     stages.save_prompt(prompt, path)
+    record = vocab_record.read_record(stage_dir)
+    if record is not None:
+        atomic_write_json(os.path.splitext(path)[0] + ".vocab.json", record)
     return prompt
 
 

@@ -13,9 +13,11 @@ import pytest
 import medmt5  # noqa: E402
 import tasks  # noqa: E402,F401  (registers the promot_* / icl_* sample tasks)
 from medmt5.checkpointing.checkpoint_io import save_params_checkpoint  # noqa: E402
+from medmt5.data import vocab_record  # noqa: E402
 from medmt5.model.config import T5Config  # noqa: E402
 from medmt5.model.transformer import Transformer  # noqa: E402
 from prompt_tuning import sequential  # noqa: E402
+from tasks.vocab import SPIECE_FILE  # noqa: E402
 from tests import trainer_fixtures  # noqa: F401  (cheap XLA compile flags, set before jax)
 
 TASKS = ["promot_rte", "promot_wmt14_enfr"]
@@ -115,6 +117,21 @@ def test_promot_stages_measurements_and_prompts(straight):
     assert any(not np.array_equal(fb1[k], v) for k, v in f0.items())  # stage 2 moved it
     assert not np.array_equal(np.load(os.path.join(d, "prompts", "promot_rte.npy")),
                               np.load(os.path.join(d, "prompts", "promot_wmt14_enfr.npy")))
+
+
+def test_exported_backbones_and_prompts_record_the_vocabulary(straight):
+    """Every backbone and prompt the driver exports carries the run's vocabulary record
+    (issue 15: every checkpoint and exported prompt), so the next stage, which starts from
+    the exported backbone, checks it instead of warning that it has none."""
+    d, _ = straight
+    run = vocab_record.read_record(os.path.join(d, "stages", "0_promot_rte_model", "best"))
+    assert run is not None
+    for i, task in enumerate(TASKS):
+        backbone = os.path.join(d, "backbones", f"{i}_{task}")
+        assert vocab_record.read_record(backbone) == run
+        assert os.path.isfile(os.path.join(backbone, SPIECE_FILE))
+        record, where = vocab_record.checkpoint_record(os.path.join(d, "prompts", f"{task}.npy"))
+        assert record == run and where.endswith(f"{task}.vocab.json")
 
 
 def test_killed_between_stages_resumes_at_the_right_stage(straight, pretrained, tmp_path,
