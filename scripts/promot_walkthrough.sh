@@ -89,8 +89,12 @@ run $PY -m medmt5.convert medmt5-to-hf "$W/rte_s2/best" "$W/export_hf"
 run $PY -m prompt_tuning.export --checkpoint "$W/rte_s2/best" --out "$W/export_peft" \
   --format peft --base_model "$W/export_hf"
 
-# 7. The medical in-context check, per language: the pretrained backbone and stage 2.
-for ck in pre rte_s2/best; do
+# 7. The medical in-context check, per language: the pretrained backbone, ProMoT's stage 2,
+#    and plain fine-tuning on RTE with the same steps and LR (the format-leak reference).
+run $PY -m medmt5.train --gin_file=models/mt5_tiny.gin --gin_file=promot/finetune_baseline.gin \
+  --gin.MODEL_DIR="'$W/rte_ft'" --gin.INITIAL_CHECKPOINT_PATH="'$W/pre'" \
+  --gin.TRAIN_STEPS=$S --gin.EVAL_PERIOD=20 --gin.BATCH_SIZE=8
+for ck in pre rte_s2/best rte_ft/best; do
   run $PY -m prompt_tuning.evaluate --gin_file=promot/icl_medical_check.gin \
     --gin.CHECKPOINT_PATH="'$W/$ck'" --gin.EVAL_OUTPUT_DIR="'$W/medcheck_${ck%%/*}'" \
     --gin.promot_evaluate.max_examples=4
