@@ -32,6 +32,30 @@ def test_create_mesh_shapes_and_errors():
         pt.create_mesh(mesh_shape=(3, 3))
 
 
+@pytest.mark.parametrize("error", [ValueError, NotImplementedError, AssertionError])
+def test_mesh_falls_back_to_device_order_when_no_topology_layout_exists(monkeypatch, caplog,
+                                                                          error):
+    """jax's mesh_utils refusals (the three exception types it raises for a shape it cannot
+    lay out) give a correct mesh in jax.devices() order, with a warning naming the reason;
+    other errors propagate."""
+    def refuse(*args, **kwargs):
+        raise error("no layout for this topology")
+
+    monkeypatch.setattr(pt.mesh_utils, "create_device_mesh", refuse)
+    with caplog.at_level("WARNING", logger=pt.log.name):
+        mesh = pt.create_mesh()
+    assert list(mesh.devices.flat) == list(jax.devices())
+    assert mesh.axis_names == pt.MESH_AXES
+    assert f"{error.__name__}: no layout for this topology" in caplog.text
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a real bug")
+
+    monkeypatch.setattr(pt.mesh_utils, "create_device_mesh", broken)
+    with pytest.raises(RuntimeError, match="a real bug"):
+        pt.create_mesh()
+
+
 def test_single_process_shard_and_batch():
     mesh = pt.create_mesh(mesh_shape=(4, 2))
     assert pt.data_shard_info(mesh) == (0, 1)

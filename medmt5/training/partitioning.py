@@ -125,7 +125,14 @@ def create_mesh(num_partitions: int = 1, mesh_shape: Sequence[int] | None = None
         else:
             grid = np.asarray(devices, dtype=object).reshape(shape)
     except (ValueError, NotImplementedError, AssertionError) as e:
-        log.info("create_device_mesh failed (%s); using device order", e)
+        # jax's mesh_utils refuses shapes it cannot lay out on the physical topology: a
+        # ValueError (no contiguous submesh for this shape), a NotImplementedError (an axis
+        # that is no product of physical axis sizes) or an AssertionError (TPU devices not
+        # one per chip, or not a contiguous cuboid). The mesh is still correct in device
+        # order, only its collectives may cross slower links, so say so and go on.
+        log.warning("mesh %s: no topology-aware layout (%s: %s); devices placed in "
+                    "jax.devices() order, which may make collectives slower on TPU/GPU "
+                    "slices", shape, type(e).__name__, e)
         grid = np.asarray(devices, dtype=object).reshape(shape)
     return Mesh(grid, MESH_AXES)
 
