@@ -135,6 +135,14 @@ def to_cache_layout(x):
     return jnp.transpose(x, (0, 2, 3, 1))
 
 
+def project_heads(cfg: T5Config, x, kernel):
+    """x [B, L, H] times a key/value kernel [H, N*D] -> [B, L, N, D] (activation dtype) with
+    its logical axes: the projection of MultiHeadAttention and of fill_cross_cache."""
+    y = project(x, kernel, cfg.activation_dtype)
+    y = y.reshape(y.shape[:2] + (cfg.num_heads, cfg.d_kv))
+    return nn.with_logical_constraint(y, ("batch", "length", "heads", "kv"))
+
+
 def add_bias(logits, bias):
     """logits [B, N, T, S] + bias [b, N, T, S] (b = 1: one table for the batch).
 
@@ -214,9 +222,8 @@ class MultiHeadAttention(nn.Module):
         return nn.with_logical_constraint(x, ("batch", "length", "heads", "kv"))
 
     def _project_kv(self, inputs_kv, key_kernel, value_kernel):
-        dtype = self.config.activation_dtype
-        return (self._heads(project(inputs_kv, key_kernel, dtype)),
-                self._heads(project(inputs_kv, value_kernel, dtype)))
+        return (project_heads(self.config, inputs_kv, key_kernel),
+                project_heads(self.config, inputs_kv, value_kernel))
 
     @nn.compact
     def __call__(self, inputs_q, inputs_kv, inputs: AttentionInputs, deterministic: bool = True,

@@ -18,9 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from medmt5.model.attention import to_cache_layout
+from medmt5.model.attention import project_heads, to_cache_layout
 from medmt5.model.config import T5Config
-from medmt5.model.layers import Embed, project
+from medmt5.model.layers import Embed
 from medmt5.model.stacks import Decoder, Encoder
 
 
@@ -162,13 +162,10 @@ def fill_cross_cache(config: T5Config, params: Mapping[str, Any], cache: Mapping
     `cache_index` removed, which tells the attention that the cache is final: the decoding
     steps read it without the first-step `lax.cond`, whose branches make XLA copy the
     keys and values of every layer on every step. Same projections
-    (`layers.project`), so the keys/values and the decoded outputs are unchanged."""
-    dtype = config.activation_dtype
-    heads = encoded.shape[:2] + (config.num_heads, config.d_kv)
-
+    (`attention.project_heads`), so the keys/values and the decoded outputs are unchanged."""
     def kv(attn_params):
-        k = project(encoded, attn_params["key"]["kernel"], dtype).reshape(heads)
-        v = project(encoded, attn_params["value"]["kernel"], dtype).reshape(heads)
+        k = project_heads(config, encoded, attn_params["key"]["kernel"])
+        v = project_heads(config, encoded, attn_params["value"]["kernel"])
         return {"cached_key": to_cache_layout(k), "cached_value": to_cache_layout(v)}
 
     dec_params, dec_cache = params["decoder"], dict(cache["decoder"])
