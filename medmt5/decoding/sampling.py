@@ -211,9 +211,8 @@ _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return
            "temperature", "top_k", "top_p")
 # XLA CPU compiler options of the decoding jit (this jit only; training keeps the defaults).
 # Without the YNNPACK library fusion the decoding step's small-row products (B or B*k rows
-# against each weight matrix) and the LM head ran faster in a same-process comparison on
-# the idle 2-core machine: beam 4 (batch 4, 128 in, 32 new, mT5-small) 1.06 -> 0.86 s,
-# greedy 0.72 -> 0.67 s (docs/performance.md has the protocol figures).
+# against each weight matrix) and the LM head run faster on CPU; docs/performance.md has
+# the protocol figures against Hugging Face.
 CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
