@@ -7,6 +7,7 @@ encode once, then cached one-token `decode` steps.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -16,7 +17,8 @@ import numpy as np
 
 from medmt5.decoding.beam_search import TokensToLogits, beam_search, brevity_penalty  # noqa: F401
 from medmt5.decoding.constraints import DecodingConstraint, mask_log_probs
-from medmt5.model.transformer import fill_cross_cache, init_cache
+from medmt5.model.layers import DECODE_WEIGHTS
+from medmt5.model.transformer import fill_cross_cache, init_cache, mlp_decode_blocks
 
 
 class SampleState(NamedTuple):
@@ -200,7 +202,7 @@ def generate(model, params, batch: Mapping[str, Any] | None = None, *,
         beam_size = 0
     if method != "beam":
         alpha = 0.0
-    return jitted_generate()(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
+    return jitted_generate(method)(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
                          model=model, method=method, max_decode_length=int(max_decode_length),
                          beam_size=int(beam_size), alpha=float(alpha),
                          return_all_beams=bool(return_all_beams),
@@ -214,18 +216,24 @@ _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return
 # against each weight matrix) and the LM head run faster on CPU; docs/performance.md has
 # the protocol figures against Hugging Face.
 CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# Beam search on CPU also runs each Eigen product on one thread: its steps' [B*k, H] rows
+# decoded faster so (greedy's did not); docs/performance.md.
+CPU_BEAM_COMPILER_OPTIONS = {**CPU_DECODE_COMPILER_OPTIONS, "xla_cpu_multi_thread_eigen": False}
 
 
-def jitted_generate():
-    """The jitted decoding function for the default backend (CPU: with
-    CPU_DECODE_COMPILER_OPTIONS; chosen per call, so importing this module starts no
-    backend)."""
-    return _generate_jit_cpu if jax.default_backend() == "cpu" else _generate_jit
+def jitted_generate(method: str = "greedy"):
+    """The jitted decoding function for the default backend and method (CPU: compiled with
+    CPU_DECODE_COMPILER_OPTIONS, or CPU_BEAM_COMPILER_OPTIONS for beam search, and the
+    decoding loop reads the MLP kernels as column blocks, `transformer.mlp_decode_blocks`;
+    chosen per call, so importing this module starts no backend)."""
+    if jax.default_backend() != "cpu":
+        return _generate_jit
+    return _generate_jit_cpu_beam if method == "beam" else _generate_jit_cpu
 
 
 def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rng, *, model,
                    method, max_decode_length, beam_size, alpha, return_all_beams, temperature,
-                   top_k, top_p):
+                   top_k, top_p, cpu_layout=False):
     cfg = model.config
     variables = {"params": params}
     if encoded is None:
@@ -255,10 +263,14 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
     # (attention.cached_attention), so encoded / encoder_mask stay [B, ...].
     cache = fill_cross_cache(cfg, params, init_cache(cfg, b * rows, max_decode_length,
                                                      encoder_length=src_len), encoded)
+    if cpu_layout:  # the MLP kernels as column blocks, cut once outside the loop
+        blocks = mlp_decode_blocks(cfg, params, b * rows)
+        if blocks:
+            variables = {**variables, DECODE_WEIGHTS: blocks}
 
     def tokens_to_logits(step_tokens, cache, step):
         logits, mutated = model.apply(
-            {"params": params, "cache": cache}, encoded, encoder_mask, step_tokens,
+            {**variables, "cache": cache}, encoded, encoder_mask, step_tokens,
             enable_dropout=False, decode=True, max_decode_length=max_decode_length,
             method=model.decode, mutable=["cache"])
         return logits[:, 0, :], mutated["cache"]
@@ -282,8 +294,12 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
 
 
 _generate_jit = jax.jit(_generate_impl, static_argnames=_STATIC)
-_generate_jit_cpu = jax.jit(_generate_impl, static_argnames=_STATIC,
+_generate_jit_cpu = jax.jit(functools.partial(_generate_impl, cpu_layout=True),
+                            static_argnames=_STATIC,
                             compiler_options=CPU_DECODE_COMPILER_OPTIONS)
+_generate_jit_cpu_beam = jax.jit(functools.partial(_generate_impl, cpu_layout=True),
+                                 static_argnames=_STATIC,
+                                 compiler_options=CPU_BEAM_COMPILER_OPTIONS)
 
 
 def _after_eos(seqs: jnp.ndarray, eos_id: int) -> jnp.ndarray:

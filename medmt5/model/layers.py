@@ -140,6 +140,11 @@ class Embed(nn.Module):
                           preferred_element_type=jnp.float32)
 
 
+# Variable collection of decoding-only re-laid-out weights (`transformer.mlp_decode_blocks`),
+# read by MlpBlock when present; training and the encoder never see it.
+DECODE_WEIGHTS = "decode_weights"
+
+
 class MlpBlock(nn.Module):
     """Gated GELU: wo(dropout(gelu(x @ wi_0) * (x @ wi_1))); x [B, T, H] -> [B, T, H]."""
 
@@ -153,7 +158,22 @@ class MlpBlock(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout_rate)
 
     def __call__(self, x, deterministic: bool = True):
+        if self.has_variable(DECODE_WEIGHTS, "wi_blocks"):
+            return self._blocked(x)
         hidden = gelu_tanh(self.wi_0(x)) * self.wi_1(x)  # [B, T, F]
         hidden = nn.with_logical_constraint(hidden, ("batch", "length", "mlp"))
         hidden = self.dropout(hidden, deterministic=deterministic)
         return self.wo(hidden)
+
+    def _blocked(self, x):
+        """The same block from column blocks of [wi_0 | wi_1] and of wo (the DECODE_WEIGHTS
+        collection, `transformer.mlp_decode_blocks`): one product per block, outputs joined.
+        Decoding only (no dropout)."""
+        cfg = self.config
+        dtype = cfg.activation_dtype
+        gate_and_linear = jnp.concatenate(
+            [project(x, w, dtype) for w in self.get_variable(DECODE_WEIGHTS, "wi_blocks")], -1)
+        hidden = gelu_tanh(gate_and_linear[..., :cfg.d_ff]) * gate_and_linear[..., cfg.d_ff:]
+        return jnp.concatenate(
+            [project(hidden, w, dtype) for w in self.get_variable(DECODE_WEIGHTS, "wo_blocks")],
+            -1)
