@@ -396,3 +396,51 @@ def test_generate_rejects_bad_arguments(tiny):
     seqs, _ = decoding.generate(model, params, {**batch, "decoder_target_tokens":
                                                 np.zeros((3, 7), np.int32)})
     assert seqs.shape == (3, 7)
+
+
+# ---- top_k_by_chunks: beam search's candidate selection over beams x vocabulary ----------
+
+@pytest.mark.parametrize("m", [1000, 1031, 128 * 40])
+def test_top_k_by_chunks_equals_lax_top_k_with_ties_and_minus_inf(m):
+    rs = np.random.RandomState(m)
+    for trial in range(12):
+        x = rs.randn(3, m).astype(np.float32)
+        if trial % 3 == 0:
+            x = np.round(x * 2) / 2  # many ties, across chunks too
+        if trial % 4 == 0:
+            x[:, rs.rand(m) < 0.9] = -np.inf
+        if trial % 5 == 0:
+            x[1] = -np.inf  # a row of -inf: the lowest indices, never the padding
+        for k in (1, 6):
+            want_v, want_i = jax.lax.top_k(jnp.asarray(x), k)
+            got_v, got_i = jax.jit(bs.top_k_by_chunks, static_argnums=1)(jnp.asarray(x), k)
+            np.testing.assert_array_equal(np.asarray(got_i), np.asarray(want_i))
+            np.testing.assert_array_equal(np.asarray(got_v), np.asarray(want_v))
+            assert int(np.asarray(got_i).max()) < m
+
+
+def test_beam_over_a_large_vocabulary_matches_python_reference():
+    """k x V = 3 x 400 candidates: the chunked top-k path (> 2k x 128) is the one taken."""
+    vocab, k, length, alpha = 400, 3, 4, 0.6
+    logits = np.random.RandomState(7).randn(vocab, vocab).astype(np.float32) * 3.0
+    table = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))  # [prev, next]
+    t = jnp.asarray(table)
+
+    def ttl(tokens, cache, step):
+        return t[tokens[:, 0]], cache
+
+    seqs, scores = jax.jit(lambda c: bs.beam_search(
+        ttl, c, batch_size=1, beam_size=k, max_decode_length=length, alpha=alpha,
+        eos_id=EOS, decoder_start_id=START))({"x": jnp.zeros((k,), jnp.int32)})
+
+    alive, finished = [((), 0.0)], []
+    for i in range(length):
+        cands = sorted(((seq + (tok,), lp + float(table[seq[-1] if seq else START, tok]))
+                        for seq, lp in alive for tok in range(vocab)), key=lambda c: -c[1])
+        cands = cands[:2 * k]
+        finished += [(lp / ((5.0 + i + 1) / 6.0) ** alpha, seq) for seq, lp in cands
+                     if seq[-1] == EOS or i == length - 1]
+        alive = [c for c in cands if c[0][-1] != EOS][:k]
+    want = sorted(finished, key=lambda x: -x[0])[:k]
+    np.testing.assert_allclose(np.asarray(scores)[0], [s for s, _ in want], rtol=1e-5)
+    assert [strip(s) for s in np.asarray(seqs)[0]] == [w for _, w in want]
