@@ -157,3 +157,25 @@ def test_cpu_decoding_jit_uses_its_compiler_options_and_decodes_the_same():
     got, want = sampling._generate_jit_cpu(*args, **kw), sampling._generate_jit(*args, **kw)
     np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
     np.testing.assert_allclose(np.asarray(got[1]), np.asarray(want[1]), rtol=1e-5, atol=1e-5)
+
+
+def test_cpu_beam_loop_copies_no_reordered_self_attention_cache():
+    """Beam reordering gathers every layer's self-attention keys/values; with one step per
+    loop iteration XLA copies each gathered cache back into the loop buffer on every step.
+    The CPU beam jit runs two steps per iteration (beam_search unroll=2): no such copy is
+    left in its loop (the default jit, one step per iteration, has them)."""
+    if jax.default_backend() != "cpu":
+        pytest.skip("CPU decoding jit")
+    cfg, model, params, enc, _ = _setup(False)
+    k = 2
+    kw = dict(model=model, method="beam", max_decode_length=L, beam_size=k, alpha=0.6,
+              return_all_beams=False, temperature=1.0, top_k=0, top_p=1.0)
+    args = (params, enc, None, None, None, None, None)
+    shape = f"f32[{B * k},{cfg.num_heads},{cfg.d_kv},{L}]"
+
+    def copies(jit):
+        body = _while_body_instructions(jit.lower(*args, **kw).compile().as_text())
+        return [line for line in body if " copy(" in line and shape in line]
+
+    assert copies(sampling._generate_jit), "expected the one-step loop to copy the caches"
+    assert not copies(sampling.jitted_generate("beam"))

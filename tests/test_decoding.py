@@ -82,10 +82,11 @@ def python_beam(table, k, length, alpha):
     return finished[:k]
 
 
-def run_beam(table, k, length, alpha, batch=1, constraint=None):
+def run_beam(table, k, length, alpha, batch=1, constraint=None, unroll=1):
     fn = jax.jit(lambda cache: bs.beam_search(
         make_ttl(table), cache, batch_size=batch, beam_size=k, max_decode_length=length,
-        alpha=alpha, eos_id=EOS, decoder_start_id=START, constraint=constraint))
+        alpha=alpha, eos_id=EOS, decoder_start_id=START, constraint=constraint,
+        unroll=unroll))
     seqs, scores = fn(init_cache(batch * k))
     return np.asarray(seqs), np.asarray(scores)
 
@@ -444,3 +445,17 @@ def test_beam_over_a_large_vocabulary_matches_python_reference():
     want = sorted(finished, key=lambda x: -x[0])[:k]
     np.testing.assert_allclose(np.asarray(scores)[0], [s for s, _ in want], rtol=1e-5)
     assert [strip(s) for s in np.asarray(seqs)[0]] == [w for _, w in want]
+
+
+@pytest.mark.parametrize("length", [1, 4, 5])
+def test_two_steps_per_iteration_equal_one(length):
+    """unroll=2 (CPU generate): same beams and scores, odd and even lengths, with the early
+    stop (sharp tables end beams early) and a batch."""
+    for seed, sharp in ((0, 1.0), (1, 4.0), (2, 8.0)):
+        table = make_table(seed, sharp=sharp)
+        want = run_beam(table, 2, length, 0.6, batch=2)
+        got = run_beam(table, 2, length, 0.6, batch=2, unroll=2)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
+    with pytest.raises(ValueError, match="unroll must be 1 or 2"):
+        run_beam(make_table(0), 2, 3, 0.6, unroll=3)

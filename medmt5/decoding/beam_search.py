@@ -68,11 +68,17 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
                 beam_size: int, max_decode_length: int, alpha: float = 0.6, eos_id: int = 1,
                 decoder_start_id: int = 0, constraint: DecodingConstraint | None = None,
                 cache_batch_axis: int = 0,
-                cache_skip_reorder: Sequence[str] = ()) -> tuple[jnp.ndarray, jnp.ndarray]:
+                cache_skip_reorder: Sequence[str] = (),
+                unroll: int = 1) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Beam search; jittable.
 
     cache: the decoding cache for batch_size * beam_size rows (row b * k + j = beam j of
     example b), with the batch on cache_batch_axis (1 for layer-scanned caches).
+    unroll=2 runs two steps per `while_loop` iteration (same result): the reordered cache
+    of the second step is written into the buffer the first step read, so XLA copies no
+    cache back into the loop state (with one step per iteration it copies every reordered
+    cache on every step); when the search stops after the first of the two, the second's
+    state is discarded. Costs one step's compile time more.
     Returns (sequences [B, k, L] int32, scores [B, k] float32), best first. Sequences hold
     the generated tokens (no start token), EOS included, then 0. A slot with score -inf has
     no valid hypothesis (only when a constraint admits fewer than k) and is all 0.
@@ -142,6 +148,22 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
                          live_logprobs=alive_lp, finished_seqs=fin_seqs,
                          finished_scores=fin_scores, cache=cache, constraint_state=cstate)
 
+    if unroll == 2:
+        plain_body = body
+
+        def body(s: BeamState) -> BeamState:  # noqa: F811
+            # Two steps per iteration: the second step's cache reorder writes the buffer the
+            # first one read, so XLA needs no copy back into the loop's cache buffer. The
+            # second step only counts while the search is still running (its cache is then
+            # unused garbage).
+            s1 = plain_body(s)
+            s2 = plain_body(s1)
+            go = cond(s1)
+            keep = jax.tree.map(lambda a, b: jnp.where(go, a, b),
+                                s2._replace(cache=()), s1._replace(cache=()))
+            return keep._replace(cache=s2.cache)
+    elif unroll != 1:
+        raise ValueError(f"beam_search: unroll must be 1 or 2, got {unroll}.")
     final = jax.lax.while_loop(cond, body, init)
     valid = final.finished_scores > neg_inf
     return jnp.where(valid[:, :, None], final.finished_seqs, 0), final.finished_scores

@@ -225,7 +225,8 @@ def jitted_generate(method: str = "greedy"):
     """The jitted decoding function for the default backend and method (CPU: compiled with
     CPU_DECODE_COMPILER_OPTIONS, or CPU_BEAM_COMPILER_OPTIONS for beam search, and the
     decoding loop reads the MLP kernels as column blocks, `transformer.mlp_decode_blocks`;
-    chosen per call, so importing this module starts no backend)."""
+    two beam steps per loop iteration; chosen per call, so importing this module starts no
+    backend)."""
     if jax.default_backend() != "cpu":
         return _generate_jit
     return _generate_jit_cpu_beam if method == "beam" else _generate_jit_cpu
@@ -233,7 +234,7 @@ def jitted_generate(method: str = "greedy"):
 
 def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rng, *, model,
                    method, max_decode_length, beam_size, alpha, return_all_beams, temperature,
-                   top_k, top_p, cpu_layout=False):
+                   top_k, top_p, cpu_tuned=False):
     cfg = model.config
     variables = {"params": params}
     if encoded is None:
@@ -263,7 +264,10 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
     # (attention.cached_attention), so encoded / encoder_mask stay [B, ...].
     cache = fill_cross_cache(cfg, params, init_cache(cfg, b * rows, max_decode_length,
                                                      encoder_length=src_len), encoded)
-    if cpu_layout:  # the MLP kernels as column blocks, cut once outside the loop
+    # cpu_tuned (the CPU jits): the MLP kernels read as column blocks cut once outside the
+    # loop, and beam search two steps per loop iteration (no per-step copy of the
+    # reordered self-attention caches); docs/performance.md.
+    if cpu_tuned:
         blocks = mlp_decode_blocks(cfg, params, b * rows)
         if blocks:
             variables = {**variables, DECODE_WEIGHTS: blocks}
@@ -285,7 +289,8 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
                                   pad_id=cfg.pad_id, **common)
     seqs, scores = beam_search(tokens_to_logits, cache, batch_size=b, beam_size=beam_size,
                                alpha=alpha, cache_batch_axis=1 if cfg.scan_layers else 0,
-                               cache_skip_reorder=_BEAM_INVARIANT_CACHE, **common)
+                               cache_skip_reorder=_BEAM_INVARIANT_CACHE,
+                               unroll=2 if cpu_tuned else 1, **common)
     if cfg.pad_id != 0:
         seqs = jnp.where(_after_eos(seqs, cfg.eos_id), cfg.pad_id, seqs)
     if return_all_beams:
@@ -294,10 +299,10 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
 
 
 _generate_jit = jax.jit(_generate_impl, static_argnames=_STATIC)
-_generate_jit_cpu = jax.jit(functools.partial(_generate_impl, cpu_layout=True),
+_generate_jit_cpu = jax.jit(functools.partial(_generate_impl, cpu_tuned=True),
                             static_argnames=_STATIC,
                             compiler_options=CPU_DECODE_COMPILER_OPTIONS)
-_generate_jit_cpu_beam = jax.jit(functools.partial(_generate_impl, cpu_layout=True),
+_generate_jit_cpu_beam = jax.jit(functools.partial(_generate_impl, cpu_tuned=True),
                                  static_argnames=_STATIC,
                                  compiler_options=CPU_BEAM_COMPILER_OPTIONS)
 
