@@ -178,4 +178,4 @@ def test_cpu_beam_loop_copies_no_reordered_self_attention_cache():
         return [line for line in body if " copy(" in line and shape in line]
 
     assert copies(sampling._generate_jit), "expected the one-step loop to copy the caches"
-    assert not copies(sampling.jitted_generate("beam"))
+    assert not copies(sampling.jitted_generate("beam", B * k))

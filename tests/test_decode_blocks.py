@@ -98,11 +98,13 @@ def test_cpu_jits_decode_through_the_blocks_and_equal_the_default_jit(
     kw = dict(model=model, method=method, max_decode_length=L, beam_size=beam_size,
               alpha=0.6, return_all_beams=method == "beam", temperature=1.0, top_k=0,
               top_p=1.0)
-    jit = sampling.jitted_generate(method)
+    rows = B * max(beam_size, 1)
+    jit = sampling.jitted_generate(method, rows)
     assert jit is (sampling._generate_jit_cpu_beam if method == "beam"
                    else sampling._generate_jit_cpu)
+    # beam search below the row threshold keeps the multi-threaded products
+    assert sampling.jitted_generate("beam", 3) is sampling._generate_jit_cpu
     hlo = jit.lower(*args, **kw).compile().as_text()
-    rows = B * max(beam_size, 1)
     # [rows, 10] products: the 10-column blocks of wi (40 columns) and wo (16 columns)
     assert f"f32[{rows},10]" in hlo
     got, want = jit(*args, **kw), sampling._generate_jit(*args, **kw)

@@ -17,6 +17,7 @@ import numpy as np
 
 from medmt5.decoding.beam_search import TokensToLogits, beam_search, brevity_penalty  # noqa: F401
 from medmt5.decoding.constraints import DecodingConstraint, mask_log_probs
+from medmt5.model import transformer
 from medmt5.model.layers import DECODE_WEIGHTS
 from medmt5.model.transformer import fill_cross_cache, init_cache, mlp_decode_blocks
 
@@ -202,7 +203,9 @@ def generate(model, params, batch: Mapping[str, Any] | None = None, *,
         beam_size = 0
     if method != "beam":
         alpha = 0.0
-    return jitted_generate(method)(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
+    rows = (tokens if tokens is not None else encoded).shape[0] * max(beam_size, 1)
+    run = jitted_generate(method, rows)
+    return run(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
                          model=model, method=method, max_decode_length=int(max_decode_length),
                          beam_size=int(beam_size), alpha=float(alpha),
                          return_all_beams=bool(return_all_beams),
@@ -216,20 +219,24 @@ _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return
 # against each weight matrix) and the LM head run faster on CPU; docs/performance.md has
 # the protocol figures against Hugging Face.
 CPU_DECODE_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-# Beam search on CPU also runs each Eigen product on one thread: its steps' [B*k, H] rows
-# decoded faster so (greedy's did not); docs/performance.md.
+# Beam search on CPU over transformer.MLP_BLOCK_MIN_ROWS or more decoder rows also runs each
+# Eigen product on one thread: 16 rows (beam 4 x batch 4) decoded faster so, greedy's 4 rows
+# slower; docs/performance.md.
 CPU_BEAM_COMPILER_OPTIONS = {**CPU_DECODE_COMPILER_OPTIONS, "xla_cpu_multi_thread_eigen": False}
 
 
-def jitted_generate(method: str = "greedy"):
-    """The jitted decoding function for the default backend and method (CPU: compiled with
-    CPU_DECODE_COMPILER_OPTIONS, or CPU_BEAM_COMPILER_OPTIONS for beam search, and the
-    decoding loop reads the MLP kernels as column blocks, `transformer.mlp_decode_blocks`;
-    two beam steps per loop iteration; chosen per call, so importing this module starts no
-    backend)."""
+def jitted_generate(method: str = "greedy", rows: int = 0):
+    """The jitted decoding function for the default backend, method and number of decoder
+    rows (batch x beams). CPU: compiled with CPU_DECODE_COMPILER_OPTIONS, or
+    CPU_BEAM_COMPILER_OPTIONS for beam search from transformer.MLP_BLOCK_MIN_ROWS rows; the
+    decoding loop reads the MLP kernels as column blocks from that many rows
+    (`transformer.mlp_decode_blocks`), and beam search runs two steps per loop iteration.
+    Chosen per call, so importing this module starts no backend."""
     if jax.default_backend() != "cpu":
         return _generate_jit
-    return _generate_jit_cpu_beam if method == "beam" else _generate_jit_cpu
+    if method == "beam" and rows >= transformer.MLP_BLOCK_MIN_ROWS:
+        return _generate_jit_cpu_beam
+    return _generate_jit_cpu
 
 
 def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rng, *, model,
