@@ -87,6 +87,8 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
     if k < 1 or length < 1:
         raise ValueError(f"beam_search: beam_size ({k}) and max_decode_length ({length}) must "
                          "be >= 1.")
+    if unroll not in (1, 2):
+        raise ValueError(f"beam_search: unroll must be 1 or 2, got {unroll}.")
     neg_inf = jnp.float32(-jnp.inf)
     cstate = constraint.init_state(k) if constraint is not None else ()
     init = BeamState(
@@ -111,7 +113,7 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
         done = jnp.all(worst_finished >= best_alive)
         return (s.step < length) & ~done
 
-    def body(s: BeamState) -> BeamState:
+    def step(s: BeamState) -> BeamState:
         i = s.step
         logits, cache = tokens_to_logits(s.last_tokens.reshape(b * k, 1), s.cache, i)
         vocab = logits.shape[-1]
@@ -148,22 +150,17 @@ def beam_search(tokens_to_logits: TokensToLogits, cache: Any, *, batch_size: int
                          live_logprobs=alive_lp, finished_seqs=fin_seqs,
                          finished_scores=fin_scores, cache=cache, constraint_state=cstate)
 
-    if unroll == 2:
-        plain_body = body
+    def two_steps(s: BeamState) -> BeamState:
+        # The second step's cache reorder writes the buffer the first one read, so XLA needs
+        # no copy back into the loop's cache buffer. The second step only counts while the
+        # search is still running (its cache is then unused garbage).
+        s1 = step(s)
+        s2 = step(s1)
+        go = cond(s1)
+        keep = jax.tree.map(lambda a, b: jnp.where(go, a, b),
+                            s2._replace(cache=()), s1._replace(cache=()))
+        return keep._replace(cache=s2.cache)
 
-        def body(s: BeamState) -> BeamState:  # noqa: F811
-            # Two steps per iteration: the second step's cache reorder writes the buffer the
-            # first one read, so XLA needs no copy back into the loop's cache buffer. The
-            # second step only counts while the search is still running (its cache is then
-            # unused garbage).
-            s1 = plain_body(s)
-            s2 = plain_body(s1)
-            go = cond(s1)
-            keep = jax.tree.map(lambda a, b: jnp.where(go, a, b),
-                                s2._replace(cache=()), s1._replace(cache=()))
-            return keep._replace(cache=s2.cache)
-    elif unroll != 1:
-        raise ValueError(f"beam_search: unroll must be 1 or 2, got {unroll}.")
-    final = jax.lax.while_loop(cond, body, init)
+    final = jax.lax.while_loop(cond, step if unroll == 1 else two_steps, init)
     valid = final.finished_scores > neg_inf
     return jnp.where(valid[:, :, None], final.finished_seqs, 0), final.finished_scores

@@ -206,10 +206,10 @@ def generate(model, params, batch: Mapping[str, Any] | None = None, *,
     rows = (tokens if tokens is not None else encoded).shape[0] * max(beam_size, 1)
     run = jitted_generate(method, rows)
     return run(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
-                         model=model, method=method, max_decode_length=int(max_decode_length),
-                         beam_size=int(beam_size), alpha=float(alpha),
-                         return_all_beams=bool(return_all_beams),
-                         temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
+               model=model, method=method, max_decode_length=int(max_decode_length),
+               beam_size=int(beam_size), alpha=float(alpha),
+               return_all_beams=bool(return_all_beams),
+               temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
 
 
 _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return_all_beams",
@@ -306,11 +306,10 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
 
 
 _generate_jit = jax.jit(_generate_impl, static_argnames=_STATIC)
-_generate_jit_cpu = jax.jit(functools.partial(_generate_impl, cpu_tuned=True),
-                            static_argnames=_STATIC,
+_generate_cpu_tuned = functools.partial(_generate_impl, cpu_tuned=True)
+_generate_jit_cpu = jax.jit(_generate_cpu_tuned, static_argnames=_STATIC,
                             compiler_options=CPU_DECODE_COMPILER_OPTIONS)
-_generate_jit_cpu_beam = jax.jit(functools.partial(_generate_impl, cpu_tuned=True),
-                                 static_argnames=_STATIC,
+_generate_jit_cpu_beam = jax.jit(_generate_cpu_tuned, static_argnames=_STATIC,
                                  compiler_options=CPU_BEAM_COMPILER_OPTIONS)
 
 
