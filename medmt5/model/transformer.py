@@ -180,7 +180,7 @@ def fill_cross_cache(config: T5Config, params: Mapping[str, Any], cache: Mapping
 
 # Decoding on CPU (`decoding.sampling.generate`): XLA hands each decoding-step product,
 # a few rows against a whole kernel, to an Eigen matmul, which streams a float32 [512, 1024]
-# kernel at about 8 GB/s and a [512, 256] slice of it at about 12-13 GB/s on the 2-core
+# kernel at about 8 GB/s and a [512, 256] slice of it at about 12 GB/s on the 2-core
 # AMD EPYC VM we measure on (1 MiB of L2 per core; docs/performance.md). The gated MLP's
 # wi_0 / wi_1 / wo are the widest kernels of a layer, so the decoding loop reads them as
 # column blocks of MLP_BLOCK_COLUMNS, cut once per generate call. Measured a gain from 16
