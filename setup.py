@@ -41,7 +41,7 @@ setup(
     version="0.1.0",
     description="Medical mT5 continued pretraining, fine-tuning and ProMoT in JAX/Flax",
     packages=find_packages(include=["medmt5*", "prompt_tuning*", "tasks*"]),
-    package_data={"tasks": ["data/**/*"]},
+    package_data={"tasks": ["data/**/*"], "medmt5.model": ["csrc/*.cc"]},
     include_package_data=True,
     # gin/ sits at the top of the repo (users edit it); installed copies go to
     # <prefix>/share/medmt5/gin, which medmt5.cli.gin_utils always searches.

@@ -17,7 +17,7 @@ import numpy as np
 
 from medmt5.decoding.beam_search import TokensToLogits, beam_search, brevity_penalty  # noqa: F401
 from medmt5.decoding.constraints import DecodingConstraint, mask_log_probs
-from medmt5.model import transformer
+from medmt5.model import cpu_kernels, transformer
 from medmt5.model.layers import DECODE_WEIGHTS
 from medmt5.model.transformer import fill_cross_cache, init_cache, mlp_decode_blocks
 
@@ -207,13 +207,30 @@ def generate(model, params, batch: Mapping[str, Any] | None = None, *,
     run = jitted_generate(method, rows)
     return run(params, tokens, prompt, encoded, encoder_mask, constraint, rng,
                model=model, method=method, max_decode_length=int(max_decode_length),
+               small_rows_kernel=uses_small_rows_kernel(rows, params),
                beam_size=int(beam_size), alpha=float(alpha),
                return_all_beams=bool(return_all_beams),
                temperature=float(temperature), top_k=int(top_k), top_p=float(top_p))
 
 
 _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return_all_beams",
-           "temperature", "top_k", "top_p")
+           "temperature", "top_k", "top_p", "small_rows_kernel")
+
+
+def uses_small_rows_kernel(rows: int, params) -> bool:
+    """Whether a decoding step over `rows` decoder rows runs its products through
+    `cpu_kernels` (the hand-written CPU kernel): on the CPU backend, for
+    cpu_kernels.SMALL_ROWS_MIN..SMALL_ROWS_MAX rows, with every parameter on one device
+    (a custom call is not partitioned), and where the kernel builds and runs."""
+    if jax.default_backend() != "cpu":
+        return False
+    if not cpu_kernels.SMALL_ROWS_MIN <= rows <= cpu_kernels.SMALL_ROWS_MAX:
+        return False
+    for leaf in jax.tree_util.tree_leaves(params):
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is not None and len(sharding.device_set) > 1:
+            return False
+    return cpu_kernels.available()
 # XLA CPU compiler options of the decoding jit (this jit only; training keeps the defaults).
 # Without the YNNPACK library fusion the decoding step's small-row products (B or B*k rows
 # against each weight matrix) and the LM head run faster on CPU; docs/performance.md has
@@ -241,7 +258,7 @@ def jitted_generate(method: str = "greedy", rows: int = 0):
 
 def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rng, *, model,
                    method, max_decode_length, beam_size, alpha, return_all_beams, temperature,
-                   top_k, top_p, cpu_tuned=False):
+                   top_k, top_p, small_rows_kernel=False, cpu_tuned=False):
     cfg = model.config
     variables = {"params": params}
     if encoded is None:
@@ -280,10 +297,11 @@ def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rn
             variables = {**variables, DECODE_WEIGHTS: blocks}
 
     def tokens_to_logits(step_tokens, cache, step):
-        logits, mutated = model.apply(
-            {**variables, "cache": cache}, encoded, encoder_mask, step_tokens,
-            enable_dropout=False, decode=True, max_decode_length=max_decode_length,
-            method=model.decode, mutable=["cache"])
+        with cpu_kernels.small_rows_products(small_rows_kernel):
+            logits, mutated = model.apply(
+                {**variables, "cache": cache}, encoded, encoder_mask, step_tokens,
+                enable_dropout=False, decode=True, max_decode_length=max_decode_length,
+                method=model.decode, mutable=["cache"])
         return logits[:, 0, :], mutated["cache"]
 
     common = dict(max_decode_length=max_decode_length, eos_id=cfg.eos_id,

@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from medmt5.model import cpu_kernels
 from medmt5.model.config import T5Config
 
 Initializer = Callable[..., jax.Array]
@@ -74,11 +75,15 @@ def project(x, kernel, dtype, out_dtype=None):
     [B, T, in]): the weight gradient is then a plain 2-D dot, where the 3-D einsum's gradient
     (contracting over both B and T) made XLA write dy out transposed to [out, B, T] first.
     On CPU the matmul carries its own gradient (`_cpu_matmul`) so that every backward dot
-    is in the layout XLA CPU's fast dot library takes.
+    is in the layout XLA CPU's fast dot library takes. Inside the CPU decoding jit
+    (`cpu_kernels.small_rows_products`) a float32 product of 2-8 rows goes to the
+    hand-written kernel instead (no gradient; decoding only).
     """
     lead = x.shape[:-1]
     x2, w = x.reshape((-1, x.shape[-1])).astype(dtype), kernel.astype(dtype)
-    if CPU_WEIGHT_GRAD_LAYOUT and jax.default_backend() == "cpu":
+    if cpu_kernels.takes(x2, w):
+        y = cpu_kernels.small_rows_matmul(x2, w)
+    elif CPU_WEIGHT_GRAD_LAYOUT and jax.default_backend() == "cpu":
         y = _cpu_matmul(x2, w)
     else:
         y = jnp.dot(x2, w, preferred_element_type=jnp.float32)
