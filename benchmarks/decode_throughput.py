@@ -103,8 +103,17 @@ def setup_ours(cfg, params, enc: np.ndarray, args) -> tuple:
                                      max_decode_length=args.max_decode_length)
         return out["r"]
 
+    from medmt5.model import cpu_kernels
+    rows = args.batch * (args.beam_size if args.method == "beam" else 1)
+    kernel = decoding.uses_small_rows_kernel(rows, dev_params)
+
     def done():
-        return {}, np.asarray(out["r"][0])
+        # whether the decoding step's products ran in medmt5's CPU kernel, and if not, why
+        return {"small_rows_kernel": kernel,
+                "small_rows_kernel_note": None if kernel else (
+                    cpu_kernels.why_unavailable()
+                    or f"{rows} decoder rows, or not the CPU backend, or sharded parameters: "
+                       "XLA's own products")}, np.asarray(out["r"][0])
 
     return common.Side("ours", call, jax.block_until_ready, memory=common.jax_peak_memory,
                        reset_memory=common.reset_peak_rss), done
