@@ -105,15 +105,16 @@ def setup_ours(cfg, params, enc: np.ndarray, args) -> tuple:
 
     from medmt5.model import cpu_kernels
     rows = args.batch * (args.beam_size if args.method == "beam" else 1)
-    kernel = decoding.uses_small_rows_kernel(rows, dev_params)
+    kernel = decoding.uses_small_rows_kernel(rows, dev_params, cfg.activation_dtype)
 
     def done():
         # whether the decoding step's products ran in medmt5's CPU kernel, and if not, why
-        return {"small_rows_kernel": kernel,
-                "small_rows_kernel_note": None if kernel else (
-                    cpu_kernels.why_unavailable()
-                    or f"{rows} decoder rows, or not the CPU backend, or sharded parameters: "
-                       "XLA's own products")}, np.asarray(out["r"][0])
+        note = None if kernel else (
+            cpu_kernels.why_unavailable()
+            or f"{rows} decoder rows, {cfg.activation_dtype} activations, the backend or the "
+               "parameters' placement: XLA's own products")
+        return ({"small_rows_kernel": kernel, "small_rows_kernel_note": note},
+                np.asarray(out["r"][0]))
 
     return common.Side("ours", call, jax.block_until_ready, memory=common.jax_peak_memory,
                        reset_memory=common.reset_peak_rss), done

@@ -40,6 +40,8 @@ def _operands(m, k, n, seed=0):
     (1, 16, 16),     # one row
     (6, 16, 15),     # no 16-wide strip at all: the scalar columns only
     (7, 9, 2048),
+    (4, 512, 32128),  # the mT5 LM head: several output tiles per thread's column range
+    (2, 3, 40000),    # uneven ranges and a tail
 ])
 def test_products_equal_float64_matmul(m, k, n):
     assert cpu_kernels.available(), cpu_kernels.why_unavailable()
@@ -160,6 +162,13 @@ def test_generate_picks_the_kernel_by_rows_backend_and_placement():
         spread = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
         sharded = jax.tree_util.tree_map(lambda p: jax.device_put(p, spread), params)
         assert not sampling.uses_small_rows_kernel(4, sharded)
+    # bfloat16 activations: project would turn every product down, so no kernel variant
+    assert not sampling.uses_small_rows_kernel(4, params, jnp.bfloat16)
+    # under an outer transformation the parameters are tracers: XLA's products (the custom
+    # call has no derivative rule and would not be partitioned)
+    seen = []
+    jax.jit(lambda p: seen.append(sampling.uses_small_rows_kernel(4, p)) or 0)(params)
+    assert seen == [False]
     got = sampling.generate(model, params, {"encoder_input_tokens": enc}, method="greedy",
                             max_decode_length=8)
     want = _decode(model, params, enc, "greedy", False)
@@ -204,6 +213,7 @@ def test_unbuildable_kernel_warns_once_and_decoding_falls_back(tmp_path, monkeyp
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-c++"))
     monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path / "empty-cache"))
     monkeypatch.delenv(cpu_kernels.ENV_SWITCH, raising=False)
+    monkeypatch.setattr(cpu_kernels, "_registered", [])  # as in a fresh process
     model, params, enc = _model(4)
     with pytest.warns(RuntimeWarning) as caught:
         got = sampling.generate(model, params, {"encoder_input_tokens": enc}, method="greedy",
@@ -218,3 +228,24 @@ def test_unbuildable_kernel_warns_once_and_decoding_falls_back(tmp_path, monkeyp
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-6)
     assert os.environ["CXX"].endswith("no-such-c++")
+
+
+@needs_kernel
+def test_registered_once_per_process(tmp_path, monkeypatch, fresh_state):
+    """A second load (here from another cache folder) reuses the library already registered
+    with XLA instead of registering another handler under the same name."""
+    assert cpu_kernels.available()
+    first = cpu_kernels._state["library"]
+    cpu_kernels._reset_for_tests()
+    monkeypatch.setenv(cpu_kernels.ENV_CACHE, str(tmp_path / "other-cache"))
+    assert cpu_kernels.available() and cpu_kernels._state["library"] is first
+    x, w = _operands(3, 20, 40)
+    np.testing.assert_allclose(jax.jit(cpu_kernels.small_rows_matmul)(x, w), x @ w, atol=1e-4)
+
+
+def test_an_unusable_cache_folder_is_named(tmp_path):
+    taken = tmp_path / "a-file"
+    taken.write_text("not a folder")
+    with pytest.raises(cpu_kernels.KernelBuildError, match="a-file.*MEDMT5_KERNEL_CACHE"):
+        cpu_kernels.build(taken / "kernels")
+    assert taken.read_text() == "not a folder"

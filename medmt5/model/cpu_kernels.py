@@ -16,17 +16,18 @@ SMALL_ROWS_MAX rows; training, the encoder and other backends never see it.
 The library is compiled from the source shipped in `medmt5/model/csrc/` on first use with
 the system C++ compiler (`$CXX`, else c++ / g++ / clang++; the XLA FFI headers come with
 jaxlib) into `$MEDMT5_KERNEL_CACHE` (default ~/.cache/medmt5/kernels), keyed by a hash of
-source, flags, compiler and jaxlib version; written to a temporary name and renamed, so
-concurrent processes never load a half-written file. Where it cannot be built or run
-(no compiler, a CPU without AVX2/FMA, not x86-64), or with MEDMT5_CPU_KERNELS=0, decoding
-uses XLA's own products: the same results within float32 rounding, slower, with one warning
-that says why.
+the source, the flags, the compiler's path and the jaxlib version; written to a temporary
+name and renamed, so concurrent processes never load a half-written file. Where it cannot
+be built or run (no compiler, a CPU without AVX2/FMA, not x86-64), or with
+MEDMT5_CPU_KERNELS=0, decoding uses XLA's own products: the same results within float32
+rounding, slower, with one warning that says why.
 """
 from __future__ import annotations
 
 import contextlib
 import ctypes
 import hashlib
+import logging
 import os
 import platform
 import shutil
@@ -48,8 +49,10 @@ ENV_SWITCH = "MEDMT5_CPU_KERNELS"
 ENV_CACHE = "MEDMT5_KERNEL_CACHE"
 CXX_FLAGS = ("-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC", "-w")
 
+log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _state: dict = {"checked": False, "library": None, "reason": None, "warned": False}
+_registered: list = []  # the library registered with XLA in this process, once
 _switch = threading.local()
 
 
@@ -114,9 +117,14 @@ def build(directory: str | os.PathLike | None = None) -> Path:
     except OSError as e:
         raise KernelBuildError(f"cannot create the kernel cache {directory} ({e}); set "
                                f"{ENV_CACHE} to a writable folder") from e
-    fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=directory)
-    os.close(fd)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=directory)
+        os.close(fd)
+    except OSError as e:
+        raise KernelBuildError(f"cannot write to the kernel cache {directory} ({e}); set "
+                               f"{ENV_CACHE} to a writable folder") from e
     cmd = [cxx, *CXX_FLAGS, f"-I{jax.ffi.include_dir()}", str(SOURCE), "-o", tmp]
+    log.info("building the CPU decoding kernel once for this machine: %s", " ".join(cmd))
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
@@ -164,18 +172,27 @@ def _load() -> None:
     if not ok:
         _state["reason"] = why
         return
+    if _registered:  # registered earlier in this process (XLA keeps one handler per name)
+        _state["library"] = _registered[0]
+        return
     try:
         library = ctypes.cdll.LoadLibrary(str(build()))
-        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.MedMt5SmallRowsMatmul),
-                                    platform="cpu")
-    except (KernelBuildError, OSError, AttributeError) as e:
-        _state["reason"] = str(e)
+        handler = library.MedMt5SmallRowsMatmul
+        # start the CPU backend first: a registration made before it exists is deferred to
+        # its start-up, where a failure could not fall back any more
+        jax.devices("cpu")
+        jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
+    except Exception as e:  # any failure to build, load or register: XLA's products instead
+        _state["reason"] = f"{type(e).__name__}: {e}" if not isinstance(
+            e, KernelBuildError) else str(e)
         return
+    _registered.append(library)
     _state["library"] = library
 
 
 def _reset_for_tests() -> None:
-    """Forget the load result (the XLA registration itself stays); tests only."""
+    """Forget the load result (the XLA registration, and the library behind it, stay for the
+    process); tests only."""
     with _lock:
         _state.update(checked=False, library=None, reason=None, warned=False)
 

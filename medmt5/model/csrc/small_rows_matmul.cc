@@ -27,6 +27,7 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <thread>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -153,7 +154,15 @@ ffi::Error SmallRowsMatmulImpl(ffi::ThreadPool pool, Matrix x, Matrix w, OutMatr
   product->range_cols = (strips + ranges - 1) / ranges * 16;
   for (int64_t i = 1; i < product->ranges; ++i) pool.Schedule([product] { product->Drain(); });
   product->Drain();
-  while (product->finished.load(std::memory_order_acquire) < product->ranges) _mm_pause();
+  // A helper that claimed a range is running it; spin briefly, then give the core away in
+  // case that helper is waiting for it (more threads than cores).
+  for (int spins = 0; product->finished.load(std::memory_order_acquire) < product->ranges;) {
+    if (++spins < 4096) {
+      _mm_pause();
+    } else {
+      std::this_thread::yield();
+    }
+  }
   if (product->vector_cols < N) ScalarColumns(product->x, M, K, product->w, N, out, product->vector_cols);
   return ffi::Error::Success();
 }
