@@ -218,25 +218,6 @@ _STATIC = ("model", "method", "max_decode_length", "beam_size", "alpha", "return
            "temperature", "top_k", "top_p", "small_rows_kernel")
 
 
-def uses_small_rows_kernel(rows: int, params, dtype=jnp.float32) -> bool:
-    """Whether a decoding step over `rows` decoder rows runs its products through
-    `cpu_kernels` (the hand-written CPU kernel): on the CPU backend, for
-    cpu_kernels.SMALL_ROWS_MIN..SMALL_ROWS_MAX rows, float32 activations (`dtype`), every
-    parameter a concrete array on one CPU device (a custom call is not partitioned, and has
-    no derivative rule: under an outer transformation the parameters are tracers and XLA's
-    products are used), and where the kernel builds and runs."""
-    if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
-        return False
-    if not cpu_kernels.SMALL_ROWS_MIN <= rows <= cpu_kernels.SMALL_ROWS_MAX:
-        return False
-    for leaf in jax.tree_util.tree_leaves(params):
-        if isinstance(leaf, jax.core.Tracer):
-            return False
-        sharding = getattr(leaf, "sharding", None)
-        if sharding is not None and (len(sharding.device_set) != 1 or any(
-                d.platform != "cpu" for d in sharding.device_set)):
-            return False
-    return cpu_kernels.available()
 # XLA CPU compiler options of the decoding jit (this jit only; training keeps the defaults).
 # Without the YNNPACK library fusion the decoding step's small-row products (B or B*k rows
 # against each weight matrix) and the LM head run faster on CPU; docs/performance.md has
@@ -260,6 +241,27 @@ def jitted_generate(method: str = "greedy", rows: int = 0):
     if method == "beam" and rows >= transformer.MLP_BLOCK_MIN_ROWS:
         return _generate_jit_cpu_beam
     return _generate_jit_cpu
+
+
+def uses_small_rows_kernel(rows: int, params, dtype=jnp.float32) -> bool:
+    """Whether a decoding step over `rows` decoder rows runs its products through
+    `cpu_kernels` (the hand-written CPU kernel): on the CPU backend, for
+    cpu_kernels.SMALL_ROWS_MIN..SMALL_ROWS_MAX rows, float32 activations (`dtype`), every
+    parameter a concrete array on one CPU device (a custom call is not partitioned, and has
+    no derivative rule: under an outer transformation the parameters are tracers and XLA's
+    products are used), and where the kernel builds and runs."""
+    if jax.default_backend() != "cpu" or jnp.dtype(dtype) != jnp.float32:
+        return False
+    if not cpu_kernels.SMALL_ROWS_MIN <= rows <= cpu_kernels.SMALL_ROWS_MAX:
+        return False
+    for leaf in jax.tree_util.tree_leaves(params):
+        if isinstance(leaf, jax.core.Tracer):
+            return False
+        sharding = getattr(leaf, "sharding", None)
+        if sharding is not None and (len(sharding.device_set) != 1 or any(
+                d.platform != "cpu" for d in sharding.device_set)):
+            return False
+    return cpu_kernels.available()
 
 
 def _generate_impl(params, tokens, prompt, encoded, encoder_mask, constraint, rng, *, model,

@@ -114,10 +114,6 @@ def build(directory: str | os.PathLike | None = None) -> Path:
         return target
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise KernelBuildError(f"cannot create the kernel cache {directory} ({e}); set "
-                               f"{ENV_CACHE} to a writable folder") from e
-    try:
         fd, tmp = tempfile.mkstemp(prefix=target.stem + ".", suffix=".tmp", dir=directory)
         os.close(fd)
     except OSError as e:
@@ -149,13 +145,12 @@ def available() -> bool:
         if not _state["checked"]:
             _load()
             _state["checked"] = True
-    if _state["library"] is None and _state["reason"] and not _state["warned"]:
+    if _state["library"] is None and not _state["warned"]:
         _state["warned"] = True
-        if os.environ.get(ENV_SWITCH, "1") != "0":
-            warnings.warn(f"medmt5: the CPU decoding kernel is not used: {_state['reason']}. "
-                          "Decoding uses XLA's own products (same results, slower on CPU); "
-                          f"{ENV_SWITCH}=0 turns the kernel off without this warning.",
-                          RuntimeWarning, stacklevel=2)
+        warnings.warn(f"medmt5: the CPU decoding kernel is not used: {_state['reason']}. "
+                      "Decoding uses XLA's own products (same results, slower on CPU); "
+                      f"{ENV_SWITCH}=0 turns the kernel off without this warning.",
+                      RuntimeWarning, stacklevel=2)
     return _state["library"] is not None
 
 
@@ -166,7 +161,7 @@ def why_unavailable() -> str | None:
 
 def _load() -> None:
     if os.environ.get(ENV_SWITCH, "1") == "0":
-        _state["reason"] = f"switched off by {ENV_SWITCH}=0"
+        _state.update(reason=f"switched off by {ENV_SWITCH}=0", warned=True)  # asked for
         return
     ok, why = cpu_supported()
     if not ok:
@@ -182,9 +177,11 @@ def _load() -> None:
         # its start-up, where a failure could not fall back any more
         jax.devices("cpu")
         jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(handler), platform="cpu")
-    except Exception as e:  # any failure to build, load or register: XLA's products instead
-        _state["reason"] = f"{type(e).__name__}: {e}" if not isinstance(
-            e, KernelBuildError) else str(e)
+    except KernelBuildError as e:
+        _state["reason"] = str(e)
+        return
+    except Exception as e:  # any failure to load or register: XLA's products instead
+        _state["reason"] = f"{type(e).__name__}: {e}"
         return
     _registered.append(library)
     _state["library"] = library
